@@ -1,0 +1,368 @@
+"""FMA-Net (Youk, Oh and Kim, CVPR 2024) exactly as released.
+
+Degradation learning network NetD and restoration network NetR, each a stack of FRMA
+blocks, joined by flow-guided dynamic filtering (FGDF): NetD predicts motion-aware
+degradation kernels K^D and re-degrades the sharp HR sequence with them (training only);
+NetR restores the centre frame with flow-guided dynamic upsampling plus a high-frequency
+residual. Where the release differs from the paper, the release is followed and the spot
+says so (see ../shared/docs/fmanet-architecture.md in the development tree).
+
+Public tensors are ``[B, C, T, H, W]`` in [0, 1] (channels before time, as the release);
+inside, sequences are frames-major ``[B, T, C, H, W]`` (see ``blocks``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..ops.dynamic_filter import (dynamic_downsample, dynamic_upsample,
+                                  normalize_downsampling_kernels, normalize_upsampling_kernels)
+from ..ops.warp import image_flow_warp
+from .blocks import FRMA, RRDB, FrameConv, channels_to_seq, lrelu
+from .registry import register_model
+
+__all__ = ["FMANetConfig", "NetD", "NetR", "FMANet", "RELEASED_CONFIG_NAMES"]
+
+# The release's config names that differ from ours (ours are lower-case field names).
+RELEASED_CONFIG_NAMES = {"num_RDB": "num_rdb", "num_FRMA": "num_frma", "LayerNorm_type": "layernorm_type"}
+
+
+@dataclass(frozen=True)
+class FMANetConfig:
+    """FMA-Net hyper-parameters; defaults are the released model (paper Sec. 4).
+
+    Attributes:
+        dim: feature channels C; divisible by num_seq, num_flow and num_heads.
+        ds_kernel_size: k_d, NetD's degradation kernel size; k_d - scale must be even.
+        us_kernel_size: k_r, NetR's restoration kernel size.
+        num_flow: n, multi-flow-mask pairs per frame.
+        num_frma: M, FRMA blocks in each network.
+        num_seq: T, input frames (odd; the centre one is restored).
+        layernorm_type: "WithBias" or "BiasFree" (Restormer's two LayerNorms).
+        bias: conv biases (the RDB 1x1 fusion conv always has one).
+        scale: x4 only: the high-frequency tail is two pixel-shuffle x2 steps.
+        stage: 1 = NetD alone (training stage 1), 2 = NetD + NetR.
+        flow_guided: False gives the paper's Table 3 ablation, conventional dynamic
+            filtering (Eq. 5): the same kernels applied to unwarped frames.
+    """
+
+    in_channels: int = 3
+    dim: int = 90
+    ds_kernel_size: int = 20
+    us_kernel_size: int = 5
+    num_rdb: int = 12
+    growth_rate: int = 18
+    num_dense_layer: int = 4
+    num_flow: int = 9
+    num_frma: int = 4
+    num_transformer_block: int = 2
+    num_heads: int = 6
+    layernorm_type: str = "WithBias"
+    ffn_expansion_factor: float = 2.66
+    bias: bool = False
+    scale: int = 4
+    num_seq: int = 3
+    stage: int = 2
+    flow_guided: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("in_channels", "dim", "ds_kernel_size", "us_kernel_size", "num_rdb", "growth_rate",
+                    "num_dense_layer", "num_flow", "num_frma", "num_transformer_block", "num_heads", "num_seq")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"FMANetConfig.{name} must be a positive integer, got {value!r}")
+        checks = [
+            (self.dim % self.num_seq == 0, f"dim ({self.dim}) must be divisible by num_seq ({self.num_seq})"),
+            (self.dim % self.num_flow == 0, f"dim ({self.dim}) must be divisible by num_flow ({self.num_flow})"),
+            (self.dim % self.num_heads == 0, f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})"),
+            (self.num_seq % 2 == 1, f"num_seq must be odd (a centre frame), got {self.num_seq}"),
+            (self.scale == 4, f"scale must be 4 (the released tail is two x2 pixel shuffles), got {self.scale}"),
+            (self.ds_kernel_size >= self.scale and (self.ds_kernel_size - self.scale) % 2 == 0,
+             f"ds_kernel_size - scale must be even and >= 0, got {self.ds_kernel_size} - {self.scale}"),
+            (self.us_kernel_size % 2 == 1, f"us_kernel_size must be odd, got {self.us_kernel_size}"),
+            (self.layernorm_type in ("WithBias", "BiasFree"),
+             f"layernorm_type must be 'WithBias' or 'BiasFree', got {self.layernorm_type!r}"),
+            (self.stage in (1, 2), f"stage must be 1 or 2, got {self.stage!r}"),
+            (int(self.dim * self.ffn_expansion_factor) >= 1, "ffn_expansion_factor gives no hidden channels"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"FMANetConfig: {message}")
+
+    @classmethod
+    def from_released(cls, released: dict[str, Any], **extra: Any) -> "FMANetConfig":
+        """From the release's config names (``num_RDB``, ``LayerNorm_type``, ...)."""
+        names = {f.name for f in fields(cls)}
+        kwargs = {}
+        for key, value in released.items():
+            key = RELEASED_CONFIG_NAMES.get(key, key)
+            if key not in names:
+                raise ValueError(f"FMANetConfig: unknown released config key {key!r}")
+            kwargs[key] = value
+        return cls(**{**kwargs, **extra})
+
+    @property
+    def center(self) -> int:
+        return self.num_seq // 2
+
+
+def _heads(c_in: int, c_mid: int, c_out: int, bias: bool) -> nn.Sequential:
+    """conv, LeakyReLU, conv, all per frame: the shape of every small head in FMA-Net."""
+    return nn.Sequential(FrameConv(c_in, c_mid, 3, bias=bias), lrelu(), FrameConv(c_mid, c_out, 3, bias=bias))
+
+
+def _frma_stack(cfg: FMANetConfig, *, restoration: bool) -> nn.ModuleList:
+    return nn.ModuleList([
+        FRMA(dim=cfg.dim, num_seq=cfg.num_seq, num_flow=cfg.num_flow, growth_rate=cfg.growth_rate,
+             num_dense_layer=cfg.num_dense_layer, num_transformer_block=cfg.num_transformer_block,
+             num_heads=cfg.num_heads, ffn_expansion=cfg.ffn_expansion_factor, bias=cfg.bias,
+             layernorm_bias=cfg.layernorm_type == "WithBias",
+             # NetR's first block already receives f^{D,M}; NetD's first starts f from F.
+             has_flow_in=restoration or i > 0, has_fw_in=i > 0, degradation_aware=restoration)
+        for i in range(cfg.num_frma)])
+
+
+class NetDOutput(NamedTuple):
+    feat: Tensor         # F^{D,M}   [B, T, C, H, W]
+    kernels: Tensor      # K^D logits [B, T, k_d^2, H, W]
+    image_flow: Tensor   # f^Y        [B, T, 3, H, W] (dx, dy, mask logit) at LR size
+    flow: Tensor         # f^{D,M}   [B, T, 3n, H, W]
+    anchor: Tensor       # X^D_sharp  [B, T, 3, H, W]
+
+
+class NetD(nn.Module):
+    """Degradation learning network (Sec. 3.4, top of Fig. 3)."""
+
+    def __init__(self, cfg: FMANetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c, n3 = cfg.dim, 3 * cfg.num_flow
+        self.feature_extractor = nn.Sequential(
+            FrameConv(cfg.in_channels, c, 3, bias=cfg.bias), lrelu(),
+            RRDB(c, cfg.growth_rate, cfg.num_dense_layer, cfg.num_rdb, bias=cfg.bias))
+        self.frma_blocks = _frma_stack(cfg, restoration=False)
+        self.kernel_head = _heads(c // cfg.num_seq, c, cfg.ds_kernel_size ** 2, cfg.bias)
+        self.flow_head = _heads(n3, n3, 3, cfg.bias)
+        self.anchor_head = _heads(c, c, cfg.in_channels, cfg.bias)
+
+    def encode(self, lr: Tensor) -> Tensor:
+        """Initial features F^{D,0}: ``[B, T, 3, H, W]`` -> ``[B, T, C, H, W]``.
+
+        Every op here is per frame, so a sliding window can compute each frame's once.
+        """
+        return self.feature_extractor(lr)
+
+    def forward(self, lr: Tensor, feat0: Tensor | None = None) -> NetDOutput:
+        """``lr``: ``[B, T, 3, H, W]``; ``feat0``: precomputed ``encode(lr)`` or None."""
+        feat = self.encode(lr) if feat0 is None else feat0
+        f0c = feat[:, self.cfg.center]
+        fw = flow = None
+        for block in self.frma_blocks:
+            feat, fw, flow = block(feat, fw, flow, f0c)
+        kernels = self.kernel_head(channels_to_seq(fw, self.cfg.num_seq))
+        return NetDOutput(feat, kernels, self.flow_head(flow), flow, self.anchor_head(feat))
+
+    def degrade(self, hr: Tensor, out: NetDOutput) -> tuple[Tensor, Tensor]:
+        """Flow-guided dynamic downsampling of the sharp HR sequence (Eq. 7).
+
+        Args:
+            hr: ``[B, T, 3, sH, sW]``.
+        Returns:
+            ``(recon [B, 3, H, W], hr_warp [B, T, 3, sH, sW])``.
+        """
+        validity, warped = image_flow_warp(hr, out.image_flow, self.cfg.scale)
+        kernels = normalize_downsampling_kernels(out.kernels)
+        if self.cfg.flow_guided:
+            recon = dynamic_downsample(warped, validity, kernels, self.cfg.scale)
+        else:
+            recon = dynamic_downsample(hr, torch.ones_like(hr[:, :, :1]), kernels, self.cfg.scale)
+        return recon, warped
+
+
+class HighFrequencyReconstruction(nn.Module):
+    """NetR's high-frequency branch: F_w ``[B, C, H, W]`` -> Y_r ``[B, 3, 4H, 4W]``."""
+
+    def __init__(self, dim: int, out_channels: int, *, bias: bool) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(dim, dim, 3, padding=1, bias=bias)
+        self.conv1 = nn.Conv2d(dim, 4 * dim, 3, padding=1, bias=bias)
+        self.conv2 = nn.Conv2d(dim, 4 * dim, 3, padding=1, bias=bias)
+        self.conv3 = nn.Conv2d(dim, dim, 3, padding=1, bias=bias)
+        self.conv_out = nn.Conv2d(dim, out_channels, 3, padding=1, bias=bias)
+
+    def forward(self, fw: Tensor) -> Tensor:
+        act = lambda z: F.leaky_relu(z, 0.2)  # noqa: E731
+        x = act(self.conv_in(fw))
+        x = F.pixel_shuffle(act(self.conv1(x)), 2)
+        x = F.pixel_shuffle(act(self.conv2(x)), 2)
+        return self.conv_out(act(self.conv3(x)))
+
+
+class NetROutput(NamedTuple):
+    output: Tensor       # Y_hat_c    [B, 3, sH, sW]
+    lr_warp: Tensor      # X_w        [B, T, 3, H, W]
+    anchor: Tensor       # X^R_sharp  [B, T, 3, H, W]
+    image_flow: Tensor   # f^X        [B, T, 3, H, W]
+    kernels: Tensor      # K^R logits [B, T, s^2 k_r^2, H, W]
+
+
+class NetR(nn.Module):
+    """Restoration network (Sec. 3.4, bottom of Fig. 3)."""
+
+    def __init__(self, cfg: FMANetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c, n3, kd2 = cfg.dim, 3 * cfg.num_flow, cfg.ds_kernel_size ** 2
+        self.feature_extractor = nn.Sequential(
+            FrameConv(cfg.in_channels + c, c, 3, bias=cfg.bias), lrelu(),
+            RRDB(c, cfg.growth_rate, cfg.num_dense_layer, cfg.num_rdb, bias=cfg.bias))
+        self.flow_in = _heads(n3, n3, n3, cfg.bias)
+        # Full 3x3x3 convs: unlike every other conv here these mix neighbouring frames.
+        self.kd_embed = nn.Sequential(nn.Conv3d(kd2, c, 3, padding=1, bias=cfg.bias), lrelu(),
+                                      nn.Conv3d(c, c, 3, padding=1, bias=cfg.bias))
+        self.frma_blocks = _frma_stack(cfg, restoration=True)
+        self.high_freq = HighFrequencyReconstruction(c, cfg.in_channels, bias=cfg.bias)
+        self.kernel_head = _heads(c // cfg.num_seq, c, cfg.scale ** 2 * cfg.us_kernel_size ** 2, cfg.bias)
+        self.pre_flow_head = _heads(n3, n3, 3, cfg.bias)
+        self.flow_head = _heads(n3 + 2 * cfg.in_channels, n3, 3, cfg.bias)
+        self.anchor_head = _heads(c, c, cfg.in_channels, cfg.bias)
+
+    def forward(self, lr: Tensor, d: NetDOutput) -> NetROutput:
+        """``lr``: ``[B, T, 3, H, W]``; ``d``: NetD's output for the same window."""
+        cfg = self.cfg
+        t = lr.shape[1]
+        feat = self.feature_extractor(torch.cat((lr, d.feat), dim=2))
+        f0c = feat[:, cfg.center]
+        flow = self.flow_in(d.flow)
+        kd_feat = self.kd_embed(d.kernels.transpose(1, 2)).transpose(1, 2)
+        fw = None
+        for block in self.frma_blocks:
+            feat, fw, flow = block(feat, fw, flow, f0c, kd_feat)
+        residual = self.high_freq(fw)
+        kernels = self.kernel_head(channels_to_seq(fw, cfg.num_seq))
+        # Image flow for X: a preliminary warp, then a refined flow from it (f^X).
+        _, pre_warp = image_flow_warp(lr, self.pre_flow_head(flow), 1)
+        center = lr[:, cfg.center : cfg.center + 1].expand(-1, t, -1, -1, -1)
+        image_flow = self.flow_head(torch.cat((flow, pre_warp, center), dim=2))
+        _, lr_warp = image_flow_warp(lr, image_flow, 1)
+        frames = lr_warp if cfg.flow_guided else lr
+        upsampled = dynamic_upsample(frames, normalize_upsampling_kernels(kernels, cfg.scale), cfg.scale)
+        return NetROutput(upsampled + residual, lr_warp, self.anchor_head(feat), image_flow, kernels)
+
+
+def _seq(x: Tensor) -> Tensor:
+    """Frames-major ``[B, T, C, H, W]`` -> public ``[B, C, T, H, W]`` (a view)."""
+    return x.transpose(1, 2)
+
+
+class FMANet(nn.Module):
+    """FMA-Net: NetD (stage 1) or NetD + NetR (stage 2), one class with a ``stage`` setting.
+
+    ``forward(lr, hr=None)`` takes ``lr [B, 3, T, H, W]`` (blurry LR window) and optionally
+    ``hr [B, 3, T, 4H, 4W]`` (sharp HR window) and returns a dict:
+
+    - ``output`` ``[B, 3, 4H, 4W]``: restored centre frame (stage 2).
+    - ``lr_warp`` ``[B, 3, T, H, W]``: LR frames warped to the centre by f^X (stage 2).
+    - ``anchor_r`` ``[B, 3, T, H, W]``: NetR's TA anchor (stage 2).
+    - ``image_flow_lr`` ``[B, 2, T, H, W]``: f^X's flow (stage 2).
+    - ``anchor_d`` ``[B, 3, T, H, W]``: NetD's TA anchor, the predicted sharp LR sequence.
+    - ``image_flow`` ``[B, 2, T, H, W]``: f^Y's flow from the centre to each frame.
+    - ``kernels_d`` ``[B, k_d^2, T, H, W]``: K^D logits.
+    - with ``hr``: ``recon`` ``[B, 3, H, W]`` (re-degraded blurry centre frame) and
+      ``hr_warp`` ``[B, 3, T, 4H, 4W]`` (masked HR frames warped to the centre).
+
+    ``channel_order`` says which colour order the weights expect ("BGR" for the authors').
+    """
+
+    def __init__(self, config: FMANetConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        cfg = config or FMANetConfig()
+        self.config = replace(cfg, **overrides) if overrides else cfg
+        self.net_d = NetD(self.config)
+        self.net_r = NetR(self.config) if self.config.stage == 2 else None
+        self.channel_order = "RGB"
+
+    @property
+    def min_size(self) -> int:
+        # The k_r x k_r restoration window must fit inside a frame.
+        return max(2, self.config.us_kernel_size)
+
+    def check_inputs(self, lr: Tensor, hr: Tensor | None = None) -> None:
+        """Raise ValueError naming what was expected and what came."""
+        cfg = self.config
+        if not isinstance(lr, Tensor) or lr.dim() != 5:
+            got = f"{lr.dim()}-D {tuple(lr.shape)}" if isinstance(lr, Tensor) else type(lr).__name__
+            raise ValueError(f"lr must be a 5-D tensor [B, {cfg.in_channels}, {cfg.num_seq}, H, W], got {got}")
+        b, c, t, h, w = lr.shape
+        if c != cfg.in_channels:
+            raise ValueError(f"lr must have {cfg.in_channels} channels in dim 1 ([B, C, T, H, W]), got {c} "
+                             f"(shape {tuple(lr.shape)})")
+        if t != cfg.num_seq:
+            raise ValueError(f"lr must have T={cfg.num_seq} frames in dim 2, got {t} (shape {tuple(lr.shape)})")
+        if h < self.min_size or w < self.min_size:
+            raise ValueError(f"lr frames must be at least {self.min_size}x{self.min_size}, got {h}x{w}")
+        if not lr.is_floating_point():
+            raise ValueError(f"lr must be a floating-point tensor in [0, 1], got {lr.dtype}")
+        if hr is not None:
+            want = (b, c, t, h * cfg.scale, w * cfg.scale)
+            if not isinstance(hr, Tensor) or tuple(hr.shape) != want:
+                got = tuple(hr.shape) if isinstance(hr, Tensor) else type(hr).__name__
+                raise ValueError(f"hr must have shape {want} (lr x{cfg.scale}), got {got}")
+
+    def forward(self, lr: Tensor, hr: Tensor | None = None, *, feat0: Tensor | None = None) -> dict[str, Tensor]:
+        """See the class docstring. ``feat0``: cached ``net_d.encode`` features ``[B, T, C, H, W]``."""
+        self.check_inputs(lr, hr)
+        x = lr.transpose(1, 2)
+        d = self.net_d(x, feat0)
+        out = {"anchor_d": _seq(d.anchor), "image_flow": _seq(d.image_flow[:, :, :2]), "kernels_d": _seq(d.kernels)}
+        if hr is not None:
+            recon, hr_warp = self.net_d.degrade(hr.transpose(1, 2), d)
+            out.update(recon=recon, hr_warp=_seq(hr_warp))
+        if self.net_r is not None:
+            r = self.net_r(x, d)
+            out.update(output=r.output, lr_warp=_seq(r.lr_warp), anchor_r=_seq(r.anchor),
+                       image_flow_lr=_seq(r.image_flow[:, :, :2]))
+        return out
+
+
+def _preset(base: FMANetConfig, overrides: dict[str, Any]) -> FMANet:
+    names = {f.name for f in fields(FMANetConfig)}
+    unknown = [k for k in overrides if k not in names]
+    if unknown:
+        raise ValueError(f"unknown FMANetConfig field(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    return FMANet(replace(base, **overrides))
+
+
+@register_model("fmanet")
+def fmanet(**overrides: Any) -> FMANet:
+    """The released FMA-Net (M=4, n=9, k_d=20, k_r=5): 9,766,503 parameters."""
+    return _preset(FMANetConfig(), overrides)
+
+
+@register_model("fmanet-s")
+def fmanet_s(**overrides: Any) -> FMANet:
+    """FMA-Net_s of the supplement: M=2, nothing else changed. 7,569,603 parameters."""
+    return _preset(FMANetConfig(num_frma=2), overrides)
+
+
+@register_model("fmanet-cpu")
+def fmanet_cpu(**overrides: Any) -> FMANet:
+    """A small FMA-Net for training on a CPU in minutes to hours (our preset, not the paper's)."""
+    return _preset(FMANetConfig(dim=36, ds_kernel_size=12, us_kernel_size=5, num_rdb=3, growth_rate=12,
+                                num_dense_layer=3, num_flow=3, num_frma=2, num_transformer_block=1,
+                                num_heads=2), overrides)
+
+
+@register_model("fmanet-tiny")
+def fmanet_tiny(**overrides: Any) -> FMANet:
+    """The size of the shared reference model (tiny_a): for tests and smoke runs."""
+    return _preset(FMANetConfig(dim=18, ds_kernel_size=8, us_kernel_size=3, num_rdb=2, growth_rate=6,
+                                num_dense_layer=2, num_flow=3, num_frma=2, num_transformer_block=1,
+                                num_heads=2), overrides)

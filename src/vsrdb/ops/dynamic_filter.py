@@ -1,0 +1,110 @@
+"""Dynamic filtering over a frame sequence: FGDF down- and upsampling (paper Eqs. 6-7).
+
+Both functions take frames that are already warped towards the centre frame (flow-guided
+dynamic filtering, Eq. 6); given unwarped frames they are the conventional dynamic
+filtering of Eq. 5. The kernels are per-pixel and span all T frames jointly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "normalize_downsampling_kernels",
+    "normalize_upsampling_kernels",
+    "dynamic_downsample",
+    "dynamic_upsample",
+]
+
+
+def normalize_downsampling_kernels(logits: Tensor) -> Tensor:
+    """Softmax over all T*k*k entries of each pixel's kernel.
+
+    The paper says sigmoid; the release normalises jointly with a softmax, so that a blur
+    kernel over the whole window sums to one.
+
+    Args:
+        logits: ``[B, T, k*k, H, W]``.
+    Returns:
+        ``[B, T, k*k, H, W]``, non-negative, summing to 1 over (T, k*k) at each pixel.
+    """
+    b, t, kk, h, w = logits.shape
+    return torch.softmax(logits.reshape(b, t * kk, h, w), dim=1).reshape(b, t, kk, h, w)
+
+
+def normalize_upsampling_kernels(logits: Tensor, scale: int) -> Tensor:
+    """Shift each sub-pixel kernel to sum to one: K - mean(K) + 1/(T*k*k).
+
+    The release uses this instead of a softmax so restoration kernels can be negative
+    (sharpening). Channel order of the logits is (s1, s2, k1, k2).
+
+    Args:
+        logits: ``[B, T, s*s*k*k, H, W]``.
+    Returns:
+        ``[B, T, s*s, k*k, H, W]``, each (sub-pixel) kernel summing to 1 over (T, k*k).
+    """
+    b, t, c, h, w = logits.shape
+    kk = c // (scale * scale)
+    k = logits.reshape(b, t, scale * scale, kk, h, w)
+    return k - k.mean(dim=(1, 3), keepdim=True) + 1.0 / (t * kk)
+
+
+def _frame_patches(x: Tensor, size: int, stride: int, pad: int) -> Tensor:
+    """``[B, T, C, H, W]`` -> ``[B, T, C, size*size, Ho, Wo]`` of replicate-padded windows."""
+    b, t, c, h, w = x.shape
+    xp = F.pad(x.reshape(b * t, c, h, w), (pad, pad, pad, pad), mode="replicate")
+    cols = F.unfold(xp, kernel_size=size, stride=stride)
+    ho = (h + 2 * pad - size) // stride + 1
+    wo = (w + 2 * pad - size) // stride + 1
+    return cols.reshape(b, t, c, size * size, ho, wo)
+
+
+def dynamic_downsample(warped: Tensor, validity: Tensor, kernels: Tensor, scale: int) -> Tensor:
+    """Flow-guided dynamic downsampling (Eq. 7): re-degrade an HR sequence into the LR centre.
+
+    Each LR pixel (h, w) sees the k x k window starting at row h*s, column w*s of the HR
+    frames replicate-padded by (k - s)/2, in every frame; the result is normalised by the
+    same filter applied to the validity map so occluded or out-of-frame samples do not
+    darken it.
+
+    Args:
+        warped: ``[B, T, C, sH, sW]`` masked, warped HR frames.
+        validity: ``[B, T, C or 1, sH, sW]`` masked, warped all-ones frames.
+        kernels: ``[B, T, k*k, H, W]`` normalised (``normalize_downsampling_kernels``).
+        scale: s.
+    Returns:
+        ``[B, C, H, W]``: the re-degraded blurry LR centre frame.
+    """
+    ks = int(round(kernels.shape[2] ** 0.5))
+    if (ks - scale) % 2:
+        raise ValueError(f"dynamic_downsample: kernel size {ks} minus scale {scale} must be even")
+    pad = (ks - scale) // 2
+    c = warped.shape[2]
+    # Validity is identical across colour channels: filter one channel of it, not C.
+    both = torch.cat((warped, validity[:, :, :1]), dim=2)
+    patches = _frame_patches(both, ks, scale, pad)  # [B, T, C+1, k*k, H, W]
+    filtered = torch.einsum("btckhw,btkhw->bchw", patches, kernels)
+    return filtered[:, :c] / (filtered[:, c:] + 1e-8)
+
+
+def dynamic_upsample(frames: Tensor, kernels: Tensor, scale: int) -> Tensor:
+    """Flow-guided dynamic x s upsampling: one T*k*k kernel per HR pixel.
+
+    HR pixel (h*s + i, w*s + j) = sum over t and the k x k window centred on LR pixel
+    (h, w) of kernel(h, w, i, j) * frame, frames replicate-padded by k//2.
+
+    Args:
+        frames: ``[B, T, C, H, W]`` (warped LR frames).
+        kernels: ``[B, T, s*s, k*k, H, W]`` (``normalize_upsampling_kernels``).
+        scale: s.
+    Returns:
+        ``[B, C, sH, sW]``.
+    """
+    b, t, c, h, w = frames.shape
+    ks = int(round(kernels.shape[3] ** 0.5))
+    patches = _frame_patches(frames, ks, 1, ks // 2)  # [B, T, C, k*k, H, W]
+    out = torch.einsum("btckhw,btskhw->bcshw", patches, kernels)
+    out = out.reshape(b, c, scale, scale, h, w).permute(0, 1, 4, 2, 5, 3)
+    return out.reshape(b, c, h * scale, w * scale)

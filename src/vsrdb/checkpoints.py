@@ -26,7 +26,8 @@ from .models.fmanet import FMANet, FMANetConfig
 from .models.registry import build, model_family
 
 __all__ = ["WeightsMeta", "save_checkpoint", "load_checkpoint", "CheckpointError",
-           "infer_official_config", "convert_official_state_dict"]
+           "infer_official_config", "convert_official_state_dict", "export_official_state_dicts",
+           "save_official_checkpoint"]
 
 FORMAT_NAME = "vsrdb"
 FORMAT_VERSION = 1
@@ -187,6 +188,69 @@ def convert_official_state_dict(state_d: Mapping[str, Tensor],
     return out
 
 
+# Ours -> official, the inverse of the tables above (order matters: "conv." becomes
+# "conv.1." before "fuse." becomes "conv.0.").
+_SHARED_INVERSE = [
+    (r"^frma_blocks\.", "FRMA_blocks."),
+    (r"\.rdb_kd\.", ".rdb_KD."),
+    (r"\.conv_kd\.", ".conv_KD."),
+    (r"\.conv_fw\.", ".conv_Fw."),
+    (r"\.attn_blocks\.", ".multi_attn_block."),
+    (r"\.(norm\d)\.(weight|bias)$", r".\1.body.\2"),
+    (r"^feature_extractor\.2\.conv\.", "feature_extractor.2.conv.1."),
+    (r"^feature_extractor\.2\.fuse\.", "feature_extractor.2.conv.0."),
+    (r"^feature_extractor\.2\.rdbs\.", "feature_extractor.2.RDBs."),
+    (r"\.layers\.(\d+)\.", r".layer.\1."),
+    (r"(RDBs\.\d+|\.rdb|\.rdb_KD)\.fuse\.", r"\1.conv."),
+]
+
+
+def _invert(renames: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    # Longest first, so "high_freq.conv_out." is not taken by "high_freq.".
+    pairs = sorted(renames, key=lambda r: -len(r[1]))
+    return [("^" + re.escape(new), old.lstrip("^").replace("\\", "")) for old, new in pairs]
+
+
+def export_official_state_dicts(model: FMANet) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """Our FMANet state dict -> the release's (NetD, NetR) state dicts (NetR None at stage 1)."""
+    state = model.state_dict()
+    result = []
+    for prefix, renames in (("net_d.", _NET_D_RENAMES), ("net_r.", _NET_R_RENAMES)):
+        part = {}
+        for key, value in state.items():
+            if not key.startswith(prefix):
+                continue
+            key = key[len(prefix):]
+            for pattern, repl in _invert(renames) + _SHARED_INVERSE:
+                key = re.sub(pattern, repl, key)
+            part[key] = value
+        result.append(part or None)
+    return result[0], result[1]
+
+
+def save_official_checkpoint(model: FMANet, folder: str | os.PathLike, *, epoch: int = 0) -> Path:
+    """Write ``model_D_best.pt`` (+ ``model_R_best.pt``) as the authors' training does.
+
+    Optimizer and scheduler entries are fresh Adam / MultiStepLR states, so the files have
+    the same keys as the release's; the weights are what matters.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state_d, state_r = export_official_state_dicts(model)
+    for tag, state, name in (("D", state_d, OFFICIAL_D), ("R", state_r, OFFICIAL_R)):
+        if state is None:
+            continue
+        params = [torch.nn.Parameter(v.clone()) for v in state.values()]
+        opt = torch.optim.Adam(params, lr=2e-4)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[70, 85, 95], gamma=0.5)
+        blob = {"epoch": epoch, f"model_{tag}_state_dict": state, f"optimizer_{tag}_state_dict": opt.state_dict(),
+                f"scheduler_{tag}_state_dict": sched.state_dict()}
+        tmp = folder / f".{name}.tmp"
+        torch.save(blob, tmp)
+        os.replace(tmp, folder / name)
+    return folder
+
+
 def _count(state: Mapping[str, Tensor], pattern: str) -> int:
     rx = re.compile(pattern)
     return len({m.group(1) for k in state if (m := rx.match(k))})
@@ -214,7 +278,8 @@ def infer_official_config(state_d: Mapping[str, Tensor], state_r: Mapping[str, T
         raise CheckpointError(f"{source}: d_conv.2.weight has {kd2} outputs, not a square kernel size")
     # The release's feed-forward width is int(dim * factor); pick the factor it was made with
     # (2.66 in the release) when it fits, else one that reproduces the width.
-    factor = 2.66 if int(dim * 2.66) == hidden else (hidden + 0.5) / dim
+    candidates = [2.66, round(hidden / dim, 2), hidden / dim, (hidden + 0.5) / dim]
+    factor = next(f for f in candidates if int(dim * f) == hidden)
     scale = 4  # the released tail is two x2 pixel shuffles
     us_kernel = 5
     if state_r is not None:

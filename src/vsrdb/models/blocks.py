@@ -1,9 +1,10 @@
 """Building blocks of FMA-Net: RDB/RRDB, Restormer-style attention and feed-forward, FRMA.
 
 Layout: sequences are frames-major ``[B, T, C, H, W]`` inside the model, so a "2D-per-frame"
-convolution is a plain conv2d over ``B*T`` frames (about 3x faster on CPU than the
-release's ``Conv3d`` with a ``(1, k, k)`` kernel). Parameters keep the release's 5-D shapes
-so its checkpoints load unchanged.
+convolution is a plain conv2d over ``B*T`` frames, and activations are kept channels-last
+(oneDNN's native layout: no reorder around every conv). Together about 3x faster on CPU
+than the release's ``Conv3d`` with a ``(1, k, k)`` kernel in NCHW. Parameters keep the
+release's 5-D shapes so its checkpoints load unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from ..ops.warp import multi_flow_warp
 
 __all__ = [
     "FrameConv",
+    "TemporalConv3d",
+    "cat_channels",
+    "channels_last",
     "lrelu",
     "DenseLayer",
     "RDB",
@@ -35,6 +39,25 @@ def lrelu() -> nn.LeakyReLU:
     return nn.LeakyReLU(0.2, inplace=True)
 
 
+def channels_last(x: Tensor) -> Tensor:
+    """A 4-D tensor in channels-last memory (a no-op when it already is)."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _frames(x: Tensor) -> Tensor:
+    """``[B, T, C, H, W]`` -> channels-last ``[B*T, C, H, W]`` (a view when already laid out so)."""
+    return channels_last(x.flatten(0, 1))
+
+
+def cat_channels(*xs: Tensor) -> Tensor:
+    """Concatenate ``[B, T, C_i, H, W]`` sequences along C, keeping channels-last frames.
+
+    (A 5-D ``torch.cat`` would fall back to a contiguous layout.)
+    """
+    b, t = xs[0].shape[:2]
+    return torch.cat([_frames(x) for x in xs], dim=1).unflatten(0, (b, t))
+
+
 class FrameConv(nn.Conv3d):
     """The same k x k 2D convolution applied to every frame of ``[B, T, C, H, W]``.
 
@@ -47,14 +70,40 @@ class FrameConv(nn.Conv3d):
 
     def forward(self, x: Tensor) -> Tensor:  # [B, T, Cin, H, W] -> [B, T, Cout, H, W]
         b, t = x.shape[:2]
-        y = F.conv2d(x.flatten(0, 1), self.weight.squeeze(2), self.bias, padding=self.padding[1:])
+        y = F.conv2d(_frames(x), self.weight.squeeze(2), self.bias, padding=self.padding[1:])
         return y.unflatten(0, (b, t))
 
 
+class TemporalConv3d(nn.Conv3d):
+    """A full 3x3x3 ``Conv3d`` (zero-padded in time and space) on ``[B, T, C, H, W]``.
+
+    Computed as three per-frame conv2d taps summed over neighbouring frames: the same
+    arithmetic, but without the volume-to-column buffer of CPU Conv3d (27*C_in channels
+    per pixel: 2.5 GB for the released K^D at 180x320) and in the fast 2D kernels.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, bias: bool) -> None:
+        super().__init__(in_channels, out_channels, 3, padding=1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, T, Cin, H, W] -> [B, T, Cout, H, W]
+        b, t = x.shape[:2]
+        w = self.weight
+        out = F.conv2d(_frames(x), w[:, :, 1], self.bias, padding=1).unflatten(0, (b, t))
+        if t > 1:
+            # out[t] += W[0] * x[t-1] and W[2] * x[t+1]: each tap only on the frames it reaches.
+            prev = F.conv2d(_frames(x[:, :-1]), w[:, :, 0], padding=1).unflatten(0, (b, t - 1))
+            nxt = F.conv2d(_frames(x[:, 1:]), w[:, :, 2], padding=1).unflatten(0, (b, t - 1))
+            out = torch.cat((out[:, :1] + nxt[:, :1],
+                             out[:, 1:-1] + prev[:, :-1] + nxt[:, 1:],
+                             out[:, -1:] + prev[:, -1:]), dim=1) if t > 2 else torch.stack(
+                (out[:, 0] + nxt[:, 0], out[:, 1] + prev[:, 0]), dim=1)
+        return out
+
+
 def seq_to_channels(x: Tensor) -> Tensor:
-    """``[B, T, C, H, W]`` -> ``[B, C*T, H, W]`` with channel index c*T + t (the paper's r_4->3)."""
+    """``[B, T, C, H, W]`` -> channels-last ``[B, C*T, H, W]``, channel index c*T + t (r_4->3)."""
     b, t, c, h, w = x.shape
-    return x.transpose(1, 2).reshape(b, c * t, h, w)
+    return x.permute(0, 3, 4, 2, 1).reshape(b, h, w, c * t).permute(0, 3, 1, 2)
 
 
 def channels_to_seq(x: Tensor, t: int) -> Tensor:
@@ -64,19 +113,21 @@ def channels_to_seq(x: Tensor, t: int) -> Tensor:
 
 
 class DenseLayer(nn.Module):
-    """Per-frame conv + LeakyReLU whose output is concatenated after its input."""
+    """Per-frame conv + LeakyReLU whose output is concatenated after its input (see ``RDB``)."""
 
     def __init__(self, in_channels: int, growth_rate: int, *, bias: bool) -> None:
         super().__init__()
         self.conv = FrameConv(in_channels, growth_rate, 3, bias=bias)
-        self.act = lrelu()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.cat((x, self.act(self.conv(x))), dim=2)
 
 
 class RDB(nn.Module):
-    """Residual dense block [Zhang et al. 2018] on ``[B, T, dim, H, W]``."""
+    """Residual dense block [Zhang et al. 2018] on ``[B, T, dim, H, W]``.
+
+    Dense layer i convolves concat(x, o_1 .. o_i); a conv of a concatenation is the sum of
+    convs of its parts, so every layer's x-term comes from one wide conv and each o_j is
+    convolved once for all later layers. Same arithmetic as the release's concatenations,
+    without copying the growing feature stack four times (about 20% faster on CPU).
+    """
 
     def __init__(self, dim: int, growth_rate: int, num_layers: int, *, bias: bool) -> None:
         super().__init__()
@@ -86,7 +137,24 @@ class RDB(nn.Module):
         self.fuse = FrameConv(dim + num_layers * growth_rate, dim, 1, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fuse(self.layers(x)) + x
+        b, t, c = x.shape[:3]
+        convs = [layer.conv for layer in self.layers]
+        g, n = convs[0].out_channels, len(convs)
+        xf = _frames(x)
+        biases = [cv.bias for cv in convs]
+        bias = torch.cat(biases) if biases[0] is not None else None
+        partial = list(F.conv2d(xf, torch.cat([cv.weight[:, :c, 0] for cv in convs]), bias, padding=1).split(g, 1))
+        fuse_w = self.fuse.weight[:, :, 0]
+        out = F.conv2d(xf, fuse_w[:, :c], self.fuse.bias)
+        for i in range(n):
+            o = F.leaky_relu(partial[i], 0.2)
+            cols = slice(c + i * g, c + (i + 1) * g)
+            if i + 1 < n:
+                later = F.conv2d(o, torch.cat([cv.weight[:, cols, 0] for cv in convs[i + 1:]]), padding=1)
+                for j, term in enumerate(later.split(g, 1), start=i + 1):
+                    partial[j] = partial[j] + term
+            out = out + F.conv2d(o, fuse_w[:, cols])
+        return out.unflatten(0, (b, t)) + x
 
 
 class RRDB(nn.Module):
@@ -99,12 +167,19 @@ class RRDB(nn.Module):
         self.conv = FrameConv(dim, dim, 3, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        outs = []
+        # The 1x1 fusion of the concatenated RDB outputs is a sum of per-RDB 1x1 convs:
+        # accumulating it keeps one RDB output alive instead of num_rdb of them.
+        b, t = x.shape[:2]
+        weights = self.fuse.weight.flatten(1).chunk(len(self.rdbs), dim=1)
+        fused = None
         h = x
-        for rdb in self.rdbs:
+        for rdb, w in zip(self.rdbs, weights):
             h = rdb(h)
-            outs.append(h)
-        return self.conv(self.fuse(torch.cat(outs, dim=2))) + x
+            term = F.conv2d(_frames(h), w[:, :, None, None])
+            fused = term if fused is None else fused.add_(term) if not torch.is_grad_enabled() else fused + term
+        if self.fuse.bias is not None:
+            fused = fused + self.fuse.bias.view(1, -1, 1, 1)
+        return self.conv(fused.unflatten(0, (b, t))) + x
 
 
 class LayerNorm2d(nn.Module):
@@ -258,9 +333,9 @@ class FRMA(nn.Module):
         feat = self.rdb(feat)
         f0c_seq = f0c.unsqueeze(1).expand(-1, t, -1, -1, -1)
         if self.has_flow_in:
-            flow = flow + self.conv_f(torch.cat((f0c_seq, flow, multi_flow_warp(feat, flow)), dim=2))  # Eq. 1
+            flow = flow + self.conv_f(cat_channels(f0c_seq, flow, multi_flow_warp(feat, flow)))  # Eq. 1
         else:
-            flow = self.conv_f(torch.cat((f0c_seq, feat), dim=2))
+            flow = self.conv_f(cat_channels(f0c_seq, feat))
         warped = seq_to_channels(multi_flow_warp(feat, flow))
         fw = self.conv_fw(torch.cat((fw, warped), dim=1) if self.has_fw_in else warped)  # Eq. 2
         kd = self.conv_kd(seq_to_channels(self.rdb_kd(kd_feat))) if self.degradation_aware else None

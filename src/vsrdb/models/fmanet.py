@@ -24,7 +24,7 @@ from torch import Tensor
 from ..ops.dynamic_filter import (dynamic_downsample, dynamic_upsample,
                                   normalize_downsampling_kernels, normalize_upsampling_kernels)
 from ..ops.warp import image_flow_warp
-from .blocks import FRMA, RRDB, FrameConv, channels_to_seq, lrelu
+from .blocks import FRMA, RRDB, FrameConv, TemporalConv3d, cat_channels, channels_last, channels_to_seq, lrelu
 from .registry import register_model
 
 __all__ = ["FMANetConfig", "NetD", "NetR", "FMANet", "RELEASED_CONFIG_NAMES"]
@@ -225,8 +225,8 @@ class NetR(nn.Module):
             RRDB(c, cfg.growth_rate, cfg.num_dense_layer, cfg.num_rdb, bias=cfg.bias))
         self.flow_in = _heads(n3, n3, n3, cfg.bias)
         # Full 3x3x3 convs: unlike every other conv here these mix neighbouring frames.
-        self.kd_embed = nn.Sequential(nn.Conv3d(kd2, c, 3, padding=1, bias=cfg.bias), lrelu(),
-                                      nn.Conv3d(c, c, 3, padding=1, bias=cfg.bias))
+        self.kd_embed = nn.Sequential(TemporalConv3d(kd2, c, bias=cfg.bias), lrelu(),
+                                      TemporalConv3d(c, c, bias=cfg.bias))
         self.frma_blocks = _frma_stack(cfg, restoration=True)
         self.high_freq = HighFrequencyReconstruction(c, cfg.in_channels, bias=cfg.bias)
         self.kernel_head = _heads(c // cfg.num_seq, c, cfg.scale ** 2 * cfg.us_kernel_size ** 2, cfg.bias)
@@ -238,10 +238,10 @@ class NetR(nn.Module):
         """``lr``: ``[B, T, 3, H, W]``; ``d``: NetD's output for the same window."""
         cfg = self.cfg
         t = lr.shape[1]
-        feat = self.feature_extractor(torch.cat((lr, d.feat), dim=2))
+        feat = self.feature_extractor(cat_channels(lr, d.feat))
         f0c = feat[:, cfg.center]
         flow = self.flow_in(d.flow)
-        kd_feat = self.kd_embed(d.kernels.transpose(1, 2)).transpose(1, 2)
+        kd_feat = self.kd_embed(d.kernels)
         fw = None
         for block in self.frma_blocks:
             feat, fw, flow = block(feat, fw, flow, f0c, kd_feat)
@@ -250,7 +250,7 @@ class NetR(nn.Module):
         # Image flow for X: a preliminary warp, then a refined flow from it (f^X).
         _, pre_warp = image_flow_warp(lr, self.pre_flow_head(flow), 1)
         center = lr[:, cfg.center : cfg.center + 1].expand(-1, t, -1, -1, -1)
-        image_flow = self.flow_head(torch.cat((flow, pre_warp, center), dim=2))
+        image_flow = self.flow_head(cat_channels(flow, pre_warp, center))
         _, lr_warp = image_flow_warp(lr, image_flow, 1)
         frames = lr_warp if cfg.flow_guided else lr
         upsampled = dynamic_upsample(frames, normalize_upsampling_kernels(kernels, cfg.scale), cfg.scale)
@@ -319,7 +319,8 @@ class FMANet(nn.Module):
     def forward(self, lr: Tensor, hr: Tensor | None = None, *, feat0: Tensor | None = None) -> dict[str, Tensor]:
         """See the class docstring. ``feat0``: cached ``net_d.encode`` features ``[B, T, C, H, W]``."""
         self.check_inputs(lr, hr)
-        x = lr.transpose(1, 2)
+        b, _, t = lr.shape[:3]
+        x = channels_last(lr.transpose(1, 2).flatten(0, 1)).unflatten(0, (b, t))
         d = self.net_d(x, feat0)
         out = {"anchor_d": _seq(d.anchor), "image_flow": _seq(d.image_flow[:, :, :2]), "kernels_d": _seq(d.kernels)}
         if hr is not None:

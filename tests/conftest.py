@@ -1,0 +1,37 @@
+"""Shared fixtures. Tests that need ../shared (reference vectors, sample data) skip without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VSRDB_SHARED", ROOT.parent / "shared"))
+REFERENCE = SHARED / "reference"
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    folder = REFERENCE / "tiny_a_official_checkpoint"
+    if not (folder / "model_D_best.pt").exists():
+        pytest.skip(f"reference checkpoint not found at {folder} (needs ../shared beside the repo, "
+                    "or VSRDB_SHARED=path/to/shared)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def reference_vectors() -> dict:
+    path = REFERENCE / "tiny_a_vectors.pt"
+    if not path.exists():
+        pytest.skip(f"reference vectors not found at {path} (needs ../shared beside the repo)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

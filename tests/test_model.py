@@ -1,0 +1,114 @@
+"""FMA-Net model: presets, shapes, input validation, gradients, the Eq. 5 ablation switch."""
+
+import pytest
+import torch
+
+import vsrdb
+from vsrdb.models import FMANetConfig
+
+RELEASED_COUNTS = [
+    ("fmanet", {}, 9_766_503),
+    ("fmanet-s", {}, 7_569_603),
+    ("fmanet", {"num_frma": 1}, 6_471_153),
+    ("fmanet", {"num_flow": 1}, 9_322_623),
+    ("fmanet", {"num_flow": 5}, 9_518_643),
+]
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name,overrides,count", RELEASED_COUNTS)
+def test_parameter_counts_equal_the_release(name, overrides, count):
+    assert n_params(vsrdb.build(name, **overrides)) == count
+
+
+def test_presets_and_overrides():
+    assert {"fmanet", "fmanet-s", "fmanet-cpu", "fmanet-tiny"} <= set(vsrdb.list_models())
+    model = vsrdb.build("fmanet", num_flow=5)
+    assert model.config.num_flow == 5 and model.config.num_frma == 4
+    assert vsrdb.build("fmanet-s").config == FMANetConfig(num_frma=2)
+    with pytest.raises(ValueError, match="unknown model"):
+        vsrdb.build("fmanet-xl")
+    with pytest.raises(ValueError, match="num_flows"):
+        vsrdb.build("fmanet", num_flows=5)
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"dim": 20}, "divisible by num_seq"),
+    ({"num_flow": 4}, "divisible by num_flow"),
+    ({"ds_kernel_size": 7}, "must be even"),
+    ({"scale": 2}, "scale must be 4"),
+    ({"num_seq": 4, "dim": 36}, "odd"),
+    ({"layernorm_type": "Batch"}, "layernorm_type"),
+])
+def test_impossible_configs_are_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        vsrdb.build("fmanet-tiny", **bad)
+
+
+def test_released_config_names_are_accepted():
+    cfg = FMANetConfig.from_released({"num_RDB": 2, "num_FRMA": 1, "LayerNorm_type": "BiasFree"})
+    assert (cfg.num_rdb, cfg.num_frma, cfg.layernorm_type) == (2, 1, "BiasFree")
+
+
+@pytest.mark.parametrize("t,h,w,b", [(3, 8, 10, 2), (5, 6, 7, 1)])
+def test_output_shapes(t, h, w, b):
+    model = vsrdb.build("fmanet-tiny", num_seq=t, dim=30 if t == 5 else 18).eval()
+    lr, hr = torch.rand(b, 3, t, h, w), torch.rand(b, 3, t, 4 * h, 4 * w)
+    with torch.no_grad():
+        out = model(lr, hr)
+        plain = model(lr)
+    assert out["output"].shape == (b, 3, 4 * h, 4 * w)
+    assert out["recon"].shape == (b, 3, h, w)
+    assert out["hr_warp"].shape == (b, 3, t, 4 * h, 4 * w)
+    assert out["image_flow"].shape == (b, 2, t, h, w)
+    for key in ("anchor_d", "anchor_r", "lr_warp"):
+        assert out[key].shape == (b, 3, t, h, w)
+    assert "recon" not in plain
+    assert torch.allclose(plain["output"], out["output"])  # hr only adds the training outputs
+
+
+def test_stage_one_is_net_d_alone():
+    model = vsrdb.build("fmanet-tiny", stage=1)
+    assert model.net_r is None
+    assert n_params(model) == n_params(model.net_d)
+    out = model(torch.rand(1, 3, 3, 8, 8), torch.rand(1, 3, 3, 32, 32))
+    assert "output" not in out and out["recon"].shape == (1, 3, 8, 8)
+
+
+@pytest.mark.parametrize("lr,hr,match", [
+    (torch.rand(3, 3, 8, 8), None, "5-D"),
+    (torch.rand(1, 1, 3, 8, 8), None, "3 channels"),
+    (torch.rand(1, 3, 5, 8, 8), None, "T=3"),
+    (torch.rand(1, 3, 3, 2, 8), None, "at least"),
+    (torch.rand(1, 3, 3, 8, 8), torch.rand(1, 3, 3, 16, 16), r"\(1, 3, 3, 32, 32\)"),
+    (torch.rand(1, 3, 3, 8, 8), torch.rand(2, 3, 3, 32, 32), "hr must have shape"),
+])
+def test_wrong_inputs_raise_clear_value_errors(lr, hr, match):
+    model = vsrdb.build("fmanet-tiny")
+    with pytest.raises(ValueError, match=match):
+        model(lr, hr)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_gradients_reach_every_parameter(stage):
+    model = vsrdb.build("fmanet-tiny", stage=stage, bias=True)
+    out = model(torch.rand(2, 3, 3, 8, 10), torch.rand(2, 3, 3, 32, 40))
+    loss = sum(v.float().abs().mean() for v in out.values())
+    loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient reached: {missing[:5]}"
+
+
+def test_conventional_dynamic_filtering_switch():
+    guided = vsrdb.build("fmanet-tiny").eval()
+    conventional = vsrdb.build("fmanet-tiny", flow_guided=False).eval()
+    conventional.load_state_dict(guided.state_dict())  # same parameters, only Eq. 5 vs Eq. 6
+    lr, hr = torch.rand(1, 3, 3, 8, 8), torch.rand(1, 3, 3, 32, 32)
+    with torch.no_grad():
+        a, b = guided(lr, hr), conventional(lr, hr)
+    assert not torch.allclose(a["output"], b["output"])
+    assert not torch.allclose(a["recon"], b["recon"])
+    assert torch.allclose(a["anchor_d"], b["anchor_d"])  # everything before the filtering is shared

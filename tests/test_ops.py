@@ -1,0 +1,118 @@
+"""Warping and dynamic filtering against slow, obvious versions."""
+
+import torch
+import torch.nn.functional as F
+
+from vsrdb.ops import (dynamic_downsample, dynamic_upsample, flow_warp, image_flow_warp, multi_flow_warp,
+                       normalize_downsampling_kernels, normalize_upsampling_kernels)
+
+
+def test_flow_warp_zero_flow_is_identity():
+    x = torch.rand(2, 3, 7, 9)
+    assert torch.allclose(flow_warp(x, torch.zeros(2, 2, 7, 9)), x, atol=1e-6)
+
+
+def test_flow_warp_integer_shift_samples_neighbour_with_zero_padding():
+    x = torch.rand(1, 2, 6, 8)
+    flow = torch.zeros(1, 2, 6, 8)
+    flow[:, 0] = 2.0  # out(y, x) = in(y, x + 2)
+    flow[:, 1] = -1.0  # out(y, x) = in(y - 1, ...)
+    out = flow_warp(x, flow)
+    assert torch.allclose(out[:, :, 1:, :-2], x[:, :, :-1, 2:], atol=1e-5)
+    assert out[:, :, 0].abs().max() < 1e-6 and out[:, :, :, -2:].abs().max() < 1e-6
+
+
+def test_flow_warp_half_pixel_is_bilinear_average():
+    x = torch.rand(1, 1, 4, 5)
+    flow = torch.zeros(1, 2, 4, 5)
+    flow[:, 0] = 0.5
+    out = flow_warp(x, flow)
+    assert torch.allclose(out[..., :-1], 0.5 * (x[..., :-1] + x[..., 1:]), atol=1e-5)
+
+
+def test_multi_flow_warp_matches_per_group_loop():
+    b, t, n, cg, h, w = 2, 3, 3, 2, 5, 6
+    feat = torch.rand(b, t, n * cg, h, w)
+    fm = torch.randn(b, t, 3 * n, h, w) * 2
+    out = multi_flow_warp(feat, fm)
+    for bi in range(b):
+        for ti in range(t):
+            for j in range(n):
+                g = feat[bi:bi + 1, ti, j * cg:(j + 1) * cg]
+                tri = fm[bi:bi + 1, ti, 3 * j:3 * j + 3]
+                ref = flow_warp(g, tri[:, :2]) * torch.sigmoid(tri[:, 2:3])
+                assert torch.allclose(out[bi, ti, j * cg:(j + 1) * cg], ref[0], atol=1e-6)
+
+
+def test_image_flow_warp_scale_upsamples_flow_times_scale():
+    img = torch.rand(1, 2, 3, 8, 12)
+    fm = torch.zeros(1, 2, 3, 2, 3)
+    fm[:, :, 0] = 0.25  # LR quarter pixel = one HR pixel at x4
+    fm[:, :, 2] = 20.0  # mask ~1
+    validity, warped = image_flow_warp(img, fm, scale=4)
+    assert torch.allclose(warped[..., :-1], img[..., 1:], atol=1e-5)
+    assert torch.allclose(validity[..., :-1], torch.ones_like(validity[..., :-1]), atol=1e-5)
+    assert validity[..., -1].abs().max() < 1e-5  # sampled outside the frame
+
+
+def test_downsampling_kernels_are_a_joint_softmax():
+    k = normalize_downsampling_kernels(torch.randn(2, 3, 16, 5, 6))
+    assert (k >= 0).all()
+    assert torch.allclose(k.sum(dim=(1, 2)), torch.ones(2, 5, 6), atol=1e-5)
+
+
+def test_upsampling_kernels_sum_to_one_and_may_be_negative():
+    k = normalize_upsampling_kernels(torch.randn(1, 3, 4 * 4 * 9, 5, 6) * 3, scale=4)
+    assert k.shape == (1, 3, 16, 9, 5, 6)
+    assert torch.allclose(k.sum(dim=(1, 3)), torch.ones(1, 16, 5, 6), atol=1e-5)
+    assert (k < 0).any()
+
+
+def _slow_downsample(warped, validity, kernels, s):
+    b, t, c, hh, ww = warped.shape
+    k = int(kernels.shape[2] ** 0.5)
+    p = (k - s) // 2
+    h, w = hh // s, ww // s
+    wp = F.pad(warped.reshape(b * t, c, hh, ww), (p, p, p, p), mode="replicate").reshape(b, t, c, hh + 2 * p, ww + 2 * p)
+    vp = F.pad(validity.reshape(b * t, -1, hh, ww), (p, p, p, p), mode="replicate").reshape(b, t, -1, hh + 2 * p, ww + 2 * p)
+    out = torch.zeros(b, c, h, w)
+    for y in range(h):
+        for x in range(w):
+            kern = kernels[:, :, :, y, x].reshape(b, t, 1, k, k)
+            num = (wp[:, :, :, y * s:y * s + k, x * s:x * s + k] * kern).sum(dim=(1, 3, 4))
+            den = (vp[:, :, :1, y * s:y * s + k, x * s:x * s + k] * kern).sum(dim=(1, 3, 4))
+            out[:, :, y, x] = num / (den + 1e-8)
+    return out
+
+
+def test_dynamic_downsample_matches_window_loop():
+    b, t, s, k, h, w = 2, 3, 4, 8, 3, 4
+    warped = torch.rand(b, t, 3, s * h, s * w)
+    validity = torch.rand(b, t, 1, s * h, s * w) + 0.5
+    kernels = normalize_downsampling_kernels(torch.randn(b, t, k * k, h, w))
+    out = dynamic_downsample(warped, validity.expand(-1, -1, 3, -1, -1), kernels, s)
+    assert out.shape == (b, 3, h, w)
+    assert torch.allclose(out, _slow_downsample(warped, validity, kernels, s), atol=1e-5)
+
+
+def test_dynamic_downsample_of_constant_image_is_constant():
+    k = normalize_downsampling_kernels(torch.randn(1, 3, 36, 4, 5))
+    hr = torch.full((1, 3, 3, 16, 20), 0.3)
+    out = dynamic_downsample(hr, torch.ones_like(hr), k, 4)
+    assert torch.allclose(out, torch.full_like(out, 0.3), atol=1e-5)
+
+
+def test_dynamic_upsample_matches_pixel_loop():
+    b, t, c, s, k, h, w = 1, 3, 2, 4, 3, 4, 5
+    frames = torch.rand(b, t, c, h, w)
+    kernels = normalize_upsampling_kernels(torch.randn(b, t, s * s * k * k, h, w), s)
+    out = dynamic_upsample(frames, kernels, s)
+    r = k // 2
+    padded = F.pad(frames.reshape(b * t, c, h, w), (r, r, r, r), mode="replicate").reshape(b, t, c, h + 2 * r, w + 2 * r)
+    for y in range(h):
+        for x in range(w):
+            for i in range(s):
+                for j in range(s):
+                    kern = kernels[0, :, i * s + j, :, y, x].reshape(t, 1, k, k)
+                    ref = (padded[0, :, :, y:y + k, x:x + k] * kern).sum(dim=(0, 2, 3))
+                    assert torch.allclose(out[0, :, y * s + i, x * s + j], ref, atol=1e-5)

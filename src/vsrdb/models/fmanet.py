@@ -14,7 +14,7 @@ inside, sequences are frames-major ``[B, T, C, H, W]`` (see ``blocks``).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -159,15 +159,18 @@ class NetD(nn.Module):
         """
         return self.feature_extractor(lr)
 
-    def forward(self, lr: Tensor, feat0: Tensor | None = None) -> NetDOutput:
-        """``lr``: ``[B, T, 3, H, W]``; ``feat0``: precomputed ``encode(lr)`` or None."""
+    def forward(self, lr: Tensor, feat0: Tensor | None = None, *, anchor: bool = True) -> NetDOutput:
+        """``lr``: ``[B, T, 3, H, W]``; ``feat0``: precomputed ``encode(lr)`` or None.
+
+        ``anchor=False`` skips the TA anchor head (training only): ``anchor`` is then None.
+        """
         feat = self.encode(lr) if feat0 is None else feat0
         f0c = feat[:, self.cfg.center]
         fw = flow = None
         for block in self.frma_blocks:
             feat, fw, flow = block(feat, fw, flow, f0c)
         kernels = self.kernel_head(channels_to_seq(fw, self.cfg.num_seq))
-        return NetDOutput(feat, kernels, self.flow_head(flow), flow, self.anchor_head(feat))
+        return NetDOutput(feat, kernels, self.flow_head(flow), flow, self.anchor_head(feat) if anchor else None)
 
     def degrade(self, hr: Tensor, out: NetDOutput) -> tuple[Tensor, Tensor]:
         """Flow-guided dynamic downsampling of the sharp HR sequence (Eq. 7).
@@ -234,7 +237,7 @@ class NetR(nn.Module):
         self.flow_head = _heads(n3 + 2 * cfg.in_channels, n3, 3, cfg.bias)
         self.anchor_head = _heads(c, c, cfg.in_channels, cfg.bias)
 
-    def forward(self, lr: Tensor, d: NetDOutput) -> NetROutput:
+    def forward(self, lr: Tensor, d: NetDOutput, *, anchor: bool = True) -> NetROutput:
         """``lr``: ``[B, T, 3, H, W]``; ``d``: NetD's output for the same window."""
         cfg = self.cfg
         t = lr.shape[1]
@@ -254,7 +257,8 @@ class NetR(nn.Module):
         _, lr_warp = image_flow_warp(lr, image_flow, 1)
         frames = lr_warp if cfg.flow_guided else lr
         upsampled = dynamic_upsample(frames, normalize_upsampling_kernels(kernels, cfg.scale), cfg.scale)
-        return NetROutput(upsampled + residual, lr_warp, self.anchor_head(feat), image_flow, kernels)
+        return NetROutput(upsampled + residual, lr_warp, self.anchor_head(feat) if anchor else None, image_flow,
+                          kernels)
 
 
 def _seq(x: Tensor) -> Tensor:
@@ -316,11 +320,37 @@ class FMANet(nn.Module):
                 got = tuple(hr.shape) if isinstance(hr, Tensor) else type(hr).__name__
                 raise ValueError(f"hr must have shape {want} (lr x{cfg.scale}), got {got}")
 
+    @staticmethod
+    def _frames_major(lr: Tensor) -> Tensor:
+        b, _, t = lr.shape[:3]
+        return channels_last(lr.transpose(1, 2).flatten(0, 1)).unflatten(0, (b, t))
+
+    def encode_frame(self, frame: Tensor) -> Tensor:
+        """NetD's initial features of single frames: ``[B, 3, H, W]`` -> ``[B, C, H, W]``.
+
+        They depend on one frame only, so a sliding window computes them once per frame
+        and passes them to ``restore`` / ``forward`` as ``feat0``.
+        """
+        return self.net_d.encode(channels_last(frame).unsqueeze(1))[:, 0]
+
+    def restore(self, lr: Tensor, *, feat0: Sequence[Tensor] | None = None) -> Tensor:
+        """Inference: ``lr [B, 3, T, H, W]`` -> restored centre frame ``[B, 3, 4H, 4W]``.
+
+        The same output as ``forward(lr)["output"]``, without the TA anchors (training only).
+        ``feat0``: the T frames' ``encode_frame`` outputs, if already computed.
+        """
+        self.check_inputs(lr)
+        if self.net_r is None:
+            raise ValueError("a stage-1 model (NetD alone) cannot restore; it needs NetR (stage 2)")
+        x = self._frames_major(lr)
+        f0 = torch.stack(list(feat0), dim=1) if feat0 is not None else None
+        d = self.net_d(x, f0, anchor=False)
+        return self.net_r(x, d, anchor=False).output
+
     def forward(self, lr: Tensor, hr: Tensor | None = None, *, feat0: Tensor | None = None) -> dict[str, Tensor]:
         """See the class docstring. ``feat0``: cached ``net_d.encode`` features ``[B, T, C, H, W]``."""
         self.check_inputs(lr, hr)
-        b, _, t = lr.shape[:3]
-        x = channels_last(lr.transpose(1, 2).flatten(0, 1)).unflatten(0, (b, t))
+        x = self._frames_major(lr)
         d = self.net_d(x, feat0)
         out = {"anchor_d": _seq(d.anchor), "image_flow": _seq(d.image_flow[:, :, :2]), "kernels_d": _seq(d.kernels)}
         if hr is not None:

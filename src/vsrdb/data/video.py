@@ -1,0 +1,331 @@
+"""Reading and writing videos and frame folders, as a stream of frames.
+
+Frames travel as numpy arrays ``[H, W, C]`` (C = 1, 3 or 4; uint8 or uint16) in RGB order;
+``to_tensor`` turns one into a float ``[3, H, W]`` in [0, 1]. Writers put their output
+under a temporary name and move it into place on ``close()``; ``abort()`` (or an exception
+inside a ``with`` block, Ctrl-C included) removes the temporary output, so a half-written
+result never sits under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "InputError", "FrameSource", "open_frames", "to_tensor",
+           "to_array", "FrameWriter", "open_writer", "natural_key", "check_output_path"]
+
+VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
+                    ".y4m", ".gif"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+DEFAULT_FPS = Fraction(30)
+
+
+class InputError(ValueError):
+    """Bad input or output path: the message names the file and the problem."""
+
+
+def natural_key(name: str) -> list:
+    """Sort key where 'frame10' follows 'frame9'."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+
+
+class FrameSource:
+    """An iterable of RGB frames with the stream's metadata."""
+
+    path: Path
+    fps: Fraction
+    num_frames: int | None  # None when the container does not say
+    width: int
+    height: int
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _read_image(path: Path) -> np.ndarray:
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8) if path.exists() else None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+    if img is None:
+        raise InputError(f"{path}: cannot read as an image (missing, empty or corrupt)")
+    if img.dtype not in (np.uint8, np.uint16):
+        if img.dtype == np.float32 and img.size:
+            img = (np.clip(img, 0, 1) * 65535 + 0.5).astype(np.uint16)
+        else:
+            raise InputError(f"{path}: unsupported sample type {img.dtype} (8- or 16-bit images only)")
+    if img.ndim == 2:
+        return img[:, :, None]
+    if img.shape[2] == 3:
+        return img[:, :, ::-1]  # OpenCV decodes BGR
+    if img.shape[2] == 4:
+        return img[:, :, [2, 1, 0, 3]]
+    raise InputError(f"{path}: {img.shape[2]} channels; expected grey, RGB or RGBA")
+
+
+class FolderSource(FrameSource):
+    def __init__(self, folder: Path) -> None:
+        self.path = folder
+        self.files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+                            key=lambda p: natural_key(p.name))
+        if not self.files:
+            raise InputError(f"{folder}: no frames in it (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        first = _read_image(self.files[0])
+        self.height, self.width = first.shape[:2]
+        self.fps = DEFAULT_FPS
+        self.num_frames = len(self.files)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for path in self.files:
+            img = _read_image(path)
+            if img.shape[:2] != (self.height, self.width):
+                raise InputError(f"{path}: frame is {img.shape[1]}x{img.shape[0]}, the first frame is "
+                                 f"{self.width}x{self.height}; all frames must have one size")
+            yield img
+
+
+class VideoSource(FrameSource):
+    def __init__(self, path: Path) -> None:
+        import av
+
+        self.path = path
+        try:
+            self.container = av.open(str(path))
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: cannot open as a video ({_av_reason(e)})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise InputError(f"{path}: has no video stream")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        ctx = self.stream.codec_context
+        self.width, self.height = ctx.width, ctx.height
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.fps = Fraction(rate) if rate else DEFAULT_FPS
+        self.num_frames = self.stream.frames or None
+        fmt = self.stream.format
+        deep = fmt is not None and any(c.bits > 8 for c in fmt.components)
+        self._pix = "rgb48le" if deep else "rgb24"
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        import av
+
+        try:
+            for frame in self.container.decode(self.stream):
+                yield frame.to_ndarray(format=self._pix)
+        except av.error.FFmpegError as e:
+            raise InputError(f"{self.path}: corrupt or unreadable video data ({_av_reason(e)})") from None
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def _av_reason(e: Exception) -> str:
+    text = getattr(e, "strerror", None) or str(e)
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def open_frames(path: str | os.PathLike) -> FrameSource:
+    """A video file (anything FFmpeg decodes) or a folder of png/jpg/tif frames, sorted naturally."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return FolderSource(path)
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    return VideoSource(path)
+
+
+def to_tensor(frame: np.ndarray) -> Tensor:
+    """``[H, W, C]`` uint8/uint16 RGB(A)/grey -> float32 ``[3, H, W]`` in [0, 1].
+
+    Grey is repeated to three channels; alpha is dropped (the models restore colour only).
+    """
+    scale = 65535.0 if frame.dtype == np.uint16 else 255.0
+    t = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
+    if t.shape[0] in (1, 2):  # grey or grey + alpha
+        t = t[:1].expand(3, -1, -1)
+    else:
+        t = t[:3]
+    return t.float().div_(scale)
+
+
+def to_array(image: Tensor, *, bits: int = 8) -> np.ndarray:
+    """float ``[3, H, W]`` -> ``[H, W, 3]`` uint8 (or uint16 with bits=16), clipped and rounded."""
+    peak = 65535.0 if bits == 16 else 255.0
+    arr = image.detach().float().clamp(0, 1).mul(peak).round_().permute(1, 2, 0).cpu().numpy()
+    return arr.astype(np.uint16 if bits == 16 else np.uint8)
+
+
+def check_output_path(path: str | os.PathLike, *, overwrite: bool) -> tuple[Path, str]:
+    """Validate an output path before any work; returns (path, kind) with kind 'video' or 'frames'."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix and suffix not in VIDEO_EXTENSIONS:
+        raise InputError(f"{path}: unknown output extension {suffix!r} (use one of "
+                         f"{', '.join(sorted(VIDEO_EXTENSIONS))}, or a name without extension for a PNG folder)")
+    kind = "video" if suffix else "frames"
+    if not path.parent.exists() or not path.parent.is_dir():
+        raise InputError(f"{path}: output folder {path.parent} does not exist")
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise InputError(f"{path}: exists; pass --overwrite to replace it")
+        if kind == "video" and path.is_dir():
+            raise InputError(f"{path}: is a folder; will not replace it with a video file")
+    return path, kind
+
+
+class FrameWriter:
+    """Writes frames to a temporary name; ``close()`` moves the result into place."""
+
+    def __init__(self, path: Path, *, overwrite: bool) -> None:
+        self.path = path
+        self.overwrite = overwrite
+        self.count = 0
+        self._done = False
+
+    def write(self, frame: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _discard(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._finish()
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._discard()
+
+    def __enter__(self) -> "FrameWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` onto ``final``; an existing final is only removed once tmp is in place."""
+    if final.is_dir() and not final.is_symlink():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+class PNGFolderWriter(FrameWriter):
+    def __init__(self, path: Path, *, overwrite: bool) -> None:
+        super().__init__(path, overwrite=overwrite)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        self.tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+
+    def write(self, frame: np.ndarray) -> None:
+        import cv2
+
+        rgb = frame[:, :, ::-1] if frame.shape[2] == 3 else frame
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb))
+        if not ok:
+            raise OSError(f"{self.path}: could not encode frame {self.count}")
+        buf.tofile(str(self.tmp / f"{self.count:08d}.png"))
+        self.count += 1
+
+    def _finish(self) -> None:
+        _replace(self.tmp, self.path)
+
+    def _discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class VideoWriter(FrameWriter):
+    """H.264 (yuv420p, CRF) by default; ``lossless``: H.264 RGB at qp 0 (bit-exact 8-bit RGB)."""
+
+    def __init__(self, path: Path, *, fps: Fraction, overwrite: bool, lossless: bool = False, crf: int = 18) -> None:
+        import av
+
+        super().__init__(path, overwrite=overwrite)
+        self.tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+        fmt = {".mkv": "matroska", ".mp4": "mp4", ".mov": "mov", ".m4v": "mp4"}.get(path.suffix.lower())
+        self.container = av.open(str(self.tmp), mode="w", format=fmt)
+        self.fps = Fraction(fps).limit_denominator(1001 * 1000)
+        self.lossless = lossless
+        self.crf = crf
+        self.stream = None
+
+    def _open_stream(self, width: int, height: int) -> None:
+        if self.lossless:
+            self.stream = self.container.add_stream("libx264rgb", rate=self.fps)
+            self.stream.pix_fmt = "rgb24"
+            self.stream.options = {"qp": "0", "preset": "medium"}
+        else:
+            self.stream = self.container.add_stream("libx264", rate=self.fps)
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.options = {"crf": str(self.crf), "preset": "medium"}
+        self.stream.width, self.stream.height = width, height
+
+    def write(self, frame: np.ndarray) -> None:
+        import av
+
+        if frame.dtype != np.uint8:
+            frame = (frame.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+        if self.stream is None:
+            self._open_stream(frame.shape[1], frame.shape[0])
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:, :, :3]), format="rgb24")
+        for packet in self.stream.encode(vf):
+            self.container.mux(packet)
+        self.count += 1
+
+    def _finish(self) -> None:
+        if self.stream is not None:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        self.container.close()
+        _replace(self.tmp, self.path)
+
+    def _discard(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # the stream may be half set up; the file goes either way
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+
+def open_writer(path: str | os.PathLike, *, fps: Fraction, overwrite: bool = False, lossless: bool = False,
+                crf: int = 18) -> FrameWriter:
+    """A video file for a video extension, else a folder of PNG frames. Checks the path first."""
+    path, kind = check_output_path(path, overwrite=overwrite)
+    if kind == "video":
+        return VideoWriter(path, fps=fps, overwrite=overwrite, lossless=lossless, crf=crf)
+    return PNGFolderWriter(path, overwrite=overwrite)

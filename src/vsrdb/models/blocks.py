@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from typing import Callable
+
 from torch import Tensor
 
 from ..ops.warp import multi_flow_warp
@@ -98,6 +100,25 @@ class TemporalConv3d(nn.Conv3d):
                              out[:, -1:] + prev[:, -1:]), dim=1) if t > 2 else torch.stack(
                 (out[:, 0] + nxt[:, 0], out[:, 1] + prev[:, 0]), dim=1)
         return out
+
+    def forward_streamed(self, frame: Callable[[int], Tensor], t: int) -> Tensor:
+        """The same conv when input frames are made on demand: ``frame(i) -> [B, 1, Cin, H, W]``.
+
+        Each input frame is made once, added into the (at most three) outputs it reaches and
+        dropped, so the T-frame input never exists at once. (NetR's K^D embedding: the input
+        is k_d^2 = 400 channels per frame for the released model.)
+        """
+        w = self.weight
+        out: list[Tensor | None] = [None] * t
+        for i in range(t):
+            x = _frames(frame(i))
+            # out[j] = W0 * x[j-1] + W1 * x[j] + W2 * x[j+1]
+            for tap, j in ((1, i), (0, i + 1), (2, i - 1)):
+                if 0 <= j < t:
+                    y = F.conv2d(x, w[:, :, tap], self.bias if tap == 1 else None, padding=1)
+                    out[j] = y if out[j] is None else out[j].add_(y)
+            del x
+        return torch.stack(out, dim=1)
 
 
 def seq_to_channels(x: Tensor) -> Tensor:

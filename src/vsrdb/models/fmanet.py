@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops.dynamic_filter import (dynamic_downsample, dynamic_upsample,
+from ..ops.dynamic_filter import (dynamic_downsample, dynamic_upsample, dynamic_upsample_streamed,
                                   normalize_downsampling_kernels, normalize_upsampling_kernels)
 from ..ops.warp import image_flow_warp
 from .blocks import FRMA, RRDB, FrameConv, TemporalConv3d, cat_channels, channels_last, channels_to_seq, lrelu
@@ -131,7 +131,8 @@ def _frma_stack(cfg: FMANetConfig, *, restoration: bool) -> nn.ModuleList:
 
 class NetDOutput(NamedTuple):
     feat: Tensor         # F^{D,M}   [B, T, C, H, W]
-    kernels: Tensor      # K^D logits [B, T, k_d^2, H, W]
+    kernels: Tensor | None  # K^D logits [B, T, k_d^2, H, W]; None when left to NetR to stream
+    fw: Tensor           # F_w^{D,M} as a sequence [B, T, C/T, H, W] (the kernel head's input)
     image_flow: Tensor   # f^Y        [B, T, 3, H, W] (dx, dy, mask logit) at LR size
     flow: Tensor         # f^{D,M}   [B, T, 3n, H, W]
     anchor: Tensor       # X^D_sharp  [B, T, 3, H, W]
@@ -159,18 +160,21 @@ class NetD(nn.Module):
         """
         return self.feature_extractor(lr)
 
-    def forward(self, lr: Tensor, feat0: Tensor | None = None, *, anchor: bool = True) -> NetDOutput:
+    def forward(self, lr: Tensor, feat0: Tensor | None = None, *, anchor: bool = True,
+                kernels: bool = True) -> NetDOutput:
         """``lr``: ``[B, T, 3, H, W]``; ``feat0``: precomputed ``encode(lr)`` or None.
 
         ``anchor=False`` skips the TA anchor head (training only): ``anchor`` is then None.
+        ``kernels=False`` leaves K^D for NetR to compute frame by frame (inference).
         """
         feat = self.encode(lr) if feat0 is None else feat0
         f0c = feat[:, self.cfg.center]
         fw = flow = None
         for block in self.frma_blocks:
             feat, fw, flow = block(feat, fw, flow, f0c)
-        kernels = self.kernel_head(channels_to_seq(fw, self.cfg.num_seq))
-        return NetDOutput(feat, kernels, self.flow_head(flow), flow, self.anchor_head(feat) if anchor else None)
+        fw_seq = channels_to_seq(fw, self.cfg.num_seq)
+        k = self.kernel_head(fw_seq) if kernels else None
+        return NetDOutput(feat, k, fw_seq, self.flow_head(flow), flow, self.anchor_head(feat) if anchor else None)
 
     def degrade(self, hr: Tensor, out: NetDOutput) -> tuple[Tensor, Tensor]:
         """Flow-guided dynamic downsampling of the sharp HR sequence (Eq. 7).
@@ -181,6 +185,8 @@ class NetD(nn.Module):
             ``(recon [B, 3, H, W], hr_warp [B, T, 3, sH, sW])``.
         """
         validity, warped = image_flow_warp(hr, out.image_flow, self.cfg.scale)
+        if out.kernels is None:
+            raise ValueError("degrade needs NetD's kernels: call NetD with kernels=True")
         kernels = normalize_downsampling_kernels(out.kernels)
         if self.cfg.flow_guided:
             recon = dynamic_downsample(warped, validity, kernels, self.cfg.scale)
@@ -200,8 +206,29 @@ class HighFrequencyReconstruction(nn.Module):
         self.conv3 = nn.Conv2d(dim, dim, 3, padding=1, bias=bias)
         self.conv_out = nn.Conv2d(dim, out_channels, 3, padding=1, bias=bias)
 
-    def forward(self, fw: Tensor) -> Tensor:
-        act = lambda z: F.leaky_relu(z, 0.2)  # noqa: E731
+    # Receptive field of the whole branch, in LR rows: 1 + 1 (LR convs) + 1/2 (x2 conv) +
+    # 1/4 + 1/4 (x4 convs) = 3; strips overlap by one more.
+    HALO = 4
+
+    def forward(self, fw: Tensor, *, strip_pixels: int = 1 << 13) -> Tensor:
+        """Without gradients, frames over ``strip_pixels`` LR pixels run in row strips.
+
+        The x4 maps are 16x the LR size (332 MB per 90-channel map at 720x1280); strips
+        with a halo of the receptive field give the same result with a bounded peak.
+        """
+        b, c, h, w = fw.shape
+        rows = max(1, strip_pixels // w)
+        if torch.is_grad_enabled() or h <= rows:
+            return self._branch(fw)
+        out = torch.empty(b, self.conv_out.out_channels, 4 * h, 4 * w, device=fw.device, dtype=fw.dtype)
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            a, z = max(0, r0 - self.HALO), min(h, r1 + self.HALO)
+            out[:, :, 4 * r0:4 * r1] = self._branch(fw[:, :, a:z])[:, :, 4 * (r0 - a):4 * (r1 - a)]
+        return out
+
+    def _branch(self, fw: Tensor) -> Tensor:
+        act = lambda z: F.leaky_relu(z, 0.2, inplace=True)  # noqa: E731
         x = act(self.conv_in(fw))
         x = F.pixel_shuffle(act(self.conv1(x)), 2)
         x = F.pixel_shuffle(act(self.conv2(x)), 2)
@@ -213,7 +240,7 @@ class NetROutput(NamedTuple):
     lr_warp: Tensor      # X_w        [B, T, 3, H, W]
     anchor: Tensor       # X^R_sharp  [B, T, 3, H, W]
     image_flow: Tensor   # f^X        [B, T, 3, H, W]
-    kernels: Tensor      # K^R logits [B, T, s^2 k_r^2, H, W]
+    kernels: Tensor | None  # K^R logits [B, T, s^2 k_r^2, H, W]; None in lean inference
 
 
 class NetR(nn.Module):
@@ -237,26 +264,43 @@ class NetR(nn.Module):
         self.flow_head = _heads(n3 + 2 * cfg.in_channels, n3, 3, cfg.bias)
         self.anchor_head = _heads(c, c, cfg.in_channels, cfg.bias)
 
-    def forward(self, lr: Tensor, d: NetDOutput, *, anchor: bool = True) -> NetROutput:
-        """``lr``: ``[B, T, 3, H, W]``; ``d``: NetD's output for the same window."""
+    def forward(self, lr: Tensor, d: NetDOutput, *, anchor: bool = True,
+                kernel_head: nn.Module | None = None) -> NetROutput:
+        """``lr``: ``[B, T, 3, H, W]``; ``d``: NetD's output for the same window.
+
+        Lean inference: when ``d.kernels`` is None, K^D is made frame by frame with NetD's
+        ``kernel_head`` and embedded as it goes, and K^R likewise is made and applied frame by
+        frame: the same numbers, but the T*k^2-channel kernel maps are never held at once.
+        ``kernels`` of the output is then None.
+        """
         cfg = self.cfg
         t = lr.shape[1]
         feat = self.feature_extractor(cat_channels(lr, d.feat))
         f0c = feat[:, cfg.center]
         flow = self.flow_in(d.flow)
-        kd_feat = self.kd_embed(d.kernels)
+        if d.kernels is not None:
+            kd_feat = self.kd_embed(d.kernels)
+        else:
+            first = self.kd_embed[0].forward_streamed(lambda i: kernel_head(d.fw[:, i:i + 1]), t)
+            kd_feat = self.kd_embed[2](self.kd_embed[1](first))
         fw = None
         for block in self.frma_blocks:
             feat, fw, flow = block(feat, fw, flow, f0c, kd_feat)
         residual = self.high_freq(fw)
-        kernels = self.kernel_head(channels_to_seq(fw, cfg.num_seq))
         # Image flow for X: a preliminary warp, then a refined flow from it (f^X).
         _, pre_warp = image_flow_warp(lr, self.pre_flow_head(flow), 1)
         center = lr[:, cfg.center : cfg.center + 1].expand(-1, t, -1, -1, -1)
         image_flow = self.flow_head(cat_channels(flow, pre_warp, center))
         _, lr_warp = image_flow_warp(lr, image_flow, 1)
         frames = lr_warp if cfg.flow_guided else lr
-        upsampled = dynamic_upsample(frames, normalize_upsampling_kernels(kernels, cfg.scale), cfg.scale)
+        fw_seq = channels_to_seq(fw, cfg.num_seq)
+        if d.kernels is None:
+            kernels = None
+            upsampled = dynamic_upsample_streamed(
+                lambda i: (frames[:, i], self.kernel_head(fw_seq[:, i:i + 1])[:, 0]), t, cfg.scale)
+        else:
+            kernels = self.kernel_head(fw_seq)
+            upsampled = dynamic_upsample(frames, normalize_upsampling_kernels(kernels, cfg.scale), cfg.scale)
         return NetROutput(upsampled + residual, lr_warp, self.anchor_head(feat) if anchor else None, image_flow,
                           kernels)
 
@@ -344,8 +388,8 @@ class FMANet(nn.Module):
             raise ValueError("a stage-1 model (NetD alone) cannot restore; it needs NetR (stage 2)")
         x = self._frames_major(lr)
         f0 = torch.stack(list(feat0), dim=1) if feat0 is not None else None
-        d = self.net_d(x, f0, anchor=False)
-        return self.net_r(x, d, anchor=False).output
+        d = self.net_d(x, f0, anchor=False, kernels=False)
+        return self.net_r(x, d, anchor=False, kernel_head=self.net_d.kernel_head).output
 
     def forward(self, lr: Tensor, hr: Tensor | None = None, *, feat0: Tensor | None = None) -> dict[str, Tensor]:
         """See the class docstring. ``feat0``: cached ``net_d.encode`` features ``[B, T, C, H, W]``."""

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from typing import Callable
+
 from torch import Tensor
 
 __all__ = [
+    "dynamic_upsample_streamed",
     "normalize_downsampling_kernels",
     "normalize_upsampling_kernels",
     "dynamic_downsample",
@@ -107,4 +110,42 @@ def dynamic_upsample(frames: Tensor, kernels: Tensor, scale: int) -> Tensor:
     patches = _frame_patches(frames, ks, 1, ks // 2)  # [B, T, C, k*k, H, W]
     out = torch.einsum("btckhw,btskhw->bcshw", patches, kernels)
     out = out.reshape(b, c, scale, scale, h, w).permute(0, 1, 4, 2, 5, 3)
+    return out.reshape(b, c, h * scale, w * scale)
+
+
+def dynamic_upsample_streamed(frame: Callable[[int], tuple[Tensor, Tensor]], t: int, scale: int) -> Tensor:
+    """``dynamic_upsample(frames, normalize_upsampling_kernels(logits))`` one frame at a time.
+
+    The normalisation K - mean(K) + 1/(T*k*k) is linear, so
+    sum(K_norm * P) = sum(K * P) + (1/(T*k*k) - mean(K)) * sum(P),
+    and every sum accumulates frame by frame: the T * s^2 * k^2 kernel channels (1200 per
+    pixel for the released model) never exist at once.
+
+    Args:
+        frame: ``i -> (frame_i [B, C, H, W], logits_i [B, s*s*k*k, H, W])``.
+        t: number of frames T.
+    Returns:
+        ``[B, C, sH, sW]``, equal to the batched version up to float rounding.
+    """
+    acc = ksum = psum = None
+    kk = 0
+    for i in range(t):
+        x, logits = frame(i)
+        b, c, h, w = x.shape
+        kk = logits.shape[1] // (scale * scale)
+        ks = int(round(kk ** 0.5))
+        patches = _frame_patches(x.unsqueeze(1), ks, 1, ks // 2)[:, 0]  # [B, C, k*k, H, W]
+        k = logits.reshape(b, scale * scale, kk, h, w)
+        if acc is None:
+            acc = x.new_zeros(b, c, scale * scale, h, w)
+            ksum = x.new_zeros(b, 1, scale * scale, h, w)
+            psum = x.new_zeros(b, c, 1, h, w)
+        for j in range(kk):
+            acc.addcmul_(patches[:, :, j:j + 1], k[:, None, :, j])
+        ksum += k.sum(dim=2).unsqueeze(1)
+        psum += patches.sum(dim=2, keepdim=True)
+    n = t * kk
+    acc.addcmul_(psum, (1.0 - ksum) / n)
+    b, c, _, h, w = acc.shape
+    out = acc.reshape(b, c, scale, scale, h, w).permute(0, 1, 4, 2, 5, 3)
     return out.reshape(b, c, h * scale, w * scale)

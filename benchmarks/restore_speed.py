@@ -1,0 +1,118 @@
+"""Speed and memory of streaming restoration (issue: restore real videos).
+
+Prints, per case: seconds per output frame in a streaming run (after the first), peak
+resident memory of the whole process, and achieved GFLOP/s against this machine's sgemm
+rate. Each case runs in a fresh subprocess so peak RSS is its own. Weights are random:
+cost does not depend on their values.
+
+    python benchmarks/restore_speed.py                       # 180x320, full config, 4 frames
+    python benchmarks/restore_speed.py --size 720x1280 --frames 1
+    python benchmarks/restore_speed.py --device cuda --half
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def sgemm_gflops(threads: int) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a = torch.randn(2048, 2048)
+    a @ a
+    start = time.perf_counter()
+    for _ in range(5):
+        a @ a
+    return 5 * 2 * 2048 ** 3 / (time.perf_counter() - start) / 1e9
+
+
+def window_flops(model, h: int, w: int) -> float:
+    """FLOPs of one window's inference (convs, matmuls) counted by torch's FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = model.config
+    small_h, small_w = min(h, 48), min(w, 64)  # count on a small window, scale by pixels
+    lr = torch.rand(1, 3, cfg.num_seq, small_h, small_w)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.restore(lr)
+    return counter.get_total_flops() * (h * w) / (small_h * small_w)
+
+
+def run_case(args: argparse.Namespace) -> dict:
+    import itertools
+
+    import torch
+
+    import vsrdb
+    from vsrdb.restore import Restorer, _use_heap_allocator, pick_device
+
+    torch.set_num_threads(args.threads)
+    _use_heap_allocator()
+    h, w = map(int, args.size.split("x"))
+    model = vsrdb.build(args.model).eval()
+    device = pick_device(args.device)
+    restorer = Restorer(model, device=device, half=args.half, tile=args.tile,
+                        max_memory=int(args.max_memory * (1 << 30)) if args.max_memory else None)
+    gen = torch.Generator().manual_seed(0)
+    n_in = max(args.frames, model.config.num_seq)
+    frames = (torch.rand(3, h, w, generator=gen) for _ in range(n_in))
+    times = []
+    start = time.perf_counter()
+    for _ in itertools.islice(restorer.run(frames), args.frames):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        times.append(now - start)
+        start = now
+    steady = times[1:] or times
+    per_frame = sum(steady) / len(steady)
+    flops = window_flops(model, h, w)
+    result = {"size": f"{h}x{w}", "model": args.model, "device": str(device), "threads": args.threads,
+              "frames": len(times), "first_frame_s": times[0], "seconds_per_frame": per_frame,
+              "tiles": len(restorer.plan.tiles()), "tflop_per_frame": flops / 1e12,
+              "gflops_achieved": flops / per_frame / 1e9,
+              "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)}
+    if device.type == "cuda":
+        result["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / (1 << 30)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="180x320", help="LR frame size HxW")
+    p.add_argument("--model", default="fmanet")
+    p.add_argument("--frames", type=int, default=4, help="output frames to time")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--half", action="store_true")
+    p.add_argument("--tile", type=int)
+    p.add_argument("--max-memory", type=float, help="GB budget for choosing tiles")
+    p.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args)))
+        return
+    child = subprocess.run([sys.executable, __file__, "--case", *sys.argv[1:]], capture_output=True, text=True)
+    if child.returncode:
+        sys.exit(child.stderr)
+    r = json.loads(child.stdout.strip().splitlines()[-1])
+    rate = sgemm_gflops(args.threads) if r["device"] == "cpu" else float("nan")
+    print(f"restore {r['model']} {r['size']} on {r['device']} ({r['threads']} threads), {r['tiles']} tile(s)")
+    print(f"  time per output frame (streaming) : {r['seconds_per_frame']:.2f} s   (first frame {r['first_frame_s']:.2f} s)")
+    print(f"  peak resident memory              : {r['peak_rss_gb']:.2f} GB")
+    if "peak_gpu_gb" in r:
+        print(f"  peak GPU memory                   : {r['peak_gpu_gb']:.2f} GB")
+    print(f"  work per output frame             : {r['tflop_per_frame']:.3f} TFLOP")
+    print(f"  achieved                          : {r['gflops_achieved']:.0f} GFLOP/s"
+          + (f" = {100 * r['gflops_achieved'] / rate:.0f}% of sgemm ({rate:.0f} GFLOP/s)" if rate == rate else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -103,6 +103,8 @@ def test_tile_size_follows_memory_budget():
     assert not plan_tiles(180, 320, tile=None, overlap=16, config=cfg, budget=8 << 30).tiled
     small = plan_tiles(720, 1280, tile=None, overlap=16, config=cfg, budget=2 << 30)
     assert small.tiled and small.size_x < 1280
+    from vsrdb.restore import estimate_forward_bytes
+    assert estimate_forward_bytes(cfg, small.size_y, small.size_x) <= 2 << 30
 
 
 def test_bgr_weights_get_bgr_frames():

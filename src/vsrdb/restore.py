@@ -57,14 +57,28 @@ def available_memory(device: torch.device) -> int:
     return 8 << 30
 
 
+# On CPU, tiles down to about 20k LR pixels restore as fast as whole frames (measured with
+# fmanet at 180x320, 2 threads: 19.2 s/frame untiled, 19.9 s in three tiles), so a larger
+# working set buys no speed; this keeps memory low by default.
+CPU_DEFAULT_BUDGET = int(0.3 * (1 << 30))
+
+
+def default_budget(device: torch.device) -> int:
+    """Bytes for one tile's forward pass: 80% of free GPU memory; on CPU the smaller of half
+    the available memory and ``CPU_DEFAULT_BUDGET``."""
+    if device.type == "cpu":
+        return min(CPU_DEFAULT_BUDGET, available_memory(device) // 2)
+    return int(0.8 * available_memory(device))
+
+
 def estimate_forward_bytes(cfg, height: int, width: int, *, bytes_per_value: int = 4) -> int:
     """Peak working memory of one window's inference forward at LR size height x width.
 
-    Calibrated on this implementation (fmanet at 180x320 and fmanet-tiny): the largest
-    live set is NetD's kernel logits and their embedding (T*k_d^2 + a few dim-wide maps
-    per frame) or the dense blocks (about 6*dim per frame).
+    Calibrated on this implementation's lean inference (fmanet at 180x320: 0.81 GB of live
+    tensors at the peak, in NetR's RDBs, about 8 dim-wide maps per frame plus a dozen
+    single-frame ones), with a quarter added for the allocator.
     """
-    per_pixel = cfg.num_seq * max(cfg.ds_kernel_size ** 2 + 3 * cfg.dim, 8 * cfg.dim) + 12 * cfg.dim
+    per_pixel = 8 * cfg.num_seq * cfg.dim + 12 * cfg.dim
     return int(height * width * per_pixel * bytes_per_value * 1.25)
 
 
@@ -104,27 +118,38 @@ def _starts(length: int, size: int, overlap: int) -> tuple[int, ...]:
 
 def plan_tiles(height: int, width: int, *, tile: int | None, overlap: int, config=None, budget: int | None = None,
                bytes_per_value: int = 4, min_size: int = 8) -> TilePlan:
-    """Choose LR tiles: ``tile`` if given, else the largest square whose forward pass and
-    feature cache fit ``budget`` bytes (no tiling when the whole frame fits)."""
-    if tile is None:
-        tile = max(height, width)
-        if config is not None and budget is not None:
-            def need(size: int) -> float:
-                fwd = estimate_forward_bytes(config, min(size, height), min(size, width), bytes_per_value=bytes_per_value)
-                cache = config.num_seq * feature_bytes(config, height, width, bytes_per_value=bytes_per_value)
-                return fwd + cache * _overlap_factor(height, width, size, overlap)
-            while tile > max(min_size, 2 * overlap + min_size) and need(tile) > budget:
-                tile = max(int(tile * 0.85), min_size, 2 * overlap + min_size)
-    if tile < max(height, width) and tile <= 2 * overlap:
-        raise ValueError(f"tile {tile} must exceed twice the overlap ({overlap})")
-    sy, sx = min(tile, height), min(tile, width)
+    """Choose LR tiles.
+
+    ``tile`` given: tiles of at most tile x tile. Otherwise the grid (ny x nx) whose tiles'
+    forward passes each fit ``budget`` bytes with the least total area, overlaps included;
+    one tile when the whole frame fits. The T frames' cached features
+    (``feature_bytes`` each) and the output frame come on top.
+    """
+    if tile is not None:
+        if tile < max(height, width) and tile <= 2 * overlap:
+            raise ValueError(f"tile {tile} must exceed twice the overlap ({overlap})")
+        sy, sx = min(tile, height), min(tile, width)
+        return TilePlan(height, width, sy, sx, overlap, _starts(height, sy, overlap), _starts(width, sx, overlap))
+    best = (1, 1)
+    if config is not None and budget is not None:
+        best, best_area = (64, 64), None
+        for ny in range(1, 65):
+            for nx in range(1, 65):
+                sy = _tile_len(height, ny, overlap)
+                sx = _tile_len(width, nx, overlap)
+                if (ny > 1 and sy < max(min_size, 2 * overlap + 1)) or (nx > 1 and sx < max(min_size, 2 * overlap + 1)):
+                    continue
+                area = ny * nx * sy * sx
+                fits = estimate_forward_bytes(config, sy, sx, bytes_per_value=bytes_per_value) <= budget
+                if fits and (best_area is None or area < best_area):
+                    best, best_area = (ny, nx), area
+    sy, sx = _tile_len(height, best[0], overlap), _tile_len(width, best[1], overlap)
     return TilePlan(height, width, sy, sx, overlap, _starts(height, sy, overlap), _starts(width, sx, overlap))
 
 
-def _overlap_factor(height: int, width: int, tile: int, overlap: int) -> float:
-    plan = plan_tiles(height, width, tile=tile, overlap=overlap)
-    covered = sum(h * w for _, _, h, w in plan.tiles())
-    return covered / (height * width)
+def _tile_len(length: int, n: int, overlap: int) -> int:
+    """Tile length so that n tiles sharing ``overlap`` pixels cover ``length``."""
+    return length if n == 1 else min(length, math.ceil((length + (n - 1) * overlap) / n))
 
 
 def _ramp(length: int, start_soft: bool, end_soft: bool, overlap: int, device, dtype) -> Tensor:
@@ -160,7 +185,7 @@ class Restorer:
     """
 
     def __init__(self, model: nn.Module, *, device: torch.device | str = "cpu", half: bool = False,
-                 tile: int | None = None, overlap: int = 16, max_memory: int | None = None) -> None:
+                 tile: int | None = None, overlap: int = 8, max_memory: int | None = None) -> None:
         if getattr(model, "net_r", True) is None:
             raise ValueError("model is stage 1 (NetD alone): it re-degrades frames but cannot restore them")
         self.device = torch.device(device)
@@ -176,7 +201,7 @@ class Restorer:
         self.plan: TilePlan | None = None
 
     def _make_plan(self, height: int, width: int) -> TilePlan:
-        budget = self.max_memory if self.max_memory is not None else int(0.5 * available_memory(self.device))
+        budget = self.max_memory if self.max_memory is not None else default_budget(self.device)
         return plan_tiles(height, width, tile=self.tile, overlap=self.overlap, config=self.cfg, budget=budget,
                           bytes_per_value=2 if self.dtype == torch.float16 else 4,
                           min_size=max(8, self.model.min_size))
@@ -199,6 +224,8 @@ class Restorer:
             ys, xs = slice(y * scale, (y + h) * scale), slice(x * scale, (x + w) * scale)
             out[:, ys, xs] += tile_out * wgt
             weight[:, ys, xs] += wgt
+            del tile_out
+            _release_free_memory()
         return out / weight
 
     def _run(self, window: list[_Frame], lr: Tensor, idx: int, box: tuple[int, int, int, int]) -> Tensor:
@@ -268,7 +295,7 @@ class Restorer:
 
 
 def restore_video(input_path: str, output_path: str, model: nn.Module, *, device: str = "auto", half: bool = False,
-                  tile: int | None = None, overlap: int = 16, max_memory: int | None = None, overwrite: bool = False,
+                  tile: int | None = None, overlap: int = 8, max_memory: int | None = None, overwrite: bool = False,
                   lossless: bool = False, crf: int = 18, progress: bool = True) -> dict:
     """Restore a video file or frame folder into a video file or PNG folder. Returns a summary."""
     from tqdm import tqdm
@@ -322,8 +349,10 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, else CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--half", action="store_true", help="float16 on GPU")
     p.add_argument("--tile", type=int, help="LR tile size in pixels (default: chosen from the memory available)")
-    p.add_argument("--overlap", type=int, default=16, help="LR pixels shared by neighbouring tiles (default 16)")
-    p.add_argument("--max-memory", type=float, help="memory budget in GB for choosing tiles")
+    p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles (default 8)")
+    p.add_argument("--max-memory", type=float,
+                   help="GB for one tile's forward pass (default: 80%% of free GPU memory; on CPU "
+                        "min(half the available memory, 0.3))")
     p.add_argument("--lossless", action="store_true", help="lossless RGB H.264 instead of CRF-18 yuv420p")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality for lossy output (default 18)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
@@ -358,6 +387,20 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+_LIBC = None
+
+
+def _release_free_memory() -> None:
+    """Return freed heap pages to the OS between tiles (see ``_use_heap_allocator``).
+
+    With the heap allocator, memory freed by one tile stays resident; trimming between
+    tiles keeps peak RSS near the live set of one tile, for the price of faulting those
+    pages in again (a few hundred ms against seconds of compute per tile).
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
 def _builtin_weights():
     from importlib import resources
 
@@ -384,5 +427,7 @@ def _use_heap_allocator() -> None:
         m_trim_threshold, m_mmap_max = -1, -4
         libc.mallopt(m_mmap_max, 0)
         libc.mallopt(m_trim_threshold, 1 << 30)
-    except OSError:
-        pass
+    except (OSError, AttributeError):
+        return
+    global _LIBC
+    _LIBC = libc

@@ -167,15 +167,18 @@ class RDB(nn.Module):
         partial = list(F.conv2d(xf, torch.cat([cv.weight[:, :c, 0] for cv in convs]), bias, padding=1).split(g, 1))
         fuse_w = self.fuse.weight[:, :, 0]
         out = F.conv2d(xf, fuse_w[:, :c], self.fuse.bias)
+        inplace = not torch.is_grad_enabled()  # inference: accumulate without new buffers
         for i in range(n):
             o = F.leaky_relu(partial[i], 0.2)
             cols = slice(c + i * g, c + (i + 1) * g)
             if i + 1 < n:
                 later = F.conv2d(o, torch.cat([cv.weight[:, cols, 0] for cv in convs[i + 1:]]), padding=1)
                 for j, term in enumerate(later.split(g, 1), start=i + 1):
-                    partial[j] = partial[j] + term
-            out = out + F.conv2d(o, fuse_w[:, cols])
-        return out.unflatten(0, (b, t)) + x
+                    partial[j] = partial[j].add_(term) if inplace else partial[j] + term
+            term = F.conv2d(o, fuse_w[:, cols])
+            out = out.add_(term) if inplace else out + term
+        out = out.unflatten(0, (b, t))
+        return out.add_(x) if inplace else out + x
 
 
 class RRDB(nn.Module):

@@ -129,13 +129,16 @@ def _frma_stack(cfg: FMANetConfig, *, restoration: bool) -> nn.ModuleList:
         for i in range(cfg.num_frma)])
 
 
-class NetDOutput(NamedTuple):
-    feat: Tensor         # F^{D,M}   [B, T, C, H, W]
+@dataclass
+class NetDOutput:
+    """NetD's results. Mutable on purpose: lean inference lets NetR drop what it has used."""
+
+    feat: Tensor | None     # F^{D,M}   [B, T, C, H, W]
     kernels: Tensor | None  # K^D logits [B, T, k_d^2, H, W]; None when left to NetR to stream
-    fw: Tensor           # F_w^{D,M} as a sequence [B, T, C/T, H, W] (the kernel head's input)
-    image_flow: Tensor   # f^Y        [B, T, 3, H, W] (dx, dy, mask logit) at LR size
-    flow: Tensor         # f^{D,M}   [B, T, 3n, H, W]
-    anchor: Tensor       # X^D_sharp  [B, T, 3, H, W]
+    fw: Tensor | None       # F_w^{D,M} as a sequence [B, T, C/T, H, W] (the kernel head's input)
+    image_flow: Tensor      # f^Y        [B, T, 3, H, W] (dx, dy, mask logit) at LR size
+    flow: Tensor | None     # f^{D,M}   [B, T, 3n, H, W]
+    anchor: Tensor | None   # X^D_sharp  [B, T, 3, H, W]
 
 
 class NetD(nn.Module):
@@ -168,7 +171,7 @@ class NetD(nn.Module):
         ``kernels=False`` leaves K^D for NetR to compute frame by frame (inference).
         """
         feat = self.encode(lr) if feat0 is None else feat0
-        f0c = feat[:, self.cfg.center]
+        f0c = feat[:, self.cfg.center].clone()  # a view would keep all T frames of F^0 alive
         fw = flow = None
         for block in self.frma_blocks:
             feat, fw, flow = block(feat, fw, flow, f0c)
@@ -276,13 +279,15 @@ class NetR(nn.Module):
         cfg = self.cfg
         t = lr.shape[1]
         feat = self.feature_extractor(cat_channels(lr, d.feat))
-        f0c = feat[:, cfg.center]
+        f0c = feat[:, cfg.center].clone()
         flow = self.flow_in(d.flow)
-        if d.kernels is not None:
+        lean = d.kernels is None
+        if not lean:
             kd_feat = self.kd_embed(d.kernels)
         else:
             first = self.kd_embed[0].forward_streamed(lambda i: kernel_head(d.fw[:, i:i + 1]), t)
             kd_feat = self.kd_embed[2](self.kd_embed[1](first))
+            d.feat = d.fw = d.flow = None  # used up; frees them while NetR peaks
         fw = None
         for block in self.frma_blocks:
             feat, fw, flow = block(feat, fw, flow, f0c, kd_feat)

@@ -55,7 +55,9 @@ def multi_flow_warp(feat: Tensor, flow_mask: Tensor) -> Tensor:
     # One grid_sample call for all frames and groups: fold (B, T, n) into the batch.
     groups = feat.reshape(b * t * n, c // n, h, w)
     fm = flow_mask.reshape(b * t * n, 3, h, w)
-    warped = flow_warp(groups, fm[:, :2]) * torch.sigmoid(fm[:, 2:3])
+    warped = flow_warp(groups, fm[:, :2])
+    mask = torch.sigmoid(fm[:, 2:3])
+    warped = warped * mask if torch.is_grad_enabled() else warped.mul_(mask)
     return warped.reshape(b, t, c, h, w)
 
 

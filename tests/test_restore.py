@@ -11,7 +11,7 @@ import torch
 
 import vsrdb
 from vsrdb.cli import main
-from vsrdb.data.video import InputError, natural_key, open_frames, open_writer, to_array, to_tensor
+from vsrdb.data.video import natural_key, open_frames, open_writer, to_array, to_tensor
 from vsrdb.restore import Restorer, plan_tiles
 
 

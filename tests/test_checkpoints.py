@@ -68,6 +68,7 @@ OTHER_CONFIGS = [
          num_dense_layer=3, ffn_expansion_factor=2.0),
     dict(num_seq=7, dim=42, num_flow=7, num_heads=3, num_frma=1, ds_kernel_size=10),
     dict(num_seq=1, dim=12, num_flow=4, num_heads=6, stage=1, bias=True),
+    dict(num_seq=4, dim=24, num_flow=4, num_heads=8, layernorm_type="BiasFree"),
 ]
 
 

@@ -40,7 +40,6 @@ def test_presets_and_overrides():
     ({"num_flow": 4}, "divisible by num_flow"),
     ({"ds_kernel_size": 7}, "must be even"),
     ({"scale": 2}, "scale must be 4"),
-    ({"num_seq": 4, "dim": 36}, "odd"),
     ({"layernorm_type": "Batch"}, "layernorm_type"),
 ])
 def test_impossible_configs_are_refused(bad, match):

@@ -244,7 +244,7 @@ class Restorer:
         Raises ValueError when the stream has fewer than T frames or changes size.
         """
         t = self.cfg.num_seq
-        n = t // 2
+        before = t // 2  # window of frame i: frames i - before .. i + (t - 1 - before)
         it = iter(frames)
         head = []
         for frame in it:
@@ -266,8 +266,8 @@ class Restorer:
             return _Frame(img.flip(0) if self.bgr else img)
 
         pending = deque(prepare(f) for f in head)
-        window: deque[_Frame] = deque([pending[0]] * n)  # replicated before the first frame
-        for _ in range(n + 1):
+        window: deque[_Frame] = deque([pending[0]] * before)  # replicated before the first frame
+        for _ in range(t - before):
             window.append(pending.popleft())
         n_read = t
         exhausted = False

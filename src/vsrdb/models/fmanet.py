@@ -43,7 +43,7 @@ class FMANetConfig:
         us_kernel_size: k_r, NetR's restoration kernel size.
         num_flow: n, multi-flow-mask pairs per frame.
         num_frma: M, FRMA blocks in each network.
-        num_seq: T, input frames (odd; the centre one is restored).
+        num_seq: T, input frames; frame c = T // 2 is restored (the paper uses odd T).
         layernorm_type: "WithBias" or "BiasFree" (Restormer's two LayerNorms).
         bias: conv biases (the RDB 1x1 fusion conv always has one).
         scale: x4 only: the high-frequency tail is two pixel-shuffle x2 steps.
@@ -82,7 +82,6 @@ class FMANetConfig:
             (self.dim % self.num_seq == 0, f"dim ({self.dim}) must be divisible by num_seq ({self.num_seq})"),
             (self.dim % self.num_flow == 0, f"dim ({self.dim}) must be divisible by num_flow ({self.num_flow})"),
             (self.dim % self.num_heads == 0, f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})"),
-            (self.num_seq % 2 == 1, f"num_seq must be odd (a centre frame), got {self.num_seq}"),
             (self.scale == 4, f"scale must be 4 (the released tail is two x2 pixel shuffles), got {self.scale}"),
             (self.ds_kernel_size >= self.scale and (self.ds_kernel_size - self.scale) % 2 == 0,
              f"ds_kernel_size - scale must be even and >= 0, got {self.ds_kernel_size} - {self.scale}"),

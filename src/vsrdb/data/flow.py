@@ -1,0 +1,73 @@
+"""Pseudo-ground-truth optical flow for FMA-Net's flow loss, from a pluggable estimator.
+
+Convention (the model's): the flow of frame t goes from the centre frame to frame t, in
+pixels (dx, dy), so backward-warping frame t by it reproduces the centre frame. The paper
+uses RAFT; DIS (OpenCV, no weights) is the default here, Farneback the alternative.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["FLOW_ESTIMATORS", "estimate_flow", "window_flows", "register_flow_estimator"]
+
+# name -> fn(centre_gray uint8 [H, W], other_gray uint8 [H, W]) -> float32 [H, W, 2]
+FLOW_ESTIMATORS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {}
+
+
+def register_flow_estimator(name: str):
+    def decorator(fn):
+        FLOW_ESTIMATORS[name] = fn
+        return fn
+    return decorator
+
+
+@register_flow_estimator("dis")
+def _dis(centre: np.ndarray, other: np.ndarray) -> np.ndarray:
+    import cv2
+
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return dis.calc(centre, other, None)
+
+
+@register_flow_estimator("farneback")
+def _farneback(centre: np.ndarray, other: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.calcOpticalFlowFarneback(centre, other, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+
+
+def _gray(frame: Tensor | np.ndarray) -> np.ndarray:
+    """RGB ``[3, H, W]`` float in [0, 1] (or ``[H, W, 3]`` uint8) -> uint8 grey ``[H, W]``."""
+    import cv2
+
+    if isinstance(frame, Tensor):
+        frame = (frame.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+
+
+def estimate_flow(centre: Tensor | np.ndarray, other: Tensor | np.ndarray, method: str = "dis") -> Tensor:
+    """Flow from ``centre`` to ``other`` as float32 ``[2, H, W]`` (dx, dy)."""
+    if method not in FLOW_ESTIMATORS:
+        raise ValueError(f"unknown flow estimator {method!r}; known: {', '.join(sorted(FLOW_ESTIMATORS))}")
+    flow = FLOW_ESTIMATORS[method](_gray(centre), _gray(other))
+    return torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1)
+
+
+def window_flows(frames: Tensor, method: str = "dis") -> Tensor:
+    """Flows from the centre frame to every frame of a window.
+
+    Args:
+        frames: sharp LR window ``[3, T, H, W]``.
+    Returns:
+        ``[2, T, H, W]``; zero for the centre frame.
+    """
+    t = frames.shape[1]
+    c = t // 2
+    flows = [torch.zeros(2, *frames.shape[-2:]) if i == c else estimate_flow(frames[:, c], frames[:, i], method)
+             for i in range(t)]
+    return torch.stack(flows, dim=1)

@@ -1,0 +1,316 @@
+"""Synthesise REDS-layout training data from any sharp footage (``vsrdb synth``).
+
+REDS was made by averaging consecutive frames of 120 fps video (blur) and keeping the middle
+one (sharp), then shrinking both x4 with MATLAB's bicubic imresize. We do the same:
+
+- Videos: each output frame averages ``blur_frames`` consecutive source frames (optionally
+  with ``subframes`` flow-interpolated frames between each pair, for smoother blur from
+  low-fps sources); the middle one is the sharp frame. Output frames advance by ``stride``.
+- Photos: a virtual camera moves over the photo (translation, rotation, zoom along a smooth
+  random path) while foreground patches move on their own paths; each output frame averages
+  ``photo_subframes`` renders over its exposure, so blur differs across the frame.
+
+Layout written (REDS): ``train_sharp/CLIP/%08d.png``, ``train_blur_bicubic/X4/CLIP/%08d.png``,
+``train_sharp_bicubic/X4/CLIP/%08d.png``. Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .resize import imresize
+from .video import IMAGE_EXTENSIONS, InputError, natural_key, open_frames, to_tensor
+
+__all__ = ["SynthConfig", "synthesize", "degrade_clip", "photo_clip", "video_clips", "write_clip"]
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    scale: int = 4
+    clip_frames: int = 20          # output frames per clip
+    blur_frames: int = 5           # source frames averaged per blurry frame (REDS-like)
+    stride: int = 5                # source frames between output frames
+    subframes: int = 0             # interpolated frames inserted between source frames
+    photo_size: tuple[int, int] = (256, 256)  # HR size of photo clips (multiple of scale)
+    photo_clips: int = 2           # clips per photo
+    photo_subframes: int = 9       # renders averaged per photo frame
+    max_shift: float = 6.0         # camera speed, HR pixels per frame (upper bound)
+    max_rotation: float = 1.5      # degrees per frame
+    max_zoom: float = 0.01         # relative zoom per frame
+    foreground: int = 2            # moving patches per photo clip
+    noise: float = 0.0             # Gaussian noise sigma on the blurry LR, in [0, 1] units
+    jpeg: int = 0                  # JPEG quality for the blurry LR (0 = off)
+    seed: int = 0
+
+
+def degrade_clip(sharp: list[Tensor], blurry: list[Tensor], cfg: SynthConfig,
+                 rng: np.random.Generator) -> tuple[list[Tensor], list[Tensor]]:
+    """HR frames -> (blurry LR, sharp LR) by x1/scale MATLAB bicubic, plus optional noise/JPEG."""
+    blur_lr = [imresize(b, 1 / cfg.scale).clamp(0, 1) for b in blurry]
+    sharp_lr = [imresize(s, 1 / cfg.scale).clamp(0, 1) for s in sharp]
+    if cfg.noise > 0:
+        blur_lr = [(b + torch.from_numpy(rng.normal(0, cfg.noise, b.shape).astype(np.float32))).clamp(0, 1)
+                   for b in blur_lr]
+    if cfg.jpeg > 0:
+        blur_lr = [_jpeg(b, cfg.jpeg) for b in blur_lr]
+    return blur_lr, sharp_lr
+
+
+def _jpeg(img: Tensor, quality: int) -> Tensor:
+    import cv2
+
+    arr = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()[:, :, ::-1]
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(arr), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    return torch.from_numpy(dec.copy()).permute(2, 0, 1).float() / 255
+
+
+def _crop_to_multiple(img: Tensor, m: int) -> Tensor:
+    h, w = img.shape[-2:]
+    return img[..., : h - h % m, : w - w % m]
+
+
+# ---------------------------------------------------------------------------- videos
+
+
+def _interpolate(a: Tensor, b: Tensor, n: int) -> list[Tensor]:
+    """n frames between a and b by bidirectional flow warping (DIS)."""
+    from ..ops import flow_warp
+    from .flow import estimate_flow
+
+    if n <= 0:
+        return []
+    f_ab = estimate_flow(a, b)[None]  # a(p) = b(p + f_ab)
+    f_ba = estimate_flow(b, a)[None]
+    out = []
+    for i in range(1, n + 1):
+        s = i / (n + 1)
+        from_a = flow_warp(a[None], -s * f_ab)  # approximation: flow at the target ~ flow at the source
+        from_b = flow_warp(b[None], -(1 - s) * f_ba)
+        out.append(((1 - s) * from_a + s * from_b)[0].clamp(0, 1))
+    return out
+
+
+def video_clips(path: Path, cfg: SynthConfig) -> Iterator[tuple[list[Tensor], list[Tensor]]]:
+    """(sharp HR frames, blurry HR frames) clips from a video file or frame folder."""
+    frames = [_crop_to_multiple(to_tensor(f), cfg.scale) for f in open_frames(path)]
+    if cfg.subframes > 0:
+        dense = []
+        for a, b in zip(frames, frames[1:]):
+            dense.append(a)
+            dense.extend(_interpolate(a, b, cfg.subframes))
+        dense.append(frames[-1])
+        frames = dense
+        step = cfg.subframes + 1
+    else:
+        step = 1
+    window = cfg.blur_frames * step - (step - 1)  # span of the averaged frames, interpolated included
+    stride = cfg.stride * step
+    starts = list(range(0, len(frames) - window + 1, stride))
+    if len(starts) < 3:
+        raise InputError(f"{path}: {len(frames)} frames make fewer than 3 output frames "
+                         f"(blur_frames={cfg.blur_frames}, stride={cfg.stride})")
+    for c0 in range(0, len(starts), cfg.clip_frames):
+        group = starts[c0:c0 + cfg.clip_frames]
+        if len(group) < 3:
+            break
+        sharp = [frames[s + window // 2] for s in group]
+        blurry = [torch.stack(frames[s:s + window]).mean(0) for s in group]
+        yield sharp, blurry
+
+
+# ---------------------------------------------------------------------------- photos
+
+
+def _smooth_path(rng: np.random.Generator, n: int, max_step: float) -> np.ndarray:
+    """Cumulative positions of a random walk whose velocity drifts smoothly, ``[n]``."""
+    v0 = rng.uniform(-max_step, max_step)
+    dv = rng.normal(0, max_step * 0.15, n).cumsum()
+    velocity = np.clip(v0 + dv, -max_step, max_step)
+    return np.concatenate([[0.0], np.cumsum(velocity)[:-1]])
+
+
+def photo_clip(photo: Tensor, cfg: SynthConfig, rng: np.random.Generator,
+               patch_sources: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """One clip of a virtual camera over ``photo [3, H, W]`` with moving foreground patches."""
+    import cv2
+
+    out_h, out_w = cfg.photo_size
+    n_sub = cfg.clip_frames * cfg.photo_subframes
+    # Paths in sub-frame units: per-frame speeds divided over the exposure's sub-frames.
+    tx = _smooth_path(rng, n_sub, cfg.max_shift / cfg.photo_subframes)
+    ty = _smooth_path(rng, n_sub, cfg.max_shift / cfg.photo_subframes)
+    rot = _smooth_path(rng, n_sub, cfg.max_rotation / cfg.photo_subframes)
+    zoom = 1 + _smooth_path(rng, n_sub, cfg.max_zoom / cfg.photo_subframes)
+    src = (photo.permute(1, 2, 0).numpy() * 255).astype(np.float32)
+    ph, pw = src.shape[:2]
+    # Start so the view fits the photo, scaled up when the photo is small.
+    base_zoom = max(out_h / ph, out_w / pw) * 1.25
+    cx, cy = pw / 2 + rng.uniform(-0.1, 0.1) * pw, ph / 2 + rng.uniform(-0.1, 0.1) * ph
+
+    patches = []
+    for _ in range(cfg.foreground):
+        p = patch_sources[int(rng.integers(len(patch_sources)))]
+        ps = int(rng.integers(out_h // 6, out_h // 3))
+        py, px = int(rng.integers(0, max(1, p.shape[1] - ps))), int(rng.integers(0, max(1, p.shape[2] - ps)))
+        tile = (p[:, py:py + ps, px:px + ps].permute(1, 2, 0).numpy() * 255).astype(np.float32)
+        if tile.shape[0] < 4 or tile.shape[1] < 4:
+            continue
+        yy, xx = np.mgrid[: tile.shape[0], : tile.shape[1]]
+        ry, rx = tile.shape[0] / 2, tile.shape[1] / 2
+        alpha = np.clip(1.5 - np.sqrt(((yy - ry) / ry) ** 2 + ((xx - rx) / rx) ** 2) * 1.5, 0, 1)[..., None]
+        patches.append({
+            "tile": tile, "alpha": alpha.astype(np.float32),
+            "x": rng.uniform(0, out_w - tile.shape[1]) + _smooth_path(rng, n_sub, 2 * cfg.max_shift / cfg.photo_subframes),
+            "y": rng.uniform(0, out_h - tile.shape[0]) + _smooth_path(rng, n_sub, 2 * cfg.max_shift / cfg.photo_subframes),
+        })
+
+    def render(i: int) -> np.ndarray:
+        z = base_zoom * zoom[i]
+        m = cv2.getRotationMatrix2D((cx + tx[i], cy + ty[i]), rot[i], z)
+        m[0, 2] += out_w / 2 - (cx + tx[i])
+        m[1, 2] += out_h / 2 - (cy + ty[i])
+        frame = cv2.warpAffine(src, m, (out_w, out_h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        for p in patches:
+            th, tw = p["tile"].shape[:2]
+            mt = np.float32([[1, 0, p["x"][i]], [0, 1, p["y"][i]]])
+            layer = cv2.warpAffine(p["tile"], mt, (out_w, out_h), flags=cv2.INTER_LINEAR)
+            a = cv2.warpAffine(p["alpha"], mt, (out_w, out_h), flags=cv2.INTER_LINEAR)[..., None]
+            frame = frame * (1 - a) + layer * a
+        return frame
+
+    sharp, blurry = [], []
+    for f in range(cfg.clip_frames):
+        subs = [render(f * cfg.photo_subframes + k) for k in range(cfg.photo_subframes)]
+        to_t = lambda a: torch.from_numpy(np.clip(a / 255, 0, 1).astype(np.float32)).permute(2, 0, 1)  # noqa: E731
+        sharp.append(to_t(subs[len(subs) // 2]))
+        blurry.append(to_t(np.mean(subs, axis=0)))
+    return sharp, blurry
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def write_clip(root: Path, name: str, sharp: list[Tensor], blur_lr: list[Tensor], sharp_lr: list[Tensor],
+               scale: int = 4) -> None:
+    import cv2
+
+    for sub, frames in ((Path("train_sharp"), sharp), (Path("train_blur_bicubic") / f"X{scale}", blur_lr),
+                        (Path("train_sharp_bicubic") / f"X{scale}", sharp_lr)):
+        folder = root / sub / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, frame in enumerate(frames):
+            arr = (frame.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()[:, :, ::-1]
+            cv2.imwrite(str(folder / f"{i:08d}.png"), np.ascontiguousarray(arr))
+
+
+def synthesize(sources: list[str | Path], out: str | Path, cfg: SynthConfig = SynthConfig(),
+               progress: bool = True) -> list[str]:
+    """Write a REDS-layout dataset from videos, frame folders and photos. Returns clip names."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    rng = np.random.default_rng(cfg.seed)
+    videos, photos = [], []
+    for s in map(Path, sources):
+        if not s.exists():
+            raise InputError(f"{s}: no such file or folder")
+        if s.is_dir() and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in s.iterdir()):
+            raise InputError(f"{s}: no images in it")
+        if s.is_file() and s.suffix.lower() in IMAGE_EXTENSIONS:
+            photos.append(s)
+        elif s.is_dir() and _looks_like_photo_folder(s):
+            photos.extend(sorted((p for p in s.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS),
+                                 key=lambda p: natural_key(p.name)))
+        else:
+            videos.append(s)
+    names = []
+    total = len(videos) + len(photos) * cfg.photo_clips
+    with tqdm(total=total, desc="synth", unit="source", disable=not progress) as bar:
+        for v in videos:
+            for k, (sharp, blurry) in enumerate(video_clips(v, cfg)):
+                name = f"{len(names):03d}"
+                blur_lr, sharp_lr = degrade_clip(sharp, blurry, cfg, rng)
+                write_clip(out, name, sharp, blur_lr, sharp_lr, cfg.scale)
+                names.append(name)
+            bar.update(1)
+        loaded = [_load_photo(p) for p in photos]
+        for img in loaded:
+            for _ in range(cfg.photo_clips):
+                sharp, blurry = photo_clip(img, cfg, rng, loaded)
+                name = f"{len(names):03d}"
+                blur_lr, sharp_lr = degrade_clip(sharp, blurry, cfg, rng)
+                write_clip(out, name, sharp, blur_lr, sharp_lr, cfg.scale)
+                names.append(name)
+                bar.update(1)
+    return names
+
+
+def _looks_like_photo_folder(folder: Path) -> bool:
+    """A folder of differently sized images is a photo collection, not a clip's frames."""
+    import cv2
+
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS][:8]
+    sizes = set()
+    for p in files:
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if img is not None:
+            sizes.add(img.shape[:2])
+    return len(sizes) > 1
+
+
+def _load_photo(path: Path) -> Tensor:
+    from .video import _read_image
+
+    return to_tensor(_read_image(path))
+
+
+def add_subcommand(sub) -> None:
+    p = sub.add_parser("synth", help="make a REDS-layout training set from sharp videos and photos",
+                       description="Blur = average of consecutive (or interpolated) frames; photos get a moving "
+                                   "camera and moving foreground patches; LR = x4 MATLAB bicubic.")
+    p.add_argument("sources", nargs="+", help="videos, frame folders, photos or folders of photos")
+    p.add_argument("-o", "--output", required=True, help="dataset folder to create")
+    defaults = SynthConfig()
+    p.add_argument("--clip-frames", type=int, default=defaults.clip_frames)
+    p.add_argument("--blur-frames", type=int, default=defaults.blur_frames)
+    p.add_argument("--stride", type=int, default=defaults.stride)
+    p.add_argument("--subframes", type=int, default=defaults.subframes,
+                   help="flow-interpolated frames inserted between source frames")
+    p.add_argument("--photo-size", default="x".join(map(str, defaults.photo_size)), help="HR HxW of photo clips")
+    p.add_argument("--photo-clips", type=int, default=defaults.photo_clips)
+    p.add_argument("--noise", type=float, default=defaults.noise, help="Gaussian sigma on blurry LR (0-1 units)")
+    p.add_argument("--jpeg", type=int, default=defaults.jpeg, help="JPEG quality for blurry LR (0 = off)")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(args) -> int:
+    import shutil
+
+    out = Path(args.output)
+    if out.exists():
+        if not args.overwrite:
+            raise InputError(f"{out}: exists; pass --overwrite to replace it")
+    h, w = (int(v) for v in args.photo_size.lower().split("x"))
+    cfg = SynthConfig(clip_frames=args.clip_frames, blur_frames=args.blur_frames, stride=args.stride,
+                      subframes=args.subframes, photo_size=(h, w), photo_clips=args.photo_clips, noise=args.noise,
+                      jpeg=args.jpeg, seed=args.seed)
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        names = synthesize(args.sources, tmp, cfg)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"wrote {out}: {len(names)} clips")
+    return 0

@@ -1,0 +1,75 @@
+"""vsrdb synth: REDS layout, sizes, determinism, and that the blur is real."""
+
+import hashlib
+
+import cv2
+import numpy as np
+import pytest
+
+from vsrdb.cli import main
+from vsrdb.data.synth import SynthConfig, synthesize
+
+
+@pytest.fixture
+def photo(tmp_path):
+    rng = np.random.default_rng(1)
+    small = (rng.random((12, 16, 3)) * 255).astype(np.uint8)
+    img = cv2.resize(small, (160, 120), interpolation=cv2.INTER_CUBIC)
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), img)
+    return path
+
+
+def digest(folder):
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*.png")):
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_photo_clips_in_reds_layout_deterministic(photo, tmp_path):
+    cfg = SynthConfig(clip_frames=4, photo_clips=2, photo_size=(64, 80), photo_subframes=5, seed=3)
+    names = synthesize([photo], tmp_path / "a", cfg, progress=False)
+    assert names == ["000", "001"]
+    for sub, size in (("train_sharp", (64, 80)), ("train_blur_bicubic/X4", (16, 20)),
+                      ("train_sharp_bicubic/X4", (16, 20))):
+        frames = sorted((tmp_path / "a" / sub / "001").glob("*.png"))
+        assert len(frames) == 4
+        assert cv2.imread(str(frames[0])).shape[:2] == size
+    synthesize([photo], tmp_path / "b", cfg, progress=False)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    synthesize([photo], tmp_path / "c", SynthConfig(**{**cfg.__dict__, "seed": 4}), progress=False)
+    assert digest(tmp_path / "a") != digest(tmp_path / "c")
+
+
+def test_blurry_frames_have_less_detail_than_sharp(photo, tmp_path):
+    cfg = SynthConfig(clip_frames=3, photo_clips=1, photo_size=(96, 128), max_shift=12.0, seed=0)
+    synthesize([photo], tmp_path, cfg, progress=False)
+    sharp = cv2.imread(str(tmp_path / "train_sharp_bicubic/X4/000/00000001.png"), cv2.IMREAD_GRAYSCALE)
+    blur = cv2.imread(str(tmp_path / "train_blur_bicubic/X4/000/00000001.png"), cv2.IMREAD_GRAYSCALE)
+    detail = lambda im: cv2.Laplacian(im.astype(np.float32), cv2.CV_32F).var()  # noqa: E731
+    assert detail(blur) < 0.8 * detail(sharp)
+
+
+def test_video_clips_average_consecutive_frames(tmp_path):
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i in range(16):  # a bright bar moving 2 px per frame
+        f = np.zeros((16, 48, 3), np.uint8)
+        f[:, 2 * i:2 * i + 4] = 255
+        cv2.imwrite(str(folder / f"{i}.png"), f)
+    synthesize([folder], tmp_path / "out", SynthConfig(clip_frames=3, blur_frames=3, stride=3), progress=False)
+    sharp = cv2.imread(str(tmp_path / "out/train_sharp/000/00000000.png"))
+    assert sharp[0, 2:6].min() == 255 and sharp[0, 6:].max() == 0  # the middle of frames 0..2 is frame 1
+    sharp_lr = sorted((tmp_path / "out/train_blur_bicubic/X4/000").glob("*.png"))
+    assert len(sharp_lr) == 3  # windows start at 0, 3, 6; the 2-frame remainder (9, 12) is too short for a clip
+
+
+def test_cli_refuses_to_overwrite_and_names_missing_sources(tmp_path, photo, capsys):
+    assert main(["synth", str(photo), "-o", str(tmp_path / "ds"), "--clip-frames", "3", "--photo-size", "32x48",
+                 "--photo-clips", "1"]) == 0
+    assert main(["synth", str(photo), "-o", str(tmp_path / "ds")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["synth", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "ds2")]) == 2
+    assert "nope.mp4: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "ds2").exists() and not (tmp_path / ".ds2.partial").exists()

@@ -206,7 +206,9 @@ class WindowDataset(Dataset):
             return torch.from_numpy(np.load(path))
         return flows
 
-    def __getitem__(self, k: int) -> dict[str, Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
+        """``key``: an index, or ``(epoch, index)`` from a sampler that fixes the epoch itself."""
+        epoch, k = key if isinstance(key, tuple) else (self.epoch, key)
         ci, centre = self.index[k]
         clip = self.clips[ci]
         idx = self._window(len(clip.blur), centre)
@@ -214,7 +216,7 @@ class WindowDataset(Dataset):
         lr = torch.stack([self._blur_lr(clip, i) for i in idx], dim=1)
         lr_sharp = torch.stack([self._sharp_lr(clip, i, hr[:, j]) for j, i in enumerate(idx)], dim=1)
         flow = self._flows(clip, idx, lr_sharp).float()
-        rng = np.random.default_rng([self.seed, self.epoch, k])
+        rng = np.random.default_rng([self.seed, epoch, k])
         if self.patch is not None:
             h, w = lr.shape[-2:]
             p, s = self.patch, self.scale

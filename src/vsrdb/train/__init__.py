@@ -1,1 +1,1 @@
-"""vsrdb.train"""
+"""Training: losses, configs, the two-stage trainer (``vsrdb train`` / ``torchrun -m vsrdb.train``)."""

@@ -1,0 +1,125 @@
+"""Training configuration: typed dataclasses, loaded from YAML at the edge.
+
+A key that is not a field is an error naming its path (``data.pach``), before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .losses import LossWeights
+
+__all__ = ["DataConfig", "StageConfig", "TrainConfig", "load_config", "config_to_dict", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A bad configuration: names the file and the key."""
+
+
+@dataclass
+class DataConfig:
+    layout: str = "reds"                 # reds | gopro | paired
+    root: str = ""                       # dataset root (paired: blurry LR clips)
+    hr_root: str | None = None           # paired: sharp HR clips
+    val_layout: str | None = None        # default: same as layout
+    val_root: str | None = None          # default: root, REDS4 split for reds
+    val_hr_root: str | None = None
+    val_windows: int = 8                 # windows scored per validation (full frames)
+    patch: int = 64                      # LR patch size
+    batch: int = 8                       # global batch (split over processes)
+    workers: int = 2
+    flow: str | None = "dis"             # pseudo-GT flow estimator; None disables the flow loss
+    cache_dir: str | None = None         # default: ROOT/.vsrdb-cache
+
+
+@dataclass
+class StageConfig:
+    iterations: int = 300_000
+    lr: float = 2e-4
+
+
+@dataclass
+class TrainConfig:
+    name: str = "fmanet"
+    model: str = "fmanet"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    stage1: StageConfig = field(default_factory=StageConfig)
+    stage2: StageConfig = field(default_factory=StageConfig)
+    milestones: tuple[float, ...] = (0.7, 0.85, 0.95)  # of each stage's iterations; lr x gamma at each
+    gamma: float = 0.5
+    loss: LossWeights = field(default_factory=LossWeights)
+    run_dir: str = "runs/fmanet"
+    checkpoint_every: int = 1000
+    val_every: int = 5000
+    log_every: int = 50
+    seed: int = 0
+    amp: bool = False                    # mixed precision (bfloat16 autocast) on GPU
+    threads: int | None = None           # CPU threads per process
+    device: str = "auto"
+
+
+def _build(cls, data: Any, path: str, source: str):
+    if not dataclasses.is_dataclass(cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {path or 'top level'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else key
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key {where!r} (known: {', '.join(sorted(names))})")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, where, source)
+        else:
+            kwargs[key] = _coerce(hint, value, where, source)
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, where: str, source: str):
+    origin = typing.get_origin(hint)
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise ConfigError(f"{source}: {where} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML training config; relative data paths are taken from the config's folder."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    for key, value in (overrides or {}).items():
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    cfg = _build(TrainConfig, data, "", str(path))
+    return cfg
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

@@ -169,6 +169,7 @@ class Trainer:
         self._stopped = False
         if self._stage_done(stage) or scfg.iterations <= 0:
             return
+        torch.manual_seed(cfg.seed + stage)  # initial weights: part of the seeded trajectory
         model = build(cfg.model, **{**cfg.model_args, "stage": stage}).to(self.device)
         if stage == 2 and cfg.stage1.iterations > 0:
             netd = load_checkpoint(self.run_dir / "stage1_netd")
@@ -260,14 +261,16 @@ class Trainer:
         values = {k: self._reduce(v) for k, v in terms.items()}
         if not self.main:
             return
-        row = {"stage": stage, "step": step, "lr": optims[0].param_groups[0]["lr"], "seconds": round(seconds, 2),
-               **{k: f"{v:.6g}" for k, v in values.items()}}
+        lrs = {f"lr_{name}": o.param_groups[0]["lr"] for name, o in zip(("d", "r"), optims)}
+        row = {"stage": stage, "step": step, **lrs, "seconds": round(seconds, 2),
+               **{k: f"{v:.9g}" for k, v in values.items()}}
         self._write_csv(row)
         tb = self._tensorboard()
         if tb is not None:
             for k, v in values.items():
                 tb.add_scalar(f"stage{stage}/{k}", v, step)
-            tb.add_scalar(f"stage{stage}/lr", row["lr"], step)
+            for k, v in lrs.items():
+                tb.add_scalar(f"stage{stage}/{k}", v, step)
 
     def _write_csv(self, row: dict) -> None:
         path = self.run_dir / "log.csv"

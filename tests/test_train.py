@@ -1,0 +1,142 @@
+"""Training: config errors, data errors before training, lr schedule, kill-and-resume, 2 processes."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from vsrdb.cli import main
+from vsrdb.data.synth import SynthConfig, synthesize
+from vsrdb.train.config import ConfigError, load_config
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    small = (rng.random((10, 12, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(root / "p.png"), cv2.resize(small, (200, 160), interpolation=cv2.INTER_CUBIC))
+    synthesize([root / "p.png"], root / "ds", SynthConfig(clip_frames=5, photo_clips=2, photo_size=(64, 80)),
+               progress=False)
+    return root / "ds"
+
+
+def write_config(path: Path, dataset: Path, run_dir: Path, **extra) -> Path:
+    cfg = {"model": "fmanet-tiny",
+           "data": {"layout": "reds", "root": str(dataset), "val_root": str(dataset), "patch": 12, "batch": 2,
+                    "workers": 0, "val_windows": 1, "flow": "dis"},
+           "stage1": {"iterations": 8}, "stage2": {"iterations": 8},
+           "run_dir": str(run_dir), "checkpoint_every": 2, "val_every": 100, "log_every": 1, "threads": 1}
+    for key, value in extra.items():
+        node = cfg
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def losses(run_dir: Path) -> list[tuple]:
+    with open(run_dir / "log.csv") as f:
+        return [(r["stage"], r["step"], r["total"], r["lr_d"], r["lr_r"]) for r in csv.DictReader(f) if r["total"]]
+
+
+def test_unknown_config_key_is_named(tmp_path, dataset):
+    path = write_config(tmp_path / "c.yaml", dataset, tmp_path / "run")
+    data = yaml.safe_load(path.read_text())
+    data["data"]["pach"] = 8
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.pach'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda ds: ds / "missing", "missing folder"),
+    ("count", "frame counts differ"),
+    ("garbage", "unreadable image"),
+])
+def test_bad_data_fails_before_training(tmp_path, dataset, capsys, edit, message):
+    import shutil
+    root = tmp_path / "copy"
+    shutil.copytree(dataset, root)
+    if edit == "count":
+        sorted((root / "train_sharp" / "001").glob("*.png"))[-1].unlink()
+    elif edit == "garbage":
+        sorted((root / "train_blur_bicubic/X4/000").glob("*.png"))[2].write_bytes(b"\x89PNG broken")
+    else:
+        root = edit(root)
+    cfg = write_config(tmp_path / "c.yaml", root, tmp_path / "run")
+    assert main(["train", str(cfg), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints" / "stage1_last.pt").exists()
+
+
+def test_two_stages_with_halving_schedule_on_both_optimisers(tmp_path, dataset):
+    cfg = write_config(tmp_path / "c.yaml", dataset, tmp_path / "run", **{"stage1.iterations": 20,
+                                                                          "stage2.iterations": 20})
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    rows = losses(tmp_path / "run")
+    stage2 = {int(step): (float(d), float(r)) for stage, step, _, d, r in rows if stage == "2"}
+    # milestones at 70/85/95 % of 20 iterations: steps 14, 17, 19
+    assert stage2[13] == (2e-4, 2e-4) and stage2[14] == (1e-4, 1e-4)
+    assert stage2[17] == (5e-5, 5e-5) and stage2[19] == (2.5e-5, 2.5e-5)
+    assert (tmp_path / "run" / "model" / "config.json").exists()
+    assert (tmp_path / "run" / "stage1_netd" / "config.json").exists()
+    assert (tmp_path / "run" / "tb").is_dir()
+
+
+def _run(args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "vsrdb.cli", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, **kw)
+
+
+def test_kill_and_resume_follows_the_same_trajectory(tmp_path, dataset):
+    whole = write_config(tmp_path / "a.yaml", dataset, tmp_path / "a", **{"stage1.iterations": 30})
+    assert main(["train", str(whole), "--quiet"]) == 0
+    cfg = write_config(tmp_path / "b.yaml", dataset, tmp_path / "b", **{"stage1.iterations": 30})
+    proc = _run(["train", str(cfg), "--quiet"])
+    ckpt = tmp_path / "b" / "checkpoints" / "stage1_last.pt"
+    deadline = time.time() + 60
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not (tmp_path / "b" / "model").exists()  # killed mid-run
+    assert main(["train", str(cfg), "--quiet"]) == 2  # a started run is not silently restarted
+    assert main(["train", str(cfg), "--resume", "--quiet"]) == 0
+    assert losses(tmp_path / "b") == losses(tmp_path / "a")
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, dataset):
+    one = write_config(tmp_path / "one.yaml", dataset, tmp_path / "one", **{"stage1.iterations": 3,
+                                                                           "stage2.iterations": 3})
+    assert main(["train", str(one), "--quiet"]) == 0
+    two = write_config(tmp_path / "two.yaml", dataset, tmp_path / "two", **{"stage1.iterations": 3,
+                                                                           "stage2.iterations": 3})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={port}",
+                           "-m", "vsrdb.train", str(two), "--quiet"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert [r[:2] for r in a] == [r[:2] for r in b]
+    assert all(abs(float(x[2]) - float(y[2])) <= 1e-5 * max(1.0, abs(float(x[2]))) for x, y in zip(a, b))
+    import vsrdb
+    wa = vsrdb.load_checkpoint(tmp_path / "one" / "model").state_dict()
+    wb = vsrdb.load_checkpoint(tmp_path / "two" / "model").state_dict()
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4

@@ -73,3 +73,14 @@ def test_cli_refuses_to_overwrite_and_names_missing_sources(tmp_path, photo, cap
     assert main(["synth", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "ds2")]) == 2
     assert "nope.mp4: no such file" in capsys.readouterr().err
     assert not (tmp_path / "ds2").exists() and not (tmp_path / ".ds2.partial").exists()
+
+
+def test_noise_and_jpeg_only_touch_the_blurry_lr(photo, tmp_path):
+    base = SynthConfig(clip_frames=3, photo_clips=1, photo_size=(64, 80), seed=5)
+    synthesize([photo], tmp_path / "clean", base, progress=False)
+    synthesize([photo], tmp_path / "noisy", SynthConfig(**{**base.__dict__, "noise": 0.05, "jpeg": 30}),
+               progress=False)
+    read = lambda root, sub: cv2.imread(str(root / sub / "000" / "00000001.png")).astype(float)  # noqa: E731
+    assert np.array_equal(read(tmp_path / "clean", "train_sharp"), read(tmp_path / "noisy", "train_sharp"))
+    diff = np.abs(read(tmp_path / "clean", "train_blur_bicubic/X4") - read(tmp_path / "noisy", "train_blur_bicubic/X4"))
+    assert diff.mean() > 3  # sigma 0.05 = 12.75 grey levels before JPEG smoothing

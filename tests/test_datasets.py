@@ -6,21 +6,15 @@ import pytest
 import torch
 
 from vsrdb.data.datasets import WindowDataset, find_clips, reds_clips, validate_clips
-from vsrdb.data.synth import SynthConfig, synthesize
+from conftest import synth_photo_dataset
 from vsrdb.data.video import InputError
 from vsrdb.ops import flow_warp
 
 
 @pytest.fixture(scope="module")
 def reds(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reds")
-    rng = np.random.default_rng(0)
-    small = (rng.random((10, 12, 3)) * 255).astype(np.uint8)
-    cv2.imwrite(str(root / "p.png"), cv2.resize(small, (240, 200), interpolation=cv2.INTER_CUBIC))
-    synthesize([root / "p.png"], root / "ds", SynthConfig(clip_frames=5, photo_clips=2, photo_size=(96, 128),
-                                                          max_rotation=0, max_zoom=0, foreground=0),
-               progress=False)
-    return root / "ds"
+    return synth_photo_dataset(tmp_path_factory.mktemp("reds"), (200, 240), photo_size=(96, 128), max_rotation=0,
+                               max_zoom=0, foreground=0)
 
 
 def test_layout_and_shapes(reds):

@@ -8,25 +8,17 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import yaml
 
 from vsrdb.cli import main
-from vsrdb.data.synth import SynthConfig, synthesize
+from conftest import synth_photo_dataset
 from vsrdb.train.config import ConfigError, load_config
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    small = (rng.random((10, 12, 3)) * 255).astype(np.uint8)
-    cv2.imwrite(str(root / "p.png"), cv2.resize(small, (200, 160), interpolation=cv2.INTER_CUBIC))
-    synthesize([root / "p.png"], root / "ds", SynthConfig(clip_frames=5, photo_clips=2, photo_size=(64, 80)),
-               progress=False)
-    return root / "ds"
+    return synth_photo_dataset(tmp_path_factory.mktemp("data"), (160, 200), photo_size=(64, 80))
 
 
 def write_config(path: Path, dataset: Path, run_dir: Path, **extra) -> Path:

@@ -214,19 +214,25 @@ class Restorer:
         if not plan.tiled:
             return self._run(window, lr, 0, (0, 0, plan.height, plan.width))[0]
         out = torch.zeros(3, plan.height * scale, plan.width * scale, device=self.device, dtype=torch.float32)
-        weight = torch.zeros(1, plan.height * scale, plan.width * scale, device=self.device, dtype=torch.float32)
         for idx, (y, x, h, w) in enumerate(plan.tiles()):
             tile_out = self._run(window, lr[..., y:y + h, x:x + w], idx, (y, x, h, w))[0].float()
-            ov = self.overlap * scale
-            wy = _ramp(h * scale, y > 0, y + h < plan.height, ov, self.device, torch.float32)
-            wx = _ramp(w * scale, x > 0, x + w < plan.width, ov, self.device, torch.float32)
-            wgt = wy[:, None] * wx[None, :]
-            ys, xs = slice(y * scale, (y + h) * scale), slice(x * scale, (x + w) * scale)
-            out[:, ys, xs] += tile_out * wgt
-            weight[:, ys, xs] += wgt
+            out[:, y * scale:(y + h) * scale, x * scale:(x + w) * scale] += tile_out * self._blend[idx]
             del tile_out
             _release_free_memory()
-        return out / weight
+        return out
+
+    def _blend_weights(self, plan: TilePlan) -> list[Tensor]:
+        """Per tile, its HR blending weights divided by the sum over all tiles (made once per plan)."""
+        scale = self.cfg.scale
+        ov = self.overlap * scale
+        ramps, total = [], torch.zeros(plan.height * scale, plan.width * scale, device=self.device)
+        for y, x, h, w in plan.tiles():
+            wy = _ramp(h * scale, y > 0, y + h < plan.height, ov, self.device, torch.float32)
+            wx = _ramp(w * scale, x > 0, x + w < plan.width, ov, self.device, torch.float32)
+            ramps.append(wy[:, None] * wx[None, :])
+            total[y * scale:(y + h) * scale, x * scale:(x + w) * scale] += ramps[-1]
+        return [r / total[y * scale:(y + h) * scale, x * scale:(x + w) * scale]
+                for r, (y, x, h, w) in zip(ramps, plan.tiles())]
 
     def _run(self, window: list[_Frame], lr: Tensor, idx: int, box: tuple[int, int, int, int]) -> Tensor:
         y, x, h, w = box
@@ -258,6 +264,7 @@ class Restorer:
             raise ValueError(f"frames are {width}x{height}; the model needs at least "
                              f"{self.model.min_size}x{self.model.min_size}")
         self.plan = self._make_plan(height, width)
+        self._blend = self._blend_weights(self.plan) if self.plan.tiled else []
 
         def prepare(img: Tensor) -> _Frame:
             if img.shape[-2:] != (height, width):

@@ -37,7 +37,10 @@ from ..models import build
 from .config import TrainConfig, config_to_dict
 from .losses import fmanet_loss
 
-__all__ = ["StepSampler", "Trainer", "train"]
+__all__ = ["StepSampler", "Trainer", "train", "LOG_COLUMNS"]
+
+LOG_COLUMNS = ["stage", "step", "lr_d", "lr_r", "seconds", "total", "loss_d", "recon", "hr_warp", "flow", "anchor_d",
+               "restore", "lr_warp", "anchor_r", "val_psnr", "val_ssim", "val_bicubic_psnr"]
 
 
 class StepSampler(Sampler):
@@ -273,34 +276,28 @@ class Trainer:
                 tb.add_scalar(f"stage{stage}/{k}", v, step)
 
     def _write_csv(self, row: dict) -> None:
+        """Append one row (fixed columns, so the file is never rewritten while training)."""
         path = self.run_dir / "log.csv"
-        rows = _read_csv(path)
-        rows.append(row)
-        keys: list[str] = []
-        for r in rows:
-            keys.extend(k for k in r if k not in keys)
-        tmp = path.with_name(".log.csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, restval="")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
 
     def _trim_logs(self, stage: int, start: int) -> None:
         """On resume, drop log rows the killed run wrote after its last checkpoint."""
-        if not self.main:
-            return
         path = self.run_dir / "log.csv"
+        if not self.main or not path.exists():
+            return
         rows = [r for r in _read_csv(path)
                 if int(r["stage"]) < stage or (int(r["stage"]) == stage and int(r["step"]) <= start)]
-        if path.exists():
-            keys: list[str] = []
-            for r in rows:
-                keys.extend(k for k in r if k not in keys)
-            with open(path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=keys or ["stage", "step"])
-                writer.writeheader()
-                writer.writerows(rows)
+        tmp = path.with_name(".log.csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
 
     def _tensorboard(self):
         if self.tb is None:

@@ -1,58 +1,249 @@
-"""Score a model on whole clips against bicubic upsampling of the blurry input.
+"""Evaluation runs: score saved predictions against targets, or run methods over a dataset.
 
-Frames are restored by the streaming ``Restorer`` (every frame, like ``vsrdb restore``);
-scores follow the paper's protocol: frames whose T-window is incomplete (the first and last
-T // 2) are excluded unless ``all_frames``.
+Both stream clips frame by frame (any length), score with ``SequenceScorer`` and keep a few
+chosen frames (input, output, target) for the report. Input problems raise ``InputError``
+naming the clip and frame before or as they are met.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
 
-import numpy as np
 import torch
-import torch.nn as nn
+from torch import Tensor
 
 from ..data.datasets import Clip
 from ..data.resize import imresize
-from ..data.video import _read_image, to_tensor
-from ..restore import Restorer
-from .metrics import psnr, ssim
+from ..data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, _read_image, natural_key, open_frames, \
+    to_tensor
+from .methods import Method
+from .scoring import ClipScore, ScoreOptions, SequenceScorer, average, motion_bins
 
-__all__ = ["score_clips"]
+__all__ = ["MethodResult", "list_sequences", "evaluate_predictions", "evaluate_methods", "sample_index",
+           "PeakMemory"]
 
 
-def score_clips(model: nn.Module, clips: list[Clip], *, all_frames: bool = False, device: str = "cpu",
-                scale: int = 4) -> dict:
-    """Per-clip and average PSNR/SSIM of the model and of bicubic upsampling.
+@dataclass
+class MethodResult:
+    """One method's scores over a set of clips, and the frames kept for the report."""
 
-    Returns ``{"clips": {name: {...}}, "average": {...}, "seconds_per_frame": s}`` where each
-    score dict has psnr, ssim, bicubic_psnr, bicubic_ssim and frames.
+    name: str
+    scores: dict[str, ClipScore]
+    parameters: int = 0
+    seconds_per_frame: float | None = None
+    peak_memory_mb: float | None = None
+    # (clip, frame index) -> {"input": LR [3,h,w], "output": [3,H,W], "target": [3,H,W]}
+    samples: dict[tuple[str, int], dict[str, Tensor]] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        clips = {name: s.summary() for name, s in self.scores.items()}
+        out = {"clips": clips, "average": average(clips), "motion_bins": motion_bins(self.scores),
+               "parameters": self.parameters}
+        if self.seconds_per_frame is not None:
+            out["seconds_per_frame"] = self.seconds_per_frame
+        if self.peak_memory_mb is not None:
+            out["peak_memory_mb"] = self.peak_memory_mb
+        return out
+
+
+def sample_index(length: int, options: ScoreOptions) -> int:
+    """The frame a report shows for a clip: the middle scored frame."""
+    kept = [i for i in range(length) if options.kept(i, length)]
+    return kept[len(kept) // 2] if kept else length // 2
+
+
+class PeakMemory:
+    """Peak memory while a block runs: CUDA's allocator peak, or sampled resident memory on CPU (MB)."""
+
+    def __init__(self, device: str = "cpu", interval: float = 0.02) -> None:
+        self.cuda = str(device).startswith("cuda") and torch.cuda.is_available()
+        self.interval = interval
+        self.peak_mb = 0.0
+
+    @staticmethod
+    def _rss_mb() -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+        except (OSError, ValueError):
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def __enter__(self) -> "PeakMemory":
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        self._stop = threading.Event()
+        self.peak_mb = self._rss_mb()
+
+        def sample() -> None:
+            while not self._stop.wait(self.interval):
+                self.peak_mb = max(self.peak_mb, self._rss_mb())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2 ** 20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = max(self.peak_mb, self._rss_mb())
+
+
+# ---------------------------------------------------------------- predictions vs targets
+
+def list_sequences(folder: str | os.PathLike, role: str) -> dict[str, Path]:
+    """Clips in ``folder``: each sub-folder of frames, and each video file (named by its stem)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: {role} folder does not exist")
+    seqs: dict[str, Path] = {}
+    for p in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
+        if p.is_dir():
+            name = p.name
+        elif p.suffix.lower() in VIDEO_EXTENSIONS:
+            name = p.stem
+        else:
+            continue
+        if name in seqs:
+            raise InputError(f"{folder}: two clips are named {name!r} ({seqs[name].name} and {p.name})")
+        seqs[name] = p
+    if not seqs:
+        raise InputError(f"{folder}: no clips in it (expected one folder of frames or one video file per clip)")
+    return seqs
+
+
+def _frame_count(path: Path) -> int:
+    if path.is_dir():
+        n = sum(1 for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if n == 0:
+            raise InputError(f"{path}: no frames in it")
+        return n
+    with open_frames(path) as src:
+        return src.num_frames if src.num_frames else sum(1 for _ in src)
+
+
+def _frames(path: Path) -> Iterator[tuple[Tensor, str]]:
+    """Frames of a clip with a name for errors: the file, or 'video:frame'."""
+    if path.is_dir():
+        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+                       key=lambda p: natural_key(p.name))
+        for p in files:
+            yield to_tensor(_read_image(p)), str(p)
+    else:
+        with open_frames(path) as src:
+            for i, f in enumerate(src):
+                yield to_tensor(f), f"{path} frame {i}"
+
+
+def evaluate_predictions(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, options: ScoreOptions, *,
+                         lr_dir: str | os.PathLike | None = None, progress: bool = True) -> MethodResult:
+    """Score the clips of ``pred_dir`` against the same-named clips of ``gt_dir``.
+
+    ``lr_dir`` (optional) holds the blurry inputs, only for the report's pictures.
     """
-    t = model.config.num_seq
-    lo, hi = t // 2, t - 1 - t // 2
-    restorer = Restorer(model, device=device)
-    result, spent, count = {}, 0.0, 0
-    for clip in clips:
-        lr = [to_tensor(_read_image(p)) for p in clip.blur]
-        if clip.blur_is_hr:
-            lr = [imresize(f, 1 / scale).clamp(0, 1) for f in lr]
-        keep = range(len(lr)) if all_frames else range(lo, len(lr) - hi)
-        scores = {"psnr": [], "ssim": [], "bicubic_psnr": [], "bicubic_ssim": []}
-        start = time.perf_counter()
-        for i, out in enumerate(restorer.run(iter(lr))):
-            if i not in keep:
-                continue
-            gt = to_tensor(_read_image(clip.sharp[i]))
-            bic = imresize(lr[i], float(scale)).clamp(0, 1)
-            scores["psnr"].append(psnr(out, gt))
-            scores["ssim"].append(ssim(out, gt))
-            scores["bicubic_psnr"].append(psnr(bic, gt))
-            scores["bicubic_ssim"].append(ssim(bic, gt))
-        spent += time.perf_counter() - start
-        count += len(lr)
-        result[clip.name] = {k: float(np.mean(v)) for k, v in scores.items()} | {"frames": len(scores["psnr"])}
-    keys = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
-    average = {k: float(np.mean([r[k] for r in result.values()])) for k in keys}
-    average["frames"] = sum(r["frames"] for r in result.values())
-    return {"clips": result, "average": average, "seconds_per_frame": spent / max(count, 1)}
+    from tqdm import tqdm
+
+    preds, gts = list_sequences(pred_dir, "pred"), list_sequences(gt_dir, "gt")
+    missing = sorted(set(gts) - set(preds), key=natural_key)
+    extra = sorted(set(preds) - set(gts), key=natural_key)
+    if missing or extra:
+        parts = ([f"missing from pred: {', '.join(missing)}"] if missing else []) + (
+            [f"not in gt: {', '.join(extra)}"] if extra else [])
+        raise InputError(f"{pred_dir} vs {gt_dir}: clip names differ ({'; '.join(parts)})")
+    lrs = list_sequences(lr_dir, "lr") if lr_dir is not None else {}
+    counts = {}
+    for name in gts:
+        n_pred, n_gt = _frame_count(preds[name]), _frame_count(gts[name])
+        if n_pred != n_gt:
+            raise InputError(f"clip {name}: {n_pred} frames in {preds[name]}, {n_gt} in {gts[name]}")
+        counts[name] = n_gt
+    result = MethodResult(Path(pred_dir).name or "pred", {})
+    bar = tqdm(total=sum(counts.values()), desc="scoring", unit="frame", disable=not progress)
+    for name, length in counts.items():
+        scorer = SequenceScorer(length, options)
+        want = sample_index(length, options)
+        for i, ((out, out_name), (gt, gt_name)) in enumerate(zip(_frames(preds[name]), _frames(gts[name]))):
+            if out.shape != gt.shape:
+                raise InputError(f"clip {name} frame {i}: {out_name} is {out.shape[2]}x{out.shape[1]}, "
+                                 f"{gt_name} is {gt.shape[2]}x{gt.shape[1]}")
+            scorer.add(out, gt)
+            if i == want:
+                sample = {"output": out, "target": gt}
+                if name in lrs:
+                    sample["input"] = _nth_frame(lrs[name], i)
+                result.samples[(name, i)] = sample
+            bar.update(1)
+        result.scores[name] = scorer.result()
+    bar.close()
+    return result
+
+
+def _nth_frame(path: Path, index: int) -> Tensor | None:
+    for i, (f, _) in enumerate(_frames(path)):
+        if i == index:
+            return f
+    return None
+
+
+# ---------------------------------------------------------------- methods over a dataset
+
+def clip_inputs(clip: Clip, scale: int = 4) -> Iterator[Tensor]:
+    """A dataset clip's blurry LR frames, shrunk x``scale`` when the dataset stores them at HR."""
+    for p in clip.blur:
+        f = to_tensor(_read_image(p))
+        yield imresize(f, 1 / scale).clamp(0, 1) if clip.blur_is_hr else f
+
+
+def evaluate_methods(methods: list[Method], clips: list[Clip], options: ScoreOptions, *, device: str = "cpu",
+                     progress: bool = True, scale: int = 4) -> list[MethodResult]:
+    """Run each method over every clip and score it; time and peak memory are per method."""
+    from tqdm import tqdm
+
+    results = []
+    total = sum(len(c.blur) for c in clips)
+    for method in methods:
+        result = MethodResult(method.name, {}, parameters=method.parameters)
+        bar = tqdm(total=total, desc=method.name, unit="frame", disable=not progress)
+        spent = 0.0
+        with PeakMemory(device) as mem:
+            for clip in clips:
+                length = len(clip.blur)
+                scorer = SequenceScorer(length, options)
+                want = sample_index(length, options)
+                inputs: dict[int, Tensor] = {}
+
+                def feed() -> Iterator[Tensor]:
+                    for i, f in enumerate(clip_inputs(clip, scale)):
+                        if i == want:
+                            inputs[i] = f
+                        yield f
+
+                outputs = method.run(feed())
+                for i in range(length):
+                    start = time.perf_counter()
+                    out = next(outputs)
+                    spent += time.perf_counter() - start
+                    gt = to_tensor(_read_image(clip.sharp[i]))
+                    if out.shape != gt.shape:
+                        raise InputError(f"clip {clip.name} frame {i}: output is {out.shape[2]}x{out.shape[1]}, "
+                                         f"{clip.sharp[i]} is {gt.shape[2]}x{gt.shape[1]}")
+                    scorer.add(out, gt)
+                    if i == want:
+                        result.samples[(clip.name, i)] = {"input": inputs[i], "output": out, "target": gt}
+                    bar.update(1)
+                result.scores[clip.name] = scorer.result()
+        bar.close()
+        result.seconds_per_frame = spent / max(total, 1)
+        result.peak_memory_mb = mem.peak_mb
+        results.append(result)
+    return results

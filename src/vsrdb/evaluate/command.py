@@ -1,0 +1,191 @@
+"""``vsrdb evaluate``: score saved results, or run models and baselines over a dataset.
+
+    vsrdb evaluate --pred DIR --gt DIR [--lr DIR] [--json OUT] [--report DIR]
+    vsrdb evaluate --data ROOT --layout reds|synth|gopro|paired [--weights W ...] [--baseline NAME ...]
+
+DIRs hold one folder of frames (or one video file) per clip, matched by name. The paper's
+protocol is the default: RGB PSNR, MATLAB SSIM, tOF, frames without a complete T-window
+left out (``--all-frames`` scores them too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from ..data.video import InputError
+
+__all__ = ["add_subcommand", "run_evaluate"]
+
+LAYOUTS = ("reds", "synth", "gopro", "paired")
+
+
+def add_subcommand(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score results with the paper's protocol (PSNR, SSIM, tOF) and report them",
+                       description="Either --pred/--gt (score saved frames) or --data (run --weights models and "
+                                   "--baseline methods over a dataset and score them).")
+    p.add_argument("--pred", help="folder with one frame folder or video per clip: the results to score")
+    p.add_argument("--gt", help="folder with the same-named ground-truth clips")
+    p.add_argument("--lr", help="with --pred: the blurry inputs, shown in the report")
+    p.add_argument("--data", help="dataset root to run methods over")
+    p.add_argument("--layout", choices=LAYOUTS, default="synth",
+                   help="dataset layout: reds (REDS4 unless --split), synth (vsrdb synth output: REDS layout, "
+                        "all clips), gopro (CLIP/blur, CLIP/sharp), paired (--data LR clips, --hr-root HR clips)")
+    p.add_argument("--hr-root", help="paired layout: the sharp HR clips")
+    p.add_argument("--split", choices=("val", "train", "all"), help="reds layout: val = REDS4 (default)")
+    p.add_argument("--weights", action="append", default=[],
+                   help="a checkpoint to run (repeatable); 'builtin' is the model shipped with vsrdb")
+    p.add_argument("--baseline", action="append", default=None,
+                   help="bicubic, lanczos, rl-bicubic, or none (repeatable; default: bicubic)")
+    p.add_argument("--max-clips", type=int, help="only the first N clips")
+    p.add_argument("--json", help="write the scores as JSON here")
+    p.add_argument("--report", help="write report.md, report.html and images/ into this folder")
+    p.add_argument("--all-frames", action="store_true", help="score every frame, not only complete T-windows")
+    p.add_argument("--num-seq", type=int, default=None,
+                   help="T for the frame exclusion (default: the model's, else 3)")
+    p.add_argument("--y-channel", action="store_true", help="PSNR/SSIM on luma (BT.601 Y), as some papers do")
+    p.add_argument("--crop-border", type=int, default=0, help="pixels cropped from each side for PSNR/SSIM")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (models only)")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file or --report folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    for path, what in ((args.json, "--json"), (args.report, "--report")):
+        if path and Path(path).exists() and not args.overwrite:
+            raise InputError(f"{path}: exists ({what}); pass --overwrite to replace it")
+        if path and not Path(path).absolute().parent.is_dir():
+            raise InputError(f"{path}: its folder {Path(path).absolute().parent} does not exist")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..cli import CLIError
+
+    if bool(args.pred) != bool(args.gt):
+        raise CLIError("--pred and --gt go together")
+    if bool(args.pred) == bool(args.data):
+        raise CLIError("give either --pred DIR --gt DIR, or --data ROOT with --weights/--baseline")
+    _check_outputs(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "vsrdb " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else ""
+    print(run_evaluate(args, command=command))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
+    """Do what the parsed command line asks; returns the text table it prints."""
+    from .methods import ModelMethod, baseline
+    from .report import fmanet_maps, markdown_tables, write_report
+    from .runs import evaluate_methods, evaluate_predictions
+    from .scoring import ScoreOptions
+
+    progress = not args.quiet
+    maps = {}
+    if args.pred:
+        options = ScoreOptions(num_seq=args.num_seq or 3, all_frames=args.all_frames, y_channel=args.y_channel,
+                               border=args.crop_border)
+        results = [evaluate_predictions(args.pred, args.gt, options, lr_dir=args.lr, progress=progress)]
+        title = f"vsrdb evaluate: {args.pred} vs {args.gt}"
+    else:
+        from ..restore import pick_device
+
+        clips = _dataset(args)
+        device = str(pick_device(args.device))
+        methods = [ModelMethod(_label(w), _load(w), device=device) for w in args.weights]
+        names = args.baseline if args.baseline is not None else ["bicubic"]
+        methods += [baseline(n) for n in names if n != "none"]
+        if not methods:
+            raise InputError("nothing to evaluate: give --weights or a --baseline other than none")
+        t = args.num_seq or max([m.num_seq for m in methods if m.model is not None], default=3)
+        options = ScoreOptions(num_seq=t, all_frames=args.all_frames, y_channel=args.y_channel,
+                               border=args.crop_border)
+        results = evaluate_methods(methods, clips, options, device=device, progress=progress)
+        if args.report:
+            for m, r in zip(methods, results):
+                if m.model is not None and hasattr(m.model, "net_d"):
+                    maps = {key: fmanet_maps(m.model, _window(clips, key, m.num_seq)) for key in r.samples}
+                    break
+        title = f"vsrdb evaluate: {args.data}"
+    payload = results[0].to_json() | {"protocol": vars(options)}
+    if len(results) > 1:
+        payload["methods"] = {r.name: r.to_json() for r in results}
+    payload["method"] = results[0].name
+    if args.json:
+        _write_json(Path(args.json), payload)
+    if args.report:
+        write_report(results, args.report, options, title=title, command=command, maps=maps)
+    text = markdown_tables(results, options)
+    if args.json:
+        text += f"\n\nwrote {args.json}"
+    if args.report:
+        text += f"\nwrote {Path(args.report) / 'report.html'} and report.md"
+    return text
+
+
+def _label(weights: str) -> str:
+    if weights == "builtin":
+        return "vsrdb-builtin"
+    p = Path(weights)
+    return p.name if p.name not in ("model", "") else f"{p.parent.name}/{p.name}"
+
+
+def _load(weights: str):
+    from ..checkpoints import load_checkpoint
+    from ..cli import CLIError
+    from ..restore import _builtin_weights
+
+    if weights == "builtin":
+        found = _builtin_weights()
+        if found is None:
+            raise CLIError("no built-in model ships with this version; pass --weights PATH")
+        weights = found
+    return load_checkpoint(weights)
+
+
+def _dataset(args: argparse.Namespace):
+    from ..data.datasets import find_clips, validate_clips
+
+    layout = "reds" if args.layout == "synth" else args.layout
+    split = args.split or ("val" if args.layout == "reds" else "all")
+    clips = find_clips(layout, args.data, hr_root=args.hr_root, split=split)
+    if args.max_clips:
+        clips = clips[:args.max_clips]
+    validate_clips(clips, 4, min_frames=1)
+    return clips
+
+
+def _window(clips, key, num_seq: int):
+    """The LR window around a sample frame (replicated at clip ends, as the restorer does)."""
+    from .runs import clip_inputs
+
+    name, index = key
+    clip = next(c for c in clips if c.name == name)
+    frames = list(clip_inputs(clip))
+    c = num_seq // 2
+    return [frames[min(max(index + o, 0), len(frames) - 1)] for o in range(-c, num_seq - c)]
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_no_nan(payload), indent=2, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def _no_nan(o):
+    """NaN (a metric with nothing to average, e.g. tOF of a 1-frame clip) as JSON null."""
+    if isinstance(o, dict):
+        return {k: _no_nan(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_no_nan(v) for v in o]
+    if isinstance(o, float) and o != o:
+        return None
+    return o

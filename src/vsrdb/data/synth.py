@@ -46,6 +46,8 @@ class SynthConfig:
     foreground: int = 2            # moving patches per photo clip
     noise: float = 0.0             # Gaussian noise sigma on the blurry LR, in [0, 1] units
     jpeg: int = 0                  # JPEG quality for the blurry LR (0 = off)
+    procedural: int = 0            # procedural pictures (``procedural.py``) added to the photos
+    procedural_size: tuple[int, int] = (384, 512)
     seed: int = 0
 
 
@@ -231,7 +233,9 @@ def synthesize(sources: list[str | Path], out: str | Path, cfg: SynthConfig = Sy
         else:
             videos.append(s)
     names = []
-    total = len(videos) + len(photos) * cfg.photo_clips
+    if not videos and not photos and cfg.procedural <= 0:
+        raise InputError("nothing to synthesise from: give videos, photos or --procedural N")
+    total = len(videos) + (len(photos) + cfg.procedural) * cfg.photo_clips
     with tqdm(total=total, desc="synth", unit="source", disable=not progress) as bar:
         for v in videos:
             for k, (sharp, blurry) in enumerate(video_clips(v, cfg)):
@@ -241,6 +245,11 @@ def synthesize(sources: list[str | Path], out: str | Path, cfg: SynthConfig = Sy
                 names.append(name)
             bar.update(1)
         loaded = [_load_photo(p) for p in photos]
+        if cfg.procedural > 0:
+            from .procedural import procedural_image
+
+            pic_rng = np.random.default_rng([cfg.seed, 1])  # pictures independent of the clips' randomness
+            loaded += [procedural_image(*cfg.procedural_size, pic_rng) for _ in range(cfg.procedural)]
         for img in loaded:
             for _ in range(cfg.photo_clips):
                 sharp, blurry = photo_clip(img, cfg, rng, loaded)
@@ -275,7 +284,7 @@ def add_subcommand(sub) -> None:
     p = sub.add_parser("synth", help="make a REDS-layout training set from sharp videos and photos",
                        description="Blur = average of consecutive (or interpolated) frames; photos get a moving "
                                    "camera and moving foreground patches; LR = x4 MATLAB bicubic.")
-    p.add_argument("sources", nargs="+", help="videos, frame folders, photos or folders of photos")
+    p.add_argument("sources", nargs="*", help="videos, frame folders, photos or folders of photos")
     p.add_argument("-o", "--output", required=True, help="dataset folder to create")
     defaults = SynthConfig()
     p.add_argument("--clip-frames", type=int, default=defaults.clip_frames)
@@ -287,6 +296,12 @@ def add_subcommand(sub) -> None:
     p.add_argument("--photo-clips", type=int, default=defaults.photo_clips)
     p.add_argument("--noise", type=float, default=defaults.noise, help="Gaussian sigma on blurry LR (0-1 units)")
     p.add_argument("--jpeg", type=int, default=defaults.jpeg, help="JPEG quality for blurry LR (0 = off)")
+    p.add_argument("--max-shift", type=float, default=defaults.max_shift,
+                   help="photo clips: largest camera speed, HR pixels per frame (sets the blur length)")
+    p.add_argument("--procedural", type=int, default=0,
+                   help="also make clips from N procedural pictures (shapes, textures, letters)")
+    p.add_argument("--procedural-size", default="x".join(map(str, defaults.procedural_size)),
+                   help="HxW of the procedural pictures")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_synth)
@@ -299,10 +314,11 @@ def _cmd_synth(args) -> int:
     if out.exists():
         if not args.overwrite:
             raise InputError(f"{out}: exists; pass --overwrite to replace it")
-    h, w = (int(v) for v in args.photo_size.lower().split("x"))
+    h, w = _size_arg(args.photo_size, "--photo-size")
     cfg = SynthConfig(clip_frames=args.clip_frames, blur_frames=args.blur_frames, stride=args.stride,
                       subframes=args.subframes, photo_size=(h, w), photo_clips=args.photo_clips, noise=args.noise,
-                      jpeg=args.jpeg, seed=args.seed)
+                      jpeg=args.jpeg, max_shift=args.max_shift, procedural=args.procedural,
+                      procedural_size=_size_arg(args.procedural_size, "--procedural-size"), seed=args.seed)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -314,3 +330,11 @@ def _cmd_synth(args) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {out}: {len(names)} clips")
     return 0
+
+
+def _size_arg(text: str, flag: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"{flag} {text!r}: expected HxW, e.g. 256x320") from None
+    return h, w

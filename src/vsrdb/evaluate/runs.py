@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -205,8 +205,12 @@ def clip_inputs(clip: Clip, scale: int = 4) -> Iterator[Tensor]:
 
 
 def evaluate_methods(methods: list[Method], clips: list[Clip], options: ScoreOptions, *, device: str = "cpu",
-                     progress: bool = True, scale: int = 4) -> list[MethodResult]:
-    """Run each method over every clip and score it; time and peak memory are per method."""
+                     progress: bool = True, scale: int = 4,
+                     on_frame: Callable[[str, str, int, Tensor], None] | None = None) -> list[MethodResult]:
+    """Run each method over every clip and score it; time and peak memory are per method.
+
+    ``on_frame(method, clip, index, output)`` sees every output frame (e.g. to write a video).
+    """
     from tqdm import tqdm
 
     results = []
@@ -238,6 +242,8 @@ def evaluate_methods(methods: list[Method], clips: list[Clip], options: ScoreOpt
                         raise InputError(f"clip {clip.name} frame {i}: output is {out.shape[2]}x{out.shape[1]}, "
                                          f"{clip.sharp[i]} is {gt.shape[2]}x{gt.shape[1]}")
                     scorer.add(out, gt)
+                    if on_frame is not None:
+                        on_frame(method.name, clip.name, i, out)
                     if i == want:
                         result.samples[(clip.name, i)] = {"input": inputs[i], "output": out, "target": gt}
                     bar.update(1)

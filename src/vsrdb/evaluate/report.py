@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 from pathlib import Path
 
@@ -303,8 +304,6 @@ def write_report(results: list[MethodResult], folder: str | Path, options: Score
         uris = {k: _uri(_jpeg(a), "jpeg") for k, a in arrays.items()}
         left = next(iter(uris))
         right = results[0].name if results[0].name in uris else "ground truth"
-        import json
-
         parts.append(f'<div class="sample"><h2>Clip {html.escape(clip)}, frame {index}</h2>')
         parts.append(f'<div class="compare" data-images="{html.escape(json.dumps(uris))}" '
                      f'data-left="{html.escape(left)}" data-right="{html.escape(right)}">'

@@ -67,7 +67,7 @@ def run_demo(output: str | None = None, *, overwrite: bool = False, frames: int 
     from .data.datasets import find_clips
     from .evaluate.methods import ModelMethod, baseline
     from .evaluate.report import fmanet_maps, markdown_tables, write_report
-    from .evaluate.runs import clip_inputs, evaluate_methods
+    from .evaluate.runs import clip_window, evaluate_methods
     from .evaluate.scoring import ScoreOptions
     from .restore import _builtin_weights
 
@@ -96,9 +96,7 @@ def run_demo(output: str | None = None, *, overwrite: bool = False, frames: int 
                                    on_frame=lambda m, c, i, out: outputs[m].append(out))
         _write_side_by_side(tmp / "side_by_side.mp4", outputs["bicubic"], outputs["vsrdb-builtin"], clips[0].sharp)
         key = next(iter(results[0].samples))
-        lr = list(clip_inputs(clips[0]))
-        c = model.config.num_seq // 2
-        window = [lr[min(max(key[1] + o, 0), len(lr) - 1)] for o in range(-c, model.config.num_seq - c)]
+        window = clip_window(clips[0], key[1], model.config.num_seq)
         write_report(results, tmp / "report", options, title="vsrdb demo: built-in model vs bicubic",
                      command="vsrdb demo", maps={key: fmanet_maps(model, window)})
         if folder.exists():

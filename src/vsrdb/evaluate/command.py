@@ -85,7 +85,7 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
     """Do what the parsed command line asks; returns the text table it prints."""
     from .methods import ModelMethod, baseline
     from .report import fmanet_maps, markdown_tables, write_report
-    from .runs import evaluate_methods, evaluate_predictions
+    from .runs import clip_window, evaluate_methods, evaluate_predictions
     from .scoring import ScoreOptions
 
     progress = not args.quiet
@@ -112,7 +112,9 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
         if args.report:
             for m, r in zip(methods, results):
                 if m.model is not None and hasattr(m.model, "net_d"):
-                    maps = {key: fmanet_maps(m.model, _window(clips, key, m.num_seq)) for key in r.samples}
+                    by_name = {c.name: c for c in clips}
+                    maps = {key: fmanet_maps(m.model, clip_window(by_name[key[0]], key[1], m.num_seq))
+                            for key in r.samples}
                     break
         title = f"vsrdb evaluate: {args.data}"
     payload = results[0].to_json() | {"protocol": vars(options)}
@@ -161,17 +163,6 @@ def _dataset(args: argparse.Namespace):
         clips = clips[:args.max_clips]
     validate_clips(clips, 4, min_frames=1)
     return clips
-
-
-def _window(clips, key, num_seq: int):
-    """The LR window around a sample frame (replicated at clip ends, as the restorer does)."""
-    from .runs import clip_inputs
-
-    name, index = key
-    clip = next(c for c in clips if c.name == name)
-    frames = list(clip_inputs(clip))
-    c = num_seq // 2
-    return [frames[min(max(index + o, 0), len(frames) - 1)] for o in range(-c, num_seq - c)]
 
 
 def _write_json(path: Path, payload: dict) -> None:

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..data.resize import imresize
 from ..data.video import to_array
+from ..ops.dynamic_filter import normalize_downsampling_kernels, normalize_upsampling_kernels
 from .runs import MethodResult
 from .scoring import MOTION_BINS, ScoreOptions
 
@@ -120,7 +121,7 @@ def fmanet_maps(model: torch.nn.Module, window: list[Tensor], *, crop: int = 64)
     mag = np.sqrt((flows ** 2).sum(1)).max(0)
     py, px = np.unravel_index(int(mag.argmax()), mag.shape)
     points = [(int(py), int(px)), (ch // 2, cw // 2)]
-    kd = torch.softmax(d.kernels[0].reshape(t * cfg.ds_kernel_size ** 2, ch, cw), 0)
+    kd = normalize_downsampling_kernels(d.kernels)[0]
     kd = kd.reshape(t, cfg.ds_kernel_size, cfg.ds_kernel_size, ch, cw).cpu().numpy()
     maps["K^D degradation kernels (rows: two pixels; columns: frames)"] = kernel_mosaic(
         np.stack([[kd[i, :, :, py_, px_] for i in range(t)] for py_, px_ in points]), cell=6)
@@ -130,8 +131,7 @@ def fmanet_maps(model: torch.nn.Module, window: list[Tensor], *, crop: int = 64)
         maps["NetR image flow f^X (centre to each frame)"] = np.concatenate(
             [colorize_flow(flows_r[i], top) for i in range(t)], axis=1)
         s, k = cfg.scale, cfg.us_kernel_size
-        kr = r.kernels[0].reshape(t, s * s, k * k, ch, cw)
-        kr = (kr - kr.mean(dim=(0, 2), keepdim=True) + 1.0 / (t * k * k)).cpu().numpy()
+        kr = normalize_upsampling_kernels(r.kernels, s)[0].cpu().numpy()  # [T, s*s, k*k, h, w]
         # The s*s sub-pixel kernels of each frame laid out as an s x s mosaic of k x k kernels.
         rows = []
         for py_, px_ in points:

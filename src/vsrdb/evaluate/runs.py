@@ -25,7 +25,7 @@ from .methods import Method
 from .scoring import ClipScore, ScoreOptions, SequenceScorer, average, motion_bins
 
 __all__ = ["MethodResult", "list_sequences", "evaluate_predictions", "evaluate_methods", "sample_index",
-           "PeakMemory"]
+           "PeakMemory", "clip_inputs", "clip_window"]
 
 
 @dataclass
@@ -202,6 +202,19 @@ def clip_inputs(clip: Clip, scale: int = 4) -> Iterator[Tensor]:
     for p in clip.blur:
         f = to_tensor(_read_image(p))
         yield imresize(f, 1 / scale).clamp(0, 1) if clip.blur_is_hr else f
+
+
+def clip_window(clip: Clip, index: int, num_seq: int, scale: int = 4) -> list[Tensor]:
+    """The T LR frames centred on ``index``, clip ends replicated as the restorer does (for the report's maps)."""
+    c = num_seq // 2
+    wanted = [min(max(index + o, 0), len(clip.blur) - 1) for o in range(-c, num_seq - c)]
+    frames = {}
+    for i, f in enumerate(clip_inputs(clip, scale)):
+        if i in wanted:
+            frames[i] = f
+        if i >= max(wanted):
+            break
+    return [frames[i] for i in wanted]
 
 
 def evaluate_methods(methods: list[Method], clips: list[Clip], options: ScoreOptions, *, device: str = "cpu",

@@ -1,12 +1,13 @@
 """Streaming restoration of whole videos: ``vsrdb restore INPUT -o OUTPUT``.
 
 read frames -> sliding T-windows (ends replicated) -> model, tile by tile -> blend -> write.
+Recurrent models (HOFFR) instead take one frame at a time with their previous output.
 
 - Every input frame gives an output frame: the window of frame i holds frames
   clamp(i - N .. i + N), so the first and last frames see replicated neighbours.
 - Streaming: only the T frames of the current window (and their cached features) are held.
 - NetD's initial features depend on one frame only, so each frame's are computed once (per
-  tile) and reused by the T windows that contain it.
+  tile) and reused by the T windows that contain it (models with ``encode_frame``).
 - Any resolution: frames larger than the memory budget allows are restored in overlapping
   tiles blended with smooth weights; the budget comes from the memory available (or
   ``--max-memory``), or the tile size is given (``--tile``).
@@ -15,6 +16,7 @@ read frames -> sliding T-windows (ends replicated) -> model, tile by tile -> ble
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -72,14 +74,9 @@ def default_budget(device: torch.device) -> int:
 
 
 def estimate_forward_bytes(cfg, height: int, width: int, *, bytes_per_value: int = 4) -> int:
-    """Peak working memory of one window's inference forward at LR size height x width.
-
-    Calibrated on this implementation's lean inference (fmanet at 180x320: 0.81 GB of live
-    tensors at the peak, in NetR's RDBs, about 8 dim-wide maps per frame plus a dozen
-    single-frame ones), with a quarter added for the allocator.
-    """
-    per_pixel = 8 * cfg.num_seq * cfg.dim + 12 * cfg.dim
-    return int(height * width * per_pixel * bytes_per_value * 1.25)
+    """Peak working memory of one window's inference forward at LR size height x width:
+    the model config's ``inference_values_per_pixel``, with a quarter added for the allocator."""
+    return int(height * width * cfg.inference_values_per_pixel() * bytes_per_value * 1.25)
 
 
 def feature_bytes(cfg, height: int, width: int, *, bytes_per_value: int = 4) -> int:
@@ -175,7 +172,11 @@ class _Frame:
 
 
 class Restorer:
-    """Restore a stream of frames with an FMA-Net-style model (``model.restore``-capable).
+    """Restore a stream of frames with any registry model.
+
+    Window models (FMA-Net, JFFRA) get each frame's T-window through ``model.restore``;
+    recurrent ones (``model.recurrent``, HOFFR) get each frame with its predecessor and
+    their previous output through ``model.step``.
 
     Args:
         model: a stage-2 model from ``vsrdb.build`` / ``vsrdb.load_checkpoint``.
@@ -236,6 +237,8 @@ class Restorer:
 
     def _run(self, window: list[_Frame], lr: Tensor, idx: int, box: tuple[int, int, int, int]) -> Tensor:
         y, x, h, w = box
+        if not hasattr(self.model, "encode_frame"):
+            return self.model.restore(lr)
         feats = []
         for frame in window:
             if idx not in frame.feats:
@@ -244,12 +247,33 @@ class Restorer:
             feats.append(frame.feats[idx])
         return self.model.restore(lr, feat0=feats)
 
+    @torch.no_grad()
+    def _run_recurrent(self, prepare, head: list[Tensor], rest: Iterator[Tensor]) -> Iterator[Tensor]:
+        """One ``model.step`` per frame and tile; each tile's previous output is its crop of the
+        previous blended frame, so tiles stay consistent across their seams over time."""
+        plan, scale = self.plan, self.cfg.scale
+        prev: _Frame | None = None
+        hr_prev: Tensor | None = None
+        for img in itertools.chain(head, rest):
+            cur = prepare(img)
+            before = prev or cur  # the first frame is its own predecessor
+            out = torch.zeros(3, plan.height * scale, plan.width * scale, device=self.device, dtype=torch.float32)
+            for idx, (y, x, h, w) in enumerate(plan.tiles()):
+                box = (slice(None), slice(y * scale, (y + h) * scale), slice(x * scale, (x + w) * scale))
+                state = None if hr_prev is None else hr_prev[box].unsqueeze(0).to(self.dtype)
+                tile = self.model.step(before.lr[:, y:y + h, x:x + w].unsqueeze(0),
+                                       cur.lr[:, y:y + h, x:x + w].unsqueeze(0), state)[0].float()
+                out[box] += tile * self._blend[idx] if plan.tiled else tile
+            # The model is fed its own (unclamped) output, as in training.
+            hr_prev, prev = out, cur
+            yield (out.flip(0) if self.bgr else out).cpu()
+
     def run(self, frames: Iterable[Tensor]) -> Iterator[Tensor]:
         """Frames ``[3, H, W]`` float RGB in [0, 1] -> restored frames ``[3, 4H, 4W]`` (float32, RGB, CPU).
 
         Raises ValueError when the stream has fewer than T frames or changes size.
         """
-        t = self.cfg.num_seq
+        t = 1 if getattr(self.model, "recurrent", False) else self.cfg.num_seq
         before = t // 2  # window of frame i: frames i - before .. i + (t - 1 - before)
         it = iter(frames)
         head = []
@@ -272,6 +296,9 @@ class Restorer:
             img = img.to(self.device, self.dtype, non_blocking=True)
             return _Frame(img.flip(0) if self.bgr else img)
 
+        if t == 1 and getattr(self.model, "recurrent", False):
+            yield from self._run_recurrent(prepare, head, it)
+            return
         pending = deque(prepare(f) for f in head)
         window: deque[_Frame] = deque([pending[0]] * before)  # replicated before the first frame
         for _ in range(t - before):

@@ -17,6 +17,7 @@ __all__ = ["FLOW_ESTIMATORS", "estimate_flow", "window_flows", "register_flow_es
 
 # name -> fn(centre_gray uint8 [H, W], other_gray uint8 [H, W]) -> float32 [H, W, 2]
 FLOW_ESTIMATORS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {}
+MIN_SIZE = 16  # smaller frames are edge-padded to this before estimation
 
 
 def register_flow_estimator(name: str):
@@ -54,7 +55,14 @@ def estimate_flow(centre: Tensor | np.ndarray, other: Tensor | np.ndarray, metho
     """Flow from ``centre`` to ``other`` as float32 ``[2, H, W]`` (dx, dy)."""
     if method not in FLOW_ESTIMATORS:
         raise ValueError(f"unknown flow estimator {method!r}; known: {', '.join(sorted(FLOW_ESTIMATORS))}")
-    flow = FLOW_ESTIMATORS[method](_gray(centre), _gray(other))
+    a, b = _gray(centre), _gray(other)
+    h, w = a.shape
+    if min(h, w) < MIN_SIZE:  # DIS refuses frames under 12 px (tiny patches, JFFRA's smallest levels)
+        import cv2
+
+        ph, pw = max(0, MIN_SIZE - h), max(0, MIN_SIZE - w)
+        a, b = (cv2.copyMakeBorder(z, 0, ph, 0, pw, cv2.BORDER_REPLICATE) for z in (a, b))
+    flow = FLOW_ESTIMATORS[method](a, b)[:h, :w]
     return torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1)
 
 

@@ -58,7 +58,8 @@ class ModelMethod(Method):
         from ..restore import Restorer
 
         self.name, self.model = name, model
-        self.num_seq = model.config.num_seq
+        # A recurrent model has no window: every frame has its whole past.
+        self.num_seq = 1 if getattr(model, "recurrent", False) else model.config.num_seq
         self.parameters = sum(p.numel() for p in model.parameters())
         self.restorer = Restorer(model, device=device, **restorer_args)
 

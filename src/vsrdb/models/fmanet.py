@@ -111,6 +111,14 @@ class FMANetConfig:
     def center(self) -> int:
         return self.num_seq // 2
 
+    def inference_values_per_pixel(self) -> int:
+        """Live floats per LR pixel at the peak of one window's lean inference.
+
+        Calibrated on fmanet at 180x320: 0.81 GB of live tensors at the peak, in NetR's RDBs,
+        about 8 dim-wide maps per frame plus a dozen single-frame ones.
+        """
+        return 8 * self.num_seq * self.dim + 12 * self.dim
+
 
 def _heads(c_in: int, c_mid: int, c_out: int, bias: bool) -> nn.Sequential:
     """conv, LeakyReLU, conv, all per frame: the shape of every small head in FMA-Net."""

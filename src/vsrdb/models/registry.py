@@ -52,4 +52,4 @@ def model_family(model: nn.Module) -> str:
 def _import_families() -> None:
     # Model files register themselves on import; importing here keeps `build` usable
     # without the caller knowing which file defines which preset.
-    from . import fmanet  # noqa: F401
+    from . import fmanet, hoffr, jffra  # noqa: F401

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["flow_warp", "multi_flow_warp", "image_flow_warp"]
+__all__ = ["flow_warp", "multi_flow_warp", "image_flow_warp", "resize_flow"]
 
 
 def _base_grid(h: int, w: int, ref: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,3 +88,18 @@ def image_flow_warp(image: Tensor, flow_mask: Tensor, scale: int = 1) -> tuple[T
     warped = both[:, :c].reshape(b, t, c, hh, ww)
     validity = both[:, c:].reshape(b, t, 1, hh, ww).expand(b, t, c, hh, ww)
     return validity, warped
+
+
+def resize_flow(flow: Tensor, scale: float) -> Tensor:
+    """A flow field ``[N, 2, H, W]`` resampled to ``scale`` times its size, in the new pixels.
+
+    Bilinear for enlarging; area averaging for shrinking (so a coarse level sees the mean
+    motion of the pixels it covers). The vectors are multiplied by ``scale`` too.
+    """
+    if scale == 1:
+        return flow
+    if scale > 1:
+        out = F.interpolate(flow, scale_factor=scale, mode="bilinear", align_corners=False)
+    else:
+        out = F.interpolate(flow, scale_factor=scale, mode="area")
+    return out * scale

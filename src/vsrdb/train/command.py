@@ -14,6 +14,8 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set stage1.iterations=100 (YAML value)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--export", metavar="DIR",
+                   help="do not train: write the run's latest training checkpoint as a model folder DIR")
     p.set_defaults(func=_cmd_train)
 
 
@@ -30,6 +32,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         key, value = item.split("=", 1)
         overrides[key] = yaml.safe_load(value)
     cfg = load_config(args.config, overrides)
+    if args.export:
+        from .trainer import export_last
+
+        print(f"exported: {export_last(cfg, args.export)}")
+        return 0
     out = Trainer(cfg, resume=args.resume, progress=not args.quiet).run()
     print(f"trained: {out}")
     return 0

@@ -54,6 +54,8 @@ class TrainConfig:
     milestones: tuple[float, ...] = (0.7, 0.85, 0.95)  # of each stage's iterations; lr x gamma at each
     gamma: float = 0.5
     loss: LossWeights = field(default_factory=LossWeights)
+    init: str | None = None              # start the last stage from these weights (a vsrdb checkpoint
+                                         # folder): fine-tuning; FMA-Net's stage 1 is then skipped
     run_dir: str = "runs/fmanet"
     checkpoint_every: int = 1000
     val_every: int = 5000
@@ -95,6 +97,12 @@ def _coerce(hint, value, where: str, source: str):
         hint = args[0]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads "2e-4" (no dot) as a string; it is meant as a number.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, float, str, bool) and not isinstance(value, hint):
         raise ConfigError(f"{source}: {where} must be {hint.__name__}, got {value!r}")
     return value

@@ -1,4 +1,9 @@
-"""FMA-Net's two-stage training: resumable, on one CPU or many GPUs (torchrun + DDP).
+"""Training for every registry model: resumable, on one CPU or many GPUs (torchrun + DDP).
+
+FMA-Net trains in two stages (below). HOFFR and JFFRA train in one, run as "stage 2" (the
+final stage: its checkpoint is ``stage2_last.pt`` and its result ``model/``); their
+``stage1`` settings are ignored. Each family has its loss (``losses``); the occlusion-aware
+temporal loss is added to any of them with ``loss.temporal`` (JFFRA has it by default).
 
 Stage 1 trains NetD alone; stage 2 starts from the stage-1 NetD and trains both networks,
 each with its own Adam optimiser whose learning rate halves at 70/85/95 % of the stage's
@@ -33,14 +38,33 @@ from ..checkpoints import load_checkpoint, save_checkpoint
 from ..data.datasets import WindowDataset, find_clips, validate_clips
 from ..data.resize import imresize
 from ..evaluate.metrics import psnr, ssim
-from ..models import build
+from ..models import FMANet, HOFFR, JFFRA, build
 from .config import TrainConfig, config_to_dict
-from .losses import fmanet_loss
+from .losses import fmanet_loss, hoffr_loss, jffra_loss, temporal_terms
 
 __all__ = ["StepSampler", "Trainer", "train", "LOG_COLUMNS"]
 
 LOG_COLUMNS = ["stage", "step", "lr_d", "lr_r", "seconds", "total", "loss_d", "recon", "hr_warp", "flow", "anchor_d",
-               "restore", "lr_warp", "anchor_r", "val_psnr", "val_ssim", "val_bicubic_psnr"]
+               "restore", "lr_warp", "anchor_r", "val_psnr", "val_ssim", "val_bicubic_psnr", "deblur", "flow_warp",
+               "temporal"]
+
+
+def _two_stage(model: torch.nn.Module) -> bool:
+    return isinstance(model, FMANet)
+
+
+def temporal_weight(model: torch.nn.Module, weights) -> float:
+    """The occlusion-aware temporal loss weight in effect (JFFRA's default 0.2, else off)."""
+    if weights.temporal is not None:
+        return weights.temporal
+    return 0.2 if isinstance(model, JFFRA) else 0.0
+
+
+def _parts(model: torch.nn.Module, stage: int) -> list[torch.nn.Module]:
+    """The networks trained in ``stage``, each with its own optimiser (FMA-Net: NetD, NetR)."""
+    if _two_stage(model):
+        return [model.net_d] if stage == 1 else [model.net_d, model.net_r]
+    return [model]
 
 
 class StepSampler(Sampler):
@@ -133,8 +157,12 @@ class Trainer:
     def _prepare_data(self) -> None:
         d = self.cfg.data
         scale = 4
-        model_cfg = build(self.cfg.model, **self.cfg.model_args).config
-        self.num_seq = model_cfg.num_seq
+        probe = build(self.cfg.model, **self.cfg.model_args)
+        self.num_seq = probe.config.num_seq
+        self.two_stage = _two_stage(probe)
+        # FMA-Net restores only the centre of its window: for the temporal loss it also
+        # restores both neighbours, from a window two frames wider.
+        self.extra = 2 if (self.two_stage and temporal_weight(probe, self.cfg.loss)) else 0
         train_split = "train" if (d.layout == "reds" and d.val_root is None) else "all"
         clips = find_clips(d.layout, d.root, hr_root=d.hr_root, split=train_split, scale=scale)
         validate_clips(clips, scale, min_frames=1)
@@ -145,7 +173,7 @@ class Trainer:
                                scale=scale)
         validate_clips(val_clips, scale, min_frames=1)
         cache = d.cache_dir or str(Path(d.root) / ".vsrdb-cache")
-        self.train_set = WindowDataset(clips, num_seq=self.num_seq, patch=d.patch, flow=d.flow, cache_dir=cache,
+        self.train_set = WindowDataset(clips, num_seq=self.num_seq + self.extra, patch=d.patch, flow=d.flow, cache_dir=cache,
                                        augment=True, seed=self.cfg.seed)
         self.val_set = WindowDataset(val_clips, num_seq=self.num_seq, patch=None, flow=None, augment=False)
         n = len(self.val_set)
@@ -170,14 +198,17 @@ class Trainer:
         cfg = self.cfg
         scfg = cfg.stage1 if stage == 1 else cfg.stage2
         self._stopped = False
-        if self._stage_done(stage) or scfg.iterations <= 0:
+        if self._stage_done(stage) or scfg.iterations <= 0 or (stage == 1 and (cfg.init or not self.two_stage)):
             return
         torch.manual_seed(cfg.seed + stage)  # initial weights: part of the seeded trajectory
-        model = build(cfg.model, **{**cfg.model_args, "stage": stage}).to(self.device)
-        if stage == 2 and cfg.stage1.iterations > 0:
+        stage_arg = {"stage": stage} if self.two_stage else {}
+        model = build(cfg.model, **{**cfg.model_args, **stage_arg}).to(self.device)
+        if stage == 2 and cfg.init:
+            _load_init(model, cfg.init)
+        elif stage == 2 and self.two_stage and cfg.stage1.iterations > 0:
             netd = load_checkpoint(self.run_dir / "stage1_netd")
             model.net_d.load_state_dict(netd.net_d.state_dict())
-        nets = [model.net_d] if stage == 1 else [model.net_d, model.net_r]
+        nets = _parts(model, stage)
         optims = [torch.optim.Adam(n.parameters(), lr=scfg.lr) for n in nets]
         milestones = sorted({max(1, int(round(f * scfg.iterations))) for f in cfg.milestones})
         scheds = [torch.optim.lr_scheduler.MultiStepLR(o, milestones=milestones, gamma=cfg.gamma) for o in optims]
@@ -211,10 +242,7 @@ class Trainer:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(self.device.type, dtype=torch.bfloat16,
                                 enabled=cfg.amp and self.device.type == "cuda"):
-                out = net(batch["lr"], batch["hr"])
-                loss, terms = fmanet_loss({k: v.float() for k, v in out.items()}, lr=batch["lr"], hr=batch["hr"],
-                                          lr_sharp=batch["lr_sharp"], flow_gt=batch["flow"], stage=stage,
-                                          weights=cfg.loss)
+                loss, terms = self._loss(model, net, batch, stage)
             for o in optims:
                 o.zero_grad(set_to_none=True)
             loss.backward()
@@ -243,6 +271,48 @@ class Trainer:
                 save_checkpoint(model, self.run_dir / "model", overwrite=True)
         if dist.is_initialized():
             dist.barrier()
+
+    def _loss(self, model, net, batch: dict[str, torch.Tensor], stage: int) -> tuple[torch.Tensor, dict]:
+        """The family's loss (plus the temporal loss when switched on) for one batch."""
+        w = self.cfg.loss
+        tw = temporal_weight(model, w)
+        lr, hr, lr_sharp, flow = batch["lr"], batch["hr"], batch["lr_sharp"], batch["flow"]
+        if isinstance(model, FMANet):
+            restored = None
+            if self.extra:
+                t, b = self.num_seq, lr.shape[0]
+                subs = [slice(j, j + t) for j in range(3)]  # windows centred on frames c-1, c, c+1
+                if stage == 2:
+                    out3 = net(torch.cat([lr[:, :, s] for s in subs]), torch.cat([hr[:, :, s] for s in subs]))
+                    restored = torch.stack(out3["output"].float().chunk(3), dim=2)
+                    out = {k: v[b:2 * b] for k, v in out3.items()}
+                else:
+                    out = net(lr[:, :, subs[1]], hr[:, :, subs[1]])
+                lr, hr, lr_sharp, flow = (z[:, :, subs[1]] for z in (lr, hr, lr_sharp, flow))
+            else:
+                out = net(lr, hr)
+            loss, terms = fmanet_loss({k: v.float() for k, v in out.items()}, lr=lr, hr=hr, lr_sharp=lr_sharp,
+                                      flow_gt=flow, stage=stage, weights=w)
+            if restored is not None:
+                c = self.num_seq // 2 + 1
+                temporal = temporal_terms(restored, batch["hr"][:, :, c - 1:c + 2], batch["flow"][:, :, c - 1:c + 2],
+                                          w.temporal_alpha)
+                loss = loss + tw * temporal
+                terms = {**terms, "temporal": temporal.detach(), "total": loss.detach()}
+            return loss, terms
+        out = net(lr, hr)
+        if isinstance(model, JFFRA):
+            return jffra_loss(out, hr=hr, flow_gt=flow, weights=w)
+        if isinstance(model, HOFFR):
+            loss, terms = hoffr_loss(out, hr=hr, lr_sharp=lr_sharp, weights=w)
+            if tw:
+                c = self.num_seq // 2
+                temporal = temporal_terms(out["outputs"][:, :, c - 1:c + 2], hr[:, :, c - 1:c + 2],
+                                          flow[:, :, c - 1:c + 2], w.temporal_alpha)
+                loss = loss + tw * temporal
+                terms = {**terms, "temporal": temporal.detach(), "total": loss.detach()}
+            return loss, terms
+        raise TypeError(f"no training loss for {type(model).__name__}")
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -335,6 +405,23 @@ class Trainer:
         return result
 
 
+def _load_init(model: torch.nn.Module, path: str) -> None:
+    """Copy a checkpoint's weights into ``model``; the two must be the same architecture."""
+    init = load_checkpoint(path)
+    if init.config != model.config:
+        raise ValueError(f"init {path}: its config differs from the run's model "
+                         f"({_config_difference(init.config, model.config)})")
+    model.load_state_dict(init.state_dict())
+
+
+def _config_difference(a, b) -> str:
+    import dataclasses
+
+    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+    diffs = [f"{k}: {da[k]!r} vs {db.get(k)!r}" for k in da if da[k] != db.get(k)]
+    return ", ".join(diffs) or f"{type(a).__name__} vs {type(b).__name__}"
+
+
 def _read_csv(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -348,6 +435,27 @@ def _plain(obj):
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
+
+
+def export_last(cfg: TrainConfig, out: str | Path) -> Path:
+    """The run's most advanced training checkpoint (stage 2 before stage 1) as a model folder.
+
+    For looking at, or shipping, a run that was stopped before its final ``model/``. Refuses
+    to overwrite ``out``.
+    """
+    ckpt_dir = Path(cfg.run_dir) / "checkpoints"
+    for stage in (2, 1):
+        path = ckpt_dir / f"stage{stage}_last.pt"
+        if path.exists():
+            break
+    else:
+        raise FileNotFoundError(f"{ckpt_dir}: no training checkpoint to export")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    probe = build(cfg.model, **cfg.model_args)
+    model = build(cfg.model, **{**cfg.model_args, "stage": stage}) if _two_stage(probe) else probe
+    model.load_state_dict(state["model"])
+    model.eval()
+    return save_checkpoint(model, out)
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:

@@ -1,0 +1,297 @@
+"""HOFFR (Fang and Zhan, Neurocomputing 2022): high-resolution optical flow and a frame-recurrent
+network for joint video super-resolution and deblurring.
+
+Per frame t, with the blurry LR frames L_{t-1}, L_t and the previous output H_{t-1}:
+
+1. POF (``FlowPredictor``) predicts the optical flow from L_t to L_{t-1} at several LR
+   scales and at HR.
+2. The previous output is warped by the HR flow and folded to LR size (space-to-depth,
+   4x4 -> 48 channels), so the current frame sees it pixel-aligned.
+3. PF (``ParallelFeatures``): a deblurring (DB) and a super-resolution (SR) branch of
+   residual blocks run side by side on the same head features; each branch concatenates
+   the outputs of its blocks. A conv on the DB features plus L_t is the deblurred LR frame
+   (an auxiliary output with its own loss).
+4. Attention fusion: DB and SR features are concatenated and refined by RCABs (RCAN's
+   residual channel attention), then upsampled x4 (pixel shuffle) onto bicubic L_t.
+
+Losses (the note's Eq. 10, all L2): SR on every output frame, DB on every deblurred LR frame
+against the sharp LR frame, and the multi-scale flow warping loss: each LR-side flow warps
+the previous *sharp* LR frame (area-downscaled for coarser scales) onto the current one.
+
+Choices where the note is silent, following the paper's description and its FRVSR lineage:
+
+- Recurrence starts from a black previous output and the first frame as its own
+  predecessor (FRVSR's initialisation).
+- POF is a small U-Net on the two stacked frames: flows are predicted coarse to fine
+  (each level adds a residual to the upscaled coarser flow), and the HR flow is the
+  bilinearly upscaled LR flow plus a residual predicted from pixel-shuffled features.
+- The flow loss covers the LR-side scales (LR, LR/2, ... as ``flow_levels``) and skips
+  frame 0, whose "previous" frame is itself. Loss weights lambda_DB = lambda_OF = 1.
+- The network adds its output to a bicubic upscale of L_t (a global residual), as most
+  x4 video SR networks do; the note does not say either way.
+
+Public tensors are ``[B, C, T, H, W]`` in [0, 1]; flows point from frame t into frame t-1
+(backward warping, as everywhere in vsrdb).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..ops.warp import flow_warp, resize_flow
+from .blocks import lrelu
+from .layers import RCAB, ResidualBlock, Upsampler, conv3x3
+from .registry import register_model
+
+__all__ = ["HOFFRConfig", "FlowPredictor", "ParallelFeatures", "HOFFR"]
+
+
+@dataclass(frozen=True)
+class HOFFRConfig:
+    """HOFFR hyper-parameters.
+
+    Attributes:
+        dim: PF and fusion feature channels.
+        num_db_blocks / num_sr_blocks: residual blocks in the DB and SR branches.
+        num_rcab: RCABs in the attention fusion; reduction: their channel-attention ratio.
+        flow_dim: POF channels at LR (doubled at each coarser level).
+        flow_levels: POF scales on the LR side (LR, LR/2, LR/4 for 3).
+        num_seq: frames the recurrence is unrolled over in training (the paper: 8). At
+            inference the recurrence runs over the whole video.
+    """
+
+    in_channels: int = 3
+    dim: int = 64
+    num_db_blocks: int = 5
+    num_sr_blocks: int = 5
+    num_rcab: int = 8
+    reduction: int = 16
+    flow_dim: int = 32
+    flow_levels: int = 3
+    scale: int = 4
+    num_seq: int = 8
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"HOFFRConfig.{f.name} must be a positive integer, got {value!r}")
+        if self.scale != 4:
+            raise ValueError("HOFFRConfig.scale: only x4 is implemented")
+
+    def inference_values_per_pixel(self) -> int:
+        """Live floats per LR pixel at the peak of one frame's inference (the x4 tail:
+        4*dim at 2x plus dim at 4x, with the PF branch outputs still held)."""
+        return (2 * (self.num_db_blocks + self.num_sr_blocks) + 36) * self.dim
+
+
+class FlowPredictor(nn.Module):
+    """POF: flows from the current frame to the previous one, coarse LR scales to HR.
+
+    ``forward(prev, cur)`` with ``[N, 3, H, W]`` frames returns a list of ``[N, 2, h, w]``
+    flows: LR/2^(L-1), ..., LR/2, LR, then HR (x4), each in its own pixels.
+    """
+
+    def __init__(self, cfg: HOFFRConfig) -> None:
+        super().__init__()
+        c = [cfg.flow_dim * 2 ** i for i in range(cfg.flow_levels)]
+        self.levels = cfg.flow_levels
+        self.encoder = nn.ModuleList()
+        for i, ci in enumerate(c):
+            first = conv3x3(2 * cfg.in_channels, ci) if i == 0 else conv3x3(c[i - 1], ci, stride=2)
+            self.encoder.append(nn.Sequential(first, lrelu(), conv3x3(ci, ci), lrelu()))
+        # decoder[i] merges the upscaled level-(i+1) features with the level-i skip
+        self.decoder = nn.ModuleList(
+            nn.Sequential(conv3x3(c[i + 1] + c[i] + 2, c[i]), lrelu(), conv3x3(c[i], c[i]), lrelu())
+            for i in range(cfg.flow_levels - 1))
+        self.heads = nn.ModuleList(conv3x3(ci, 2) for ci in c)
+        self.hr_features = nn.Sequential(conv3x3(c[0], 4 * c[0]), nn.PixelShuffle(2), lrelu(),
+                                         conv3x3(c[0], 4 * c[0]), nn.PixelShuffle(2), lrelu())
+        self.hr_head = conv3x3(c[0] + 2, 2)
+        for head in (*self.heads, self.hr_head):  # start from zero motion
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+        self.scale = cfg.scale
+
+    def forward(self, prev: Tensor, cur: Tensor) -> list[Tensor]:
+        h, w = cur.shape[-2:]
+        m = 2 ** (self.levels - 1)
+        ph, pw = -h % m, -w % m
+        x = torch.cat((cur, prev), dim=1)
+        if ph or pw:  # each level halves the size: pad to a multiple, crop every output back
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        skips = []
+        for enc in self.encoder:
+            x = enc(x)
+            skips.append(x)
+        feat = skips[-1]
+        flow = self.heads[-1](feat)
+        flows = [flow]
+        for i in reversed(range(self.levels - 1)):
+            up_flow = resize_flow(flow, 2.0)
+            up_feat = F.interpolate(feat, scale_factor=2.0, mode="bilinear", align_corners=False)
+            feat = self.decoder[i](torch.cat((up_feat, skips[i], up_flow), dim=1))
+            flow = up_flow + self.heads[i](feat)
+            flows.append(flow)
+        hr_flow = resize_flow(flow, float(self.scale))
+        hr_flow = hr_flow + self.hr_head(torch.cat((self.hr_features(feat), hr_flow), dim=1))
+        flows.append(hr_flow)
+        sizes = [(-(-h // 2 ** i), -(-w // 2 ** i)) for i in reversed(range(self.levels))]
+        sizes.append((h * self.scale, w * self.scale))
+        return [f[..., :sh, :sw] for f, (sh, sw) in zip(flows, sizes)]
+
+
+class _Branch(nn.Module):
+    """Residual blocks whose outputs are all concatenated and fused by a 1x1 conv."""
+
+    def __init__(self, dim: int, num_blocks: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(ResidualBlock(dim) for _ in range(num_blocks))
+        self.fuse = nn.Conv2d(num_blocks * dim, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        outs = []
+        for block in self.blocks:
+            x = block(x)
+            outs.append(x)
+        return self.fuse(torch.cat(outs, dim=1))
+
+
+class ParallelFeatures(nn.Module):
+    """PF: head conv on [L_t, folded warped H_{t-1}], then the DB and SR branches side by side.
+
+    ``forward(x)`` with ``x [N, 3 + 3*s*s, H, W]`` returns ``(F_DB, F_SR)``, each ``[N, dim, H, W]``.
+    """
+
+    def __init__(self, cfg: HOFFRConfig) -> None:
+        super().__init__()
+        c_in = cfg.in_channels * (1 + cfg.scale ** 2)
+        self.head = nn.Sequential(conv3x3(c_in, cfg.dim), lrelu())
+        self.db = _Branch(cfg.dim, cfg.num_db_blocks)
+        self.sr = _Branch(cfg.dim, cfg.num_sr_blocks)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        f = self.head(x)
+        return self.db(f), self.sr(f)
+
+
+class HOFFR(nn.Module):
+    """HOFFR; see the module docstring.
+
+    ``forward(lr, hr=None)`` unrolls the recurrence over ``lr [B, 3, T, H, W]`` and returns:
+
+    - ``outputs`` ``[B, 3, T, 4H, 4W]``: every frame restored; ``output`` is frame T // 2.
+    - ``deblurred`` ``[B, 3, T, H, W]``: the DB branch's deblurred LR frames.
+    - ``flows``: one ``[B, 2, T, h, w]`` per LR-side POF scale (coarsest first); frame 0's
+      flow (to itself) is included but not trained.
+
+    ``step`` is one recurrence step for streaming inference (``vsrdb.restore.Restorer``).
+    """
+
+    recurrent = True
+
+    def __init__(self, config: HOFFRConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        cfg = config or HOFFRConfig()
+        self.config = replace(cfg, **overrides) if overrides else cfg
+        cfg = self.config
+        self.pof = FlowPredictor(cfg)
+        self.pf = ParallelFeatures(cfg)
+        self.db_out = conv3x3(cfg.dim, cfg.in_channels)
+        self.fuse = nn.Conv2d(2 * cfg.dim, cfg.dim, 1)
+        self.rcabs = nn.Sequential(*(RCAB(cfg.dim, cfg.reduction) for _ in range(cfg.num_rcab)),
+                                   conv3x3(cfg.dim, cfg.dim))
+        self.upsample = Upsampler(cfg.dim, cfg.in_channels)
+        self.channel_order = "RGB"
+
+    @property
+    def min_size(self) -> int:
+        return 2 ** (self.config.flow_levels - 1)
+
+    def _step(self, prev: Tensor, cur: Tensor, hr_prev: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """One frame: ``prev``, ``cur`` ``[N, 3, H, W]``, ``hr_prev [N, 3, 4H, 4W]`` ->
+        (HR output, deblurred LR, LR-side flows)."""
+        s = self.config.scale
+        flows = self.pof(prev, cur)
+        warped = flow_warp(hr_prev, flows[-1])
+        f_db, f_sr = self.pf(torch.cat((cur, F.pixel_unshuffle(warped, s)), dim=1))
+        deblurred = cur + self.db_out(f_db)
+        fused = self.fuse(torch.cat((f_db, f_sr), dim=1))
+        fused = fused + self.rcabs(fused)
+        base = F.interpolate(cur, scale_factor=s, mode="bicubic", align_corners=False)
+        return base + self.upsample(fused), deblurred, flows[:-1]
+
+    def step(self, prev: Tensor, cur: Tensor, hr_prev: Tensor | None) -> Tensor:
+        """Inference: the restored ``cur`` ``[N, 3, 4H, 4W]``. ``hr_prev`` None starts a sequence."""
+        if hr_prev is None:
+            s = self.config.scale
+            hr_prev = cur.new_zeros(cur.shape[0], cur.shape[1], cur.shape[2] * s, cur.shape[3] * s)
+        return self._step(prev, cur, hr_prev)[0]
+
+    def check_inputs(self, lr: Tensor, hr: Tensor | None = None) -> None:
+        if not isinstance(lr, Tensor) or lr.dim() != 5 or lr.shape[1] != self.config.in_channels:
+            got = tuple(lr.shape) if isinstance(lr, Tensor) else type(lr).__name__
+            raise ValueError(f"lr must be [B, {self.config.in_channels}, T, H, W], got {got}")
+        if min(lr.shape[-2:]) < self.min_size:
+            raise ValueError(f"lr frames must be at least {self.min_size}x{self.min_size}, "
+                             f"got {lr.shape[-2]}x{lr.shape[-1]}")
+        if hr is not None:
+            s = self.config.scale
+            want = (*lr.shape[:3], lr.shape[3] * s, lr.shape[4] * s)
+            if tuple(hr.shape) != want:
+                raise ValueError(f"hr must have shape {want} (lr x{s}), got {tuple(hr.shape)}")
+
+    def forward(self, lr: Tensor, hr: Tensor | None = None) -> dict[str, Tensor | list[Tensor]]:
+        self.check_inputs(lr, hr)
+        t = lr.shape[2]
+        outputs, deblurred, flows = [], [], []
+        hr_prev = None
+        for i in range(t):
+            prev, cur = lr[:, :, max(i - 1, 0)], lr[:, :, i]
+            if hr_prev is None:
+                s = self.config.scale
+                hr_prev = cur.new_zeros(cur.shape[0], cur.shape[1], cur.shape[2] * s, cur.shape[3] * s)
+            out, db, fl = self._step(prev, cur, hr_prev)
+            outputs.append(out)
+            deblurred.append(db)
+            flows.append(fl)
+            hr_prev = out
+        outs = torch.stack(outputs, dim=2)
+        return {"outputs": outs, "output": outs[:, :, t // 2], "deblurred": torch.stack(deblurred, dim=2),
+                "flows": [torch.stack(level, dim=2) for level in zip(*flows)]}
+
+    def restore(self, lr: Tensor, **_: Any) -> Tensor:
+        """``lr [B, 3, T, H, W]`` -> frame T // 2 restored with frames 0..T//2 as its history."""
+        self.check_inputs(lr)
+        c = lr.shape[2] // 2
+        hr_prev = None
+        for i in range(c + 1):
+            hr_prev = self.step(lr[:, :, max(i - 1, 0)], lr[:, :, i], hr_prev)
+        return hr_prev
+
+
+def _preset(base: HOFFRConfig, overrides: dict[str, Any]) -> HOFFR:
+    names = {f.name for f in fields(HOFFRConfig)}
+    unknown = [k for k in overrides if k not in names]
+    if unknown:
+        raise ValueError(f"unknown HOFFRConfig field(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    return HOFFR(replace(base, **overrides))
+
+
+@register_model("hoffr")
+def hoffr(**overrides: Any) -> HOFFR:
+    """HOFFR at a width typical of its time (64 channels); the note gives no sizes."""
+    return _preset(HOFFRConfig(), overrides)
+
+
+@register_model("hoffr-cpu")
+def hoffr_cpu(**overrides: Any) -> HOFFR:
+    """A HOFFR with about fmanet-cpu's parameter count, for equal-budget CPU comparisons."""
+    return _preset(HOFFRConfig(dim=48, num_db_blocks=4, num_sr_blocks=4, num_rcab=5, reduction=8, flow_dim=16),
+                   overrides)

@@ -12,7 +12,7 @@ from conftest import synth_photo_dataset
 from vsrdb.checkpoints import load_checkpoint, save_checkpoint
 from vsrdb.cli import main
 from vsrdb.models import build
-from vsrdb.ops import flow_warp, l1_cost_volume, window_attention
+from vsrdb.ops import l1_cost_volume, window_attention
 from vsrdb.restore import Restorer
 from vsrdb.train.losses import LossWeights, hoffr_loss, jffra_loss, temporal_consistency_loss
 

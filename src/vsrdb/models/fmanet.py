@@ -25,7 +25,7 @@ from ..ops.dynamic_filter import (dynamic_downsample, dynamic_upsample, dynamic_
                                   normalize_downsampling_kernels, normalize_upsampling_kernels)
 from ..ops.warp import image_flow_warp
 from .blocks import FRMA, RRDB, FrameConv, TemporalConv3d, cat_channels, channels_last, channels_to_seq, lrelu
-from .registry import register_model
+from .registry import from_preset, register_model
 
 __all__ = ["FMANetConfig", "NetD", "NetR", "FMANet", "RELEASED_CONFIG_NAMES"]
 
@@ -420,11 +420,7 @@ class FMANet(nn.Module):
 
 
 def _preset(base: FMANetConfig, overrides: dict[str, Any]) -> FMANet:
-    names = {f.name for f in fields(FMANetConfig)}
-    unknown = [k for k in overrides if k not in names]
-    if unknown:
-        raise ValueError(f"unknown FMANetConfig field(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    return FMANet(replace(base, **overrides))
+    return from_preset(FMANet, base, overrides)
 
 
 @register_model("fmanet")

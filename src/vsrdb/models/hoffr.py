@@ -47,7 +47,7 @@ from torch import Tensor
 from ..ops.warp import flow_warp, resize_flow
 from .blocks import lrelu
 from .layers import RCAB, ResidualBlock, Upsampler, conv3x3
-from .registry import register_model
+from .registry import from_preset, register_model
 
 __all__ = ["HOFFRConfig", "FlowPredictor", "ParallelFeatures", "HOFFR"]
 
@@ -277,11 +277,7 @@ class HOFFR(nn.Module):
 
 
 def _preset(base: HOFFRConfig, overrides: dict[str, Any]) -> HOFFR:
-    names = {f.name for f in fields(HOFFRConfig)}
-    unknown = [k for k in overrides if k not in names]
-    if unknown:
-        raise ValueError(f"unknown HOFFRConfig field(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    return HOFFR(replace(base, **overrides))
+    return from_preset(HOFFR, base, overrides)
 
 
 @register_model("hoffr")

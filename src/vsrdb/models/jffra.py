@@ -35,7 +35,7 @@ Public tensors are ``[B, C, T, H, W]`` in [0, 1].
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -48,7 +48,7 @@ from ..ops.cost_volume import l1_cost_volume
 from ..ops.warp import flow_warp, resize_flow
 from .blocks import lrelu
 from .layers import Upsampler, conv3x3
-from .registry import register_model
+from .registry import from_preset, register_model
 
 __all__ = ["JFFRAConfig", "JFFR", "JFFRA", "initial_flows"]
 
@@ -249,11 +249,7 @@ class JFFRA(nn.Module):
 
 
 def _preset(base: JFFRAConfig, overrides: dict[str, Any]) -> JFFRA:
-    names = {f.name for f in fields(JFFRAConfig)}
-    unknown = [k for k in overrides if k not in names]
-    if unknown:
-        raise ValueError(f"unknown JFFRAConfig field(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    return JFFRA(replace(base, **overrides))
+    return from_preset(JFFRA, base, overrides)
 
 
 @register_model("jffra")

@@ -7,11 +7,12 @@ attribute is a dataclass; ``build`` records the preset name on the model as
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from typing import Any, Callable
 
 import torch.nn as nn
 
-__all__ = ["register_model", "build", "list_models", "model_family"]
+__all__ = ["register_model", "build", "list_models", "model_family", "from_preset"]
 
 _PRESETS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -23,6 +24,17 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
         _PRESETS[name] = fn
         return fn
     return decorator
+
+
+def from_preset(model_cls: Callable[..., nn.Module], base: Any, overrides: dict[str, Any]) -> nn.Module:
+    """``model_cls(base with overrides)``; an override that is not a field of the config is a
+    ValueError naming it and the known fields."""
+    names = {f.name for f in fields(base)}
+    unknown = [k for k in overrides if k not in names]
+    if unknown:
+        raise ValueError(f"unknown {type(base).__name__} field(s): {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(names))}")
+    return model_cls(replace(base, **overrides))
 
 
 def list_models() -> list[str]:

@@ -214,10 +214,12 @@ class HOFFR(nn.Module):
     def min_size(self) -> int:
         return 2 ** (self.config.flow_levels - 1)
 
-    def _step(self, prev: Tensor, cur: Tensor, hr_prev: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """One frame: ``prev``, ``cur`` ``[N, 3, H, W]``, ``hr_prev [N, 3, 4H, 4W]`` ->
-        (HR output, deblurred LR, LR-side flows)."""
+    def _step(self, prev: Tensor, cur: Tensor, hr_prev: Tensor | None) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """One frame: ``prev``, ``cur`` ``[N, 3, H, W]``, ``hr_prev [N, 3, 4H, 4W]`` (None: a black
+        frame, the start of a sequence) -> (HR output, deblurred LR, LR-side flows)."""
         s = self.config.scale
+        if hr_prev is None:
+            hr_prev = cur.new_zeros(cur.shape[0], cur.shape[1], cur.shape[2] * s, cur.shape[3] * s)
         flows = self.pof(prev, cur)
         warped = flow_warp(hr_prev, flows[-1])
         f_db, f_sr = self.pf(torch.cat((cur, F.pixel_unshuffle(warped, s)), dim=1))
@@ -229,9 +231,6 @@ class HOFFR(nn.Module):
 
     def step(self, prev: Tensor, cur: Tensor, hr_prev: Tensor | None) -> Tensor:
         """Inference: the restored ``cur`` ``[N, 3, 4H, 4W]``. ``hr_prev`` None starts a sequence."""
-        if hr_prev is None:
-            s = self.config.scale
-            hr_prev = cur.new_zeros(cur.shape[0], cur.shape[1], cur.shape[2] * s, cur.shape[3] * s)
         return self._step(prev, cur, hr_prev)[0]
 
     def check_inputs(self, lr: Tensor, hr: Tensor | None = None) -> None:
@@ -253,11 +252,7 @@ class HOFFR(nn.Module):
         outputs, deblurred, flows = [], [], []
         hr_prev = None
         for i in range(t):
-            prev, cur = lr[:, :, max(i - 1, 0)], lr[:, :, i]
-            if hr_prev is None:
-                s = self.config.scale
-                hr_prev = cur.new_zeros(cur.shape[0], cur.shape[1], cur.shape[2] * s, cur.shape[3] * s)
-            out, db, fl = self._step(prev, cur, hr_prev)
+            out, db, fl = self._step(lr[:, :, max(i - 1, 0)], lr[:, :, i], hr_prev)
             outputs.append(out)
             deblurred.append(db)
             flows.append(fl)

@@ -25,6 +25,7 @@ from ..ops.dynamic_filter import (dynamic_downsample, dynamic_upsample, dynamic_
                                   normalize_downsampling_kernels, normalize_upsampling_kernels)
 from ..ops.warp import image_flow_warp
 from .blocks import FRMA, RRDB, FrameConv, TemporalConv3d, cat_channels, channels_last, channels_to_seq, lrelu
+from .inputs import check_video_inputs
 from .registry import from_preset, register_model
 
 __all__ = ["FMANetConfig", "NetD", "NetR", "FMANet", "RELEASED_CONFIG_NAMES"]
@@ -357,24 +358,8 @@ class FMANet(nn.Module):
     def check_inputs(self, lr: Tensor, hr: Tensor | None = None) -> None:
         """Raise ValueError naming what was expected and what came."""
         cfg = self.config
-        if not isinstance(lr, Tensor) or lr.dim() != 5:
-            got = f"{lr.dim()}-D {tuple(lr.shape)}" if isinstance(lr, Tensor) else type(lr).__name__
-            raise ValueError(f"lr must be a 5-D tensor [B, {cfg.in_channels}, {cfg.num_seq}, H, W], got {got}")
-        b, c, t, h, w = lr.shape
-        if c != cfg.in_channels:
-            raise ValueError(f"lr must have {cfg.in_channels} channels in dim 1 ([B, C, T, H, W]), got {c} "
-                             f"(shape {tuple(lr.shape)})")
-        if t != cfg.num_seq:
-            raise ValueError(f"lr must have T={cfg.num_seq} frames in dim 2, got {t} (shape {tuple(lr.shape)})")
-        if h < self.min_size or w < self.min_size:
-            raise ValueError(f"lr frames must be at least {self.min_size}x{self.min_size}, got {h}x{w}")
-        if not lr.is_floating_point():
-            raise ValueError(f"lr must be a floating-point tensor in [0, 1], got {lr.dtype}")
-        if hr is not None:
-            want = (b, c, t, h * cfg.scale, w * cfg.scale)
-            if not isinstance(hr, Tensor) or tuple(hr.shape) != want:
-                got = tuple(hr.shape) if isinstance(hr, Tensor) else type(hr).__name__
-                raise ValueError(f"hr must have shape {want} (lr x{cfg.scale}), got {got}")
+        check_video_inputs(lr, hr, in_channels=cfg.in_channels, scale=cfg.scale, min_size=self.min_size,
+                           num_seq=cfg.num_seq)
 
     @staticmethod
     def _frames_major(lr: Tensor) -> Tensor:

@@ -46,6 +46,7 @@ from torch import Tensor
 
 from ..ops.warp import flow_warp, resize_flow
 from .blocks import lrelu
+from .inputs import check_video_inputs
 from .layers import RCAB, ResidualBlock, Upsampler, conv3x3
 from .registry import from_preset, register_model
 
@@ -234,17 +235,9 @@ class HOFFR(nn.Module):
         return self._step(prev, cur, hr_prev)[0]
 
     def check_inputs(self, lr: Tensor, hr: Tensor | None = None) -> None:
-        if not isinstance(lr, Tensor) or lr.dim() != 5 or lr.shape[1] != self.config.in_channels:
-            got = tuple(lr.shape) if isinstance(lr, Tensor) else type(lr).__name__
-            raise ValueError(f"lr must be [B, {self.config.in_channels}, T, H, W], got {got}")
-        if min(lr.shape[-2:]) < self.min_size:
-            raise ValueError(f"lr frames must be at least {self.min_size}x{self.min_size}, "
-                             f"got {lr.shape[-2]}x{lr.shape[-1]}")
-        if hr is not None:
-            s = self.config.scale
-            want = (*lr.shape[:3], lr.shape[3] * s, lr.shape[4] * s)
-            if tuple(hr.shape) != want:
-                raise ValueError(f"hr must have shape {want} (lr x{s}), got {tuple(hr.shape)}")
+        """Raise ValueError naming what was expected and what came (any number of frames T)."""
+        check_video_inputs(lr, hr, in_channels=self.config.in_channels, scale=self.config.scale,
+                           min_size=self.min_size)
 
     def forward(self, lr: Tensor, hr: Tensor | None = None) -> dict[str, Tensor | list[Tensor]]:
         self.check_inputs(lr, hr)

@@ -47,6 +47,7 @@ from ..ops.attention import window_attention
 from ..ops.cost_volume import l1_cost_volume
 from ..ops.warp import flow_warp, resize_flow
 from .blocks import lrelu
+from .inputs import check_video_inputs
 from .layers import Upsampler, conv3x3
 from .registry import from_preset, register_model
 
@@ -188,18 +189,10 @@ class JFFRA(nn.Module):
         return 2 ** (len(self.config.dims) - 1)
 
     def check_inputs(self, lr: Tensor, hr: Tensor | None = None) -> None:
+        """Raise ValueError naming what was expected and what came."""
         cfg = self.config
-        if not isinstance(lr, Tensor) or lr.dim() != 5 or lr.shape[1] != cfg.in_channels \
-                or lr.shape[2] != cfg.num_seq:
-            got = tuple(lr.shape) if isinstance(lr, Tensor) else type(lr).__name__
-            raise ValueError(f"lr must be [B, {cfg.in_channels}, {cfg.num_seq}, H, W], got {got}")
-        if min(lr.shape[-2:]) < self.min_size:
-            raise ValueError(f"lr frames must be at least {self.min_size}x{self.min_size}, "
-                             f"got {lr.shape[-2]}x{lr.shape[-1]}")
-        if hr is not None:
-            want = (*lr.shape[:3], lr.shape[3] * cfg.scale, lr.shape[4] * cfg.scale)
-            if tuple(hr.shape) != want:
-                raise ValueError(f"hr must have shape {want} (lr x{cfg.scale}), got {tuple(hr.shape)}")
+        check_video_inputs(lr, hr, in_channels=cfg.in_channels, scale=cfg.scale, min_size=self.min_size,
+                           num_seq=cfg.num_seq)
 
     def _features(self, lr: Tensor, flows: Tensor | None) -> tuple[Tensor, Tensor]:
         """Finest-level refined features ``[B, T, C, H, W]`` and flows ``[B, T, 2, H, W]``."""

@@ -84,3 +84,24 @@ def test_noise_and_jpeg_only_touch_the_blurry_lr(photo, tmp_path):
     assert np.array_equal(read(tmp_path / "clean", "train_sharp"), read(tmp_path / "noisy", "train_sharp"))
     diff = np.abs(read(tmp_path / "clean", "train_blur_bicubic/X4") - read(tmp_path / "noisy", "train_blur_bicubic/X4"))
     assert diff.mean() > 3  # sigma 0.05 = 12.75 grey levels before JPEG smoothing
+
+
+def test_min_shift_mixes_near_still_and_fast_clips(photo):
+    """--min-shift draws each clip's speed bound log-uniformly, so many clips are near-still (pure SR)."""
+    from vsrdb.data.synth import _load_photo, photo_clip
+
+    img = _load_photo(photo)
+
+    def motions(cfg):
+        rng = np.random.default_rng(0)
+        out = []
+        for _ in range(8):
+            sharp, _ = photo_clip(img, cfg, rng, [img])
+            out.append(float(np.mean([(a - b).abs().mean() for a, b in zip(sharp, sharp[1:])])))
+        return np.array(out)
+
+    base = dict(clip_frames=4, photo_size=(64, 80), photo_subframes=3, foreground=0, max_shift=6.0)
+    fixed = motions(SynthConfig(**base))
+    mixed = motions(SynthConfig(**base, min_shift=0.05))
+    assert np.median(mixed) < 0.5 * np.median(fixed)
+    assert mixed.max() > 4 * mixed.min()

@@ -41,6 +41,7 @@ class SynthConfig:
     photo_clips: int = 2           # clips per photo
     photo_subframes: int = 9       # renders averaged per photo frame
     max_shift: float = 6.0         # camera speed, HR pixels per frame (upper bound)
+    min_shift: float = 0.0         # >0: each photo clip's speed bound is log-uniform in [min_shift, max_shift]
     max_rotation: float = 1.5      # degrees per frame
     max_zoom: float = 0.01         # relative zoom per frame
     foreground: int = 2            # moving patches per photo clip
@@ -145,11 +146,18 @@ def photo_clip(photo: Tensor, cfg: SynthConfig, rng: np.random.Generator,
 
     out_h, out_w = cfg.photo_size
     n_sub = cfg.clip_frames * cfg.photo_subframes
+    # Real footage mixes still shots (pure SR) with fast pans (long blur); one fixed speed bound
+    # leaves both ends out of the training set, so the bound can vary per clip. Rotation and zoom
+    # scale with it, or a "still" clip would still spin.
+    max_shift = cfg.max_shift
+    if cfg.min_shift > 0:
+        max_shift = float(np.exp(rng.uniform(np.log(cfg.min_shift), np.log(cfg.max_shift))))
+    motion = max_shift / cfg.max_shift if cfg.max_shift > 0 else 1.0
     # Paths in sub-frame units: per-frame speeds divided over the exposure's sub-frames.
-    tx = _smooth_path(rng, n_sub, cfg.max_shift / cfg.photo_subframes)
-    ty = _smooth_path(rng, n_sub, cfg.max_shift / cfg.photo_subframes)
-    rot = _smooth_path(rng, n_sub, cfg.max_rotation / cfg.photo_subframes)
-    zoom = 1 + _smooth_path(rng, n_sub, cfg.max_zoom / cfg.photo_subframes)
+    tx = _smooth_path(rng, n_sub, max_shift / cfg.photo_subframes)
+    ty = _smooth_path(rng, n_sub, max_shift / cfg.photo_subframes)
+    rot = _smooth_path(rng, n_sub, motion * cfg.max_rotation / cfg.photo_subframes)
+    zoom = 1 + _smooth_path(rng, n_sub, motion * cfg.max_zoom / cfg.photo_subframes)
     src = (photo.permute(1, 2, 0).numpy() * 255).astype(np.float32)
     ph, pw = src.shape[:2]
     # Start so the view fits the photo, scaled up when the photo is small.
@@ -169,8 +177,8 @@ def photo_clip(photo: Tensor, cfg: SynthConfig, rng: np.random.Generator,
         alpha = np.clip(1.5 - np.sqrt(((yy - ry) / ry) ** 2 + ((xx - rx) / rx) ** 2) * 1.5, 0, 1)[..., None]
         patches.append({
             "tile": tile, "alpha": alpha.astype(np.float32),
-            "x": rng.uniform(0, out_w - tile.shape[1]) + _smooth_path(rng, n_sub, 2 * cfg.max_shift / cfg.photo_subframes),
-            "y": rng.uniform(0, out_h - tile.shape[0]) + _smooth_path(rng, n_sub, 2 * cfg.max_shift / cfg.photo_subframes),
+            "x": rng.uniform(0, out_w - tile.shape[1]) + _smooth_path(rng, n_sub, 2 * max_shift / cfg.photo_subframes),
+            "y": rng.uniform(0, out_h - tile.shape[0]) + _smooth_path(rng, n_sub, 2 * max_shift / cfg.photo_subframes),
         })
 
     def render(i: int) -> np.ndarray:
@@ -298,6 +306,9 @@ def add_subcommand(sub) -> None:
     p.add_argument("--jpeg", type=int, default=defaults.jpeg, help="JPEG quality for blurry LR (0 = off)")
     p.add_argument("--max-shift", type=float, default=defaults.max_shift,
                    help="photo clips: largest camera speed, HR pixels per frame (sets the blur length)")
+    p.add_argument("--min-shift", type=float, default=defaults.min_shift,
+                   help="photo clips: if >0, each clip's speed bound is drawn log-uniformly from "
+                        "[--min-shift, --max-shift], mixing near-still and fast clips")
     p.add_argument("--procedural", type=int, default=0,
                    help="also make clips from N procedural pictures (shapes, textures, letters)")
     p.add_argument("--procedural-size", default="x".join(map(str, defaults.procedural_size)),
@@ -315,9 +326,11 @@ def _cmd_synth(args) -> int:
         if not args.overwrite:
             raise InputError(f"{out}: exists; pass --overwrite to replace it")
     h, w = _size_arg(args.photo_size, "--photo-size")
+    if not 0 <= args.min_shift <= args.max_shift:
+        raise InputError(f"--min-shift {args.min_shift}: must be between 0 and --max-shift ({args.max_shift})")
     cfg = SynthConfig(clip_frames=args.clip_frames, blur_frames=args.blur_frames, stride=args.stride,
                       subframes=args.subframes, photo_size=(h, w), photo_clips=args.photo_clips, noise=args.noise,
-                      jpeg=args.jpeg, max_shift=args.max_shift, procedural=args.procedural,
+                      jpeg=args.jpeg, max_shift=args.max_shift, min_shift=args.min_shift, procedural=args.procedural,
                       procedural_size=_size_arg(args.procedural_size, "--procedural-size"), seed=args.seed)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)

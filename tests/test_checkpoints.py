@@ -164,3 +164,20 @@ def test_arbitrary_pickles_are_refused(tmp_path):
     torch.save({"model_D_state_dict": Evil()}, tmp_path / "model_D_best.pt")
     with pytest.raises(CheckpointError, match="weights-only"):
         vsrdb.load_checkpoint(tmp_path)
+
+
+def test_average_checkpoints_is_the_elementwise_mean_of_like_models(tmp_path):
+    from vsrdb.checkpoints import average_checkpoints
+
+    torch.manual_seed(0)
+    a, b = vsrdb.build("fmanet-tiny"), vsrdb.build("fmanet-tiny")  # different random inits
+    vsrdb.save_checkpoint(a, tmp_path / "a")
+    vsrdb.save_checkpoint(b, tmp_path / "b")
+    mean = average_checkpoints([tmp_path / "a", tmp_path / "b"]).state_dict()
+    sa, sb = a.state_dict(), b.state_dict()
+    key = "net_r.high_freq.conv1.weight"
+    assert not torch.equal(sa[key], sb[key])
+    assert all(torch.allclose(v, (sa[k] + sb[k]) / 2) for k, v in mean.items() if v.is_floating_point())
+    vsrdb.save_checkpoint(vsrdb.build("fmanet-tiny", dim=30), tmp_path / "other")
+    with pytest.raises(CheckpointError, match="other: a different architecture"):
+        average_checkpoints([tmp_path / "a", tmp_path / "other"])

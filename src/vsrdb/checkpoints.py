@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -371,3 +371,33 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     else:
         raise CheckpointError(f"{path}: no {CONFIG_FILE} (vsrdb format) or {OFFICIAL_D} (authors' format) in it")
     return model.to(device).eval()
+
+
+def average_checkpoints(paths: Sequence[str | os.PathLike]) -> nn.Module:
+    """The element-wise mean of several checkpoints of one architecture ("model soup").
+
+    Models fine-tuned from a shared starting point lie in one basin of the loss, so their
+    average is usually at least as good as each, and it smooths out what one run over-fitted
+    to its data (the built-in model averages its last two recipe steps; docs/builtin-model.md).
+
+    Args:
+        paths: two or more checkpoint folders (any format ``load_checkpoint`` reads) of the same
+            model family and config.
+    Returns:
+        The first checkpoint's model, in eval mode, holding the averaged floating-point tensors
+        (integer buffers are taken from the first).
+    Raises:
+        CheckpointError naming the checkpoint whose architecture differs from the first's.
+    """
+    if len(paths) < 2:
+        raise CheckpointError("average_checkpoints: give at least two checkpoints")
+    models = [load_checkpoint(p) for p in paths]
+    first = models[0]
+    for p, m in zip(paths[1:], models[1:]):
+        if model_family(m) != model_family(first) or asdict(m.config) != asdict(first.config):
+            raise CheckpointError(f"{p}: a different architecture from {paths[0]}; only like models average")
+    states = [m.state_dict() for m in models]
+    mean = {k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
+            for k, v in states[0].items()}
+    first.load_state_dict(mean)
+    return first

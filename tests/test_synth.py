@@ -105,3 +105,18 @@ def test_min_shift_mixes_near_still_and_fast_clips(photo):
     mixed = motions(SynthConfig(**base, min_shift=0.05))
     assert np.median(mixed) < 0.5 * np.median(fixed)
     assert mixed.max() > 4 * mixed.min()
+
+
+def test_photo_subframes_sets_the_exposure(photo, tmp_path, capsys):
+    """--photo-subframes 1 is an instant exposure (blurry HR = sharp HR); 5 averages 5 renders."""
+    def blur_gap(n, name):
+        root = tmp_path / name
+        assert main(["synth", str(photo), "-o", str(root), "--clip-frames", "3", "--photo-size", "64x80",
+                     "--photo-clips", "1", "--max-shift", "16", "--photo-subframes", str(n), "--seed", "2"]) == 0
+        read = lambda sub: cv2.imread(str(root / sub / "000" / "00000001.png")).astype(float)  # noqa: E731
+        return np.abs(read("train_blur_bicubic/X4") - read("train_sharp_bicubic/X4")).mean()
+
+    assert blur_gap(1, "instant") < 0.01
+    assert blur_gap(5, "reds") > 2
+    assert main(["synth", str(photo), "-o", str(tmp_path / "bad"), "--photo-subframes", "0"]) == 2
+    assert "--photo-subframes 0" in capsys.readouterr().err

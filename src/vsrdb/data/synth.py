@@ -39,7 +39,7 @@ class SynthConfig:
     subframes: int = 0             # interpolated frames inserted between source frames
     photo_size: tuple[int, int] = (256, 256)  # HR size of photo clips (multiple of scale)
     photo_clips: int = 2           # clips per photo
-    photo_subframes: int = 9       # renders averaged per photo frame
+    photo_subframes: int = 9       # renders averaged per photo frame (5 = REDS-way 5-frame average at 30 fps)
     max_shift: float = 6.0         # camera speed, HR pixels per frame (upper bound)
     min_shift: float = 0.0         # >0: each photo clip's speed bound is log-uniform in [min_shift, max_shift]
     max_rotation: float = 1.5      # degrees per frame
@@ -302,6 +302,9 @@ def add_subcommand(sub) -> None:
                    help="flow-interpolated frames inserted between source frames")
     p.add_argument("--photo-size", default="x".join(map(str, defaults.photo_size)), help="HR HxW of photo clips")
     p.add_argument("--photo-clips", type=int, default=defaults.photo_clips)
+    p.add_argument("--photo-subframes", type=int, default=defaults.photo_subframes,
+                   help="photo clips: renders averaged per blurry frame over its exposure; 5 gives the "
+                        "5 discrete copies of a REDS-way average of 30 fps footage, more give smoother blur")
     p.add_argument("--noise", type=float, default=defaults.noise, help="Gaussian sigma on blurry LR (0-1 units)")
     p.add_argument("--jpeg", type=int, default=defaults.jpeg, help="JPEG quality for blurry LR (0 = off)")
     p.add_argument("--max-shift", type=float, default=defaults.max_shift,
@@ -326,10 +329,13 @@ def _cmd_synth(args) -> int:
         if not args.overwrite:
             raise InputError(f"{out}: exists; pass --overwrite to replace it")
     h, w = _size_arg(args.photo_size, "--photo-size")
+    if args.photo_subframes < 1:
+        raise InputError(f"--photo-subframes {args.photo_subframes}: must be at least 1")
     if not 0 <= args.min_shift <= args.max_shift:
         raise InputError(f"--min-shift {args.min_shift}: must be between 0 and --max-shift ({args.max_shift})")
     cfg = SynthConfig(clip_frames=args.clip_frames, blur_frames=args.blur_frames, stride=args.stride,
-                      subframes=args.subframes, photo_size=(h, w), photo_clips=args.photo_clips, noise=args.noise,
+                      subframes=args.subframes, photo_size=(h, w), photo_clips=args.photo_clips,
+                      photo_subframes=args.photo_subframes, noise=args.noise,
                       jpeg=args.jpeg, max_shift=args.max_shift, min_shift=args.min_shift, procedural=args.procedural,
                       procedural_size=_size_arg(args.procedural_size, "--procedural-size"), seed=args.seed)
     tmp = out.with_name(f".{out.name}.partial")

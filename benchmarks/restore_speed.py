@@ -51,10 +51,10 @@ def run_case(args: argparse.Namespace) -> dict:
     import torch
 
     import vsrdb
-    from vsrdb.restore import Restorer, _use_heap_allocator, pick_device
+    from vsrdb.restore import Restorer, pick_device, use_heap_allocator
 
     torch.set_num_threads(args.threads)
-    _use_heap_allocator()
+    use_heap_allocator()
     h, w = map(int, args.size.split("x"))
     model = vsrdb.build(args.model).eval()
     device = pick_device(args.device)

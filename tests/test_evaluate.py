@@ -266,11 +266,11 @@ def test_evaluate_runs_models_and_baselines_over_a_dataset(tiny_run, tmp_path):
     # The bicubic baseline is the MATLAB imresize of the blurry frame: check one clip by hand.
     from vsrdb.data.datasets import reds_clips
     from vsrdb.data.resize import imresize
-    from vsrdb.data.video import _read_image, to_tensor
+    from vsrdb.data.video import read_image, to_tensor
 
     clip = reds_clips(data, "all")[0]
-    want = np.mean([psnr(imresize(to_tensor(_read_image(clip.blur[i])), 4.0).clamp(0, 1),
-                         to_tensor(_read_image(clip.sharp[i]))) for i in (1, 2, 3)])
+    want = np.mean([psnr(imresize(to_tensor(read_image(clip.blur[i])), 4.0).clamp(0, 1),
+                         to_tensor(read_image(clip.sharp[i]))) for i in (1, 2, 3)])
     assert bic["clips"][clip.name]["psnr"] == pytest.approx(want, abs=1e-9)
     assert res["methods"]["lanczos"]["average"]["psnr"] != pytest.approx(bic["average"]["psnr"], abs=1e-6)
 

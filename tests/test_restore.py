@@ -188,14 +188,12 @@ def test_cli_bad_inputs_give_one_line_errors(tmp_path, weights, capsys):
     _fails(capsys, ["restore", str(tmp_path / "corrupt.mp4"), "-o", str(tmp_path / "o.mp4"), *w], "corrupt.mp4")
     (tmp_path / "empty").mkdir()
     _fails(capsys, ["restore", str(tmp_path / "empty"), "-o", str(tmp_path / "o.mp4"), *w], "no frames")
-    write_video(tmp_path / "two.mp4", make_clip(2))
-    _fails(capsys, ["restore", str(tmp_path / "two.mp4"), "-o", str(tmp_path / "o.mp4"), *w], "at least T=3")
     _fails(capsys, ["restore", str(tmp_path / "ok.mp4"), "-o", str(tmp_path / "o.abc"), *w], "unknown output extension")
     _fails(capsys, ["restore", str(tmp_path / "ok.mp4"), "-o", str(tmp_path / "no" / "o.mp4"), *w], "does not exist")
     (tmp_path / "exists.mp4").write_bytes(b"keep me")
     _fails(capsys, ["restore", str(tmp_path / "ok.mp4"), "-o", str(tmp_path / "exists.mp4"), *w], "--overwrite")
     assert (tmp_path / "exists.mp4").read_bytes() == b"keep me"
-    from vsrdb.restore import _builtin_weights
+    from vsrdb.restore.command import builtin_weights as _builtin_weights
 
     if _builtin_weights() is None:  # a checkout without the built-in model says what to pass
         _fails(capsys, ["restore", str(tmp_path / "ok.mp4"), "-o", str(tmp_path / "o.mp4")], "--weights")
@@ -203,7 +201,7 @@ def test_cli_bad_inputs_give_one_line_errors(tmp_path, weights, capsys):
         assert main(["restore", str(tmp_path / "ok.mp4"), "-o", str(tmp_path / "o.mp4"), "--quiet"]) == 0
         assert len(list(open_frames(tmp_path / "o.mp4"))) == 4
         (tmp_path / "o.mp4").unlink()
-    assert sorted(os.listdir(tmp_path)) == ["corrupt.mp4", "empty", "exists.mp4", "ok.mp4", "two.mp4"]
+    assert sorted(os.listdir(tmp_path)) == ["corrupt.mp4", "empty", "exists.mp4", "ok.mp4"]
 
 
 def test_overwrite_replaces_only_when_complete(tmp_path, weights):
@@ -215,9 +213,10 @@ def test_overwrite_replaces_only_when_complete(tmp_path, weights):
 
 
 @pytest.mark.parametrize("output", ["out.mp4", "out_frames"])
-def test_interrupt_leaves_no_output(tmp_path, weights, output):
-    """Ctrl-C mid-stream: the writer is aborted and nothing sits under the final name."""
-    from vsrdb.restore import restore_video
+def test_interrupt_leaves_no_output_and_keeps_work_for_resume(tmp_path, weights, output):
+    """Ctrl-C mid-stream: nothing sits under the final name; the finished frames stay in the
+    work folder, a rerun says how to resume, and --resume completes it."""
+    from vsrdb.restore.command import restore_video
 
     model = vsrdb.load_checkpoint(weights)
     write_video(tmp_path / "in.mp4", make_clip(6))
@@ -233,10 +232,15 @@ def test_interrupt_leaves_no_output(tmp_path, weights, output):
     Restorer._restore_window = interrupted
     try:
         with pytest.raises(KeyboardInterrupt):
-            restore_video(str(tmp_path / "in.mp4"), str(tmp_path / output), model, progress=False)
+            restore_video(str(tmp_path / "in.mp4"), str(tmp_path / output), model, progress=False, segment=4)
     finally:
         Restorer._restore_window = original
-    assert sorted(os.listdir(tmp_path)) == ["in.mp4"]
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4", output + ".vsrdb-work"]
+    with pytest.raises(ValueError, match="--resume"):
+        restore_video(str(tmp_path / "in.mp4"), str(tmp_path / output), model, progress=False, segment=4)
+    assert restore_video(str(tmp_path / "in.mp4"), str(tmp_path / output), model, progress=False, segment=4,
+                         resume=True)["frames"] == 6
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4", output]
 
 
 def test_corrupt_frame_in_folder_is_named(tmp_path, weights, capsys):

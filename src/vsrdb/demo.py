@@ -69,7 +69,7 @@ def run_demo(output: str | None = None, *, overwrite: bool = False, frames: int 
     from .evaluate.report import fmanet_maps, markdown_tables, write_report
     from .evaluate.runs import clip_window, evaluate_methods
     from .evaluate.scoring import ScoreOptions
-    from .restore import _builtin_weights
+    from .restore.command import builtin_weights as _builtin_weights
 
     if output is None:
         folder = _free_folder(Path("vsrdb-demo"))
@@ -114,12 +114,12 @@ def _write_side_by_side(path: Path, bicubic: list[Tensor], restored: list[Tensor
     """bicubic | restored | ground truth, labelled, as an H.264 video."""
     from fractions import Fraction
 
-    from .data.video import _read_image, open_writer, to_array
+    from .data.video import read_image, open_writer, to_array
 
     with open_writer(path, fps=Fraction(6)) as writer:
         for b, r, s in zip(bicubic, restored, sharp):
             row = np.concatenate([_label(to_array(b), "bicubic x4"), _label(to_array(r), "vsrdb built-in"),
-                                  _label(_read_image(s)[:, :, :3], "ground truth")], axis=1)
+                                  _label(read_image(s)[:, :, :3], "ground truth")], axis=1)
             writer.write(row)
 
 

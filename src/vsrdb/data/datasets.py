@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .resize import imresize
-from .video import IMAGE_EXTENSIONS, InputError, _read_image, natural_key, to_tensor
+from .video import IMAGE_EXTENSIONS, InputError, read_image, natural_key, to_tensor
 
 __all__ = ["Clip", "REDS4", "reds_clips", "gopro_clips", "paired_clips", "find_clips", "validate_clips",
            "WindowDataset"]
@@ -176,7 +176,7 @@ class WindowDataset(Dataset):
         return [min(max(centre + k, 0), n - 1) for k in range(-c, self.t - c)]
 
     def _load(self, path: Path) -> Tensor:
-        return to_tensor(_read_image(path))
+        return to_tensor(read_image(path))
 
     def _blur_lr(self, clip: Clip, i: int) -> Tensor:
         img = self._load(clip.blur[i])

@@ -283,9 +283,9 @@ def _looks_like_photo_folder(folder: Path) -> bool:
 
 
 def _load_photo(path: Path) -> Tensor:
-    from .video import _read_image
+    from .video import read_image
 
-    return to_tensor(_read_image(path))
+    return to_tensor(read_image(path))
 
 
 def add_subcommand(sub) -> None:

@@ -21,13 +21,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "InputError", "FrameSource", "open_frames", "to_tensor",
-           "to_array", "FrameWriter", "open_writer", "natural_key", "check_output_path"]
+from .colour import ColourSpec, describe
 
+__all__ = ["VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "InputError", "FrameSource", "open_frames", "to_tensor",
+           "to_array", "FrameWriter", "open_writer", "natural_key", "check_output_path", "list_frames", "OUTPUT_CONTAINERS",
+           "read_image", "replace_atomically"]
+
+# Inputs: what is looked for in folders of videos (any file FFmpeg decodes can be named directly).
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
-                    ".y4m", ".gif"}
+                    ".y4m", ".gif", ".mts", ".m2ts", ".3gp"}
+# Outputs: the containers written (each tested); FFmpeg's muxer name for each.
+OUTPUT_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm",
+                     ".ts": "mpegts"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 DEFAULT_FPS = Fraction(30)
+SRGB = ColourSpec(0, 2, 1, 13)  # RGB images: sRGB
 
 
 class InputError(ValueError):
@@ -40,16 +48,27 @@ def natural_key(name: str) -> list:
 
 
 class FrameSource:
-    """An iterable of RGB frames with the stream's metadata."""
+    """An iterable of RGB frames with the stream's metadata.
+
+    ``iter_timed()`` yields ``(frame, pts)`` with the presentation timestamp in
+    ``time_base`` units (strictly increasing); plain iteration yields the frames alone.
+    """
 
     path: Path
     fps: Fraction
     num_frames: int | None  # None when the container does not say
     width: int
     height: int
+    time_base: Fraction
+    bits: int = 8  # 8, or 16 for sources with more than 8 bits per sample
+    colour: ColourSpec = SRGB
+
+    def iter_timed(self) -> Iterator[tuple[np.ndarray, int]]:
+        raise NotImplementedError
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        raise NotImplementedError
+        for frame, _ in self.iter_timed():
+            yield frame
 
     def close(self) -> None:
         pass
@@ -61,7 +80,14 @@ class FrameSource:
         self.close()
 
 
-def _read_image(path: Path) -> np.ndarray:
+def list_frames(folder: Path) -> list[Path]:
+    """The image files of a folder, sorted naturally ('frame10' after 'frame9')."""
+    return sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+                  key=lambda p: natural_key(p.name))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as ``[H, W, C]`` uint8/uint16 in RGB(A) order; InputError naming the file."""
     import cv2
 
     data = np.fromfile(str(path), dtype=np.uint8) if path.exists() else None
@@ -83,27 +109,30 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 class FolderSource(FrameSource):
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, fps: Fraction | None = None) -> None:
         self.path = folder
-        self.files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
-                            key=lambda p: natural_key(p.name))
+        self.files = list_frames(folder)
         if not self.files:
             raise InputError(f"{folder}: no frames in it (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
-        first = _read_image(self.files[0])
+        first = read_image(self.files[0])
         self.height, self.width = first.shape[:2]
-        self.fps = DEFAULT_FPS
+        self.bits = 16 if first.dtype == np.uint16 else 8
+        self.fps = Fraction(fps) if fps else DEFAULT_FPS
+        self.time_base = 1 / self.fps
         self.num_frames = len(self.files)
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for path in self.files:
-            img = _read_image(path)
+    def iter_timed(self) -> Iterator[tuple[np.ndarray, int]]:
+        for i, path in enumerate(self.files):
+            img = read_image(path)
             if img.shape[:2] != (self.height, self.width):
                 raise InputError(f"{path}: frame is {img.shape[1]}x{img.shape[0]}, the first frame is "
                                  f"{self.width}x{self.height}; all frames must have one size")
-            yield img
+            yield img, i
 
 
 class VideoSource(FrameSource):
+    """The first video stream of a file, decoded with its own colour matrix and range."""
+
     def __init__(self, path: Path) -> None:
         import av
 
@@ -119,24 +148,68 @@ class VideoSource(FrameSource):
         self.stream.thread_type = "AUTO"
         ctx = self.stream.codec_context
         self.width, self.height = ctx.width, ctx.height
+        if not self.width or not self.height:
+            self.container.close()
+            raise InputError(f"{path}: the video stream has no frame size (damaged header?)")
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps = Fraction(rate) if rate else DEFAULT_FPS
+        self.time_base = Fraction(self.stream.time_base) if self.stream.time_base else 1 / self.fps
         self.num_frames = self.stream.frames or None
         fmt = self.stream.format
+        self.pix_fmt = fmt.name if fmt is not None else ""
         deep = fmt is not None and any(c.bits > 8 for c in fmt.components)
-        self._pix = "rgb48le" if deep else "rgb24"
+        self.bits = 16 if deep else 8
+        self.colour = describe(matrix=int(ctx.colorspace or 0) if fmt is not None and not _is_rgb(fmt) else 0,
+                               range_=int(ctx.color_range or 0), primaries=int(ctx.color_primaries or 0),
+                               transfer=int(ctx.color_trc or 0), height=self.height, pix_fmt=self.pix_fmt)
+        self.rotation = 0  # degrees of the display matrix, read from the first decoded frame
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def iter_timed(self) -> Iterator[tuple[np.ndarray, int]]:
         import av
 
+        pix = "rgb48le" if self.bits == 16 else "rgb24"
+        rgb = self.colour.matrix == 0
+        step = max(1, round(1 / (self.fps * self.time_base))) if self.fps and self.time_base else 1
+        last = None
+        count = 0
         try:
             for frame in self.container.decode(self.stream):
-                yield frame.to_ndarray(format=self._pix)
+                if rgb:
+                    arr = frame.to_ndarray(format=pix)
+                else:
+                    arr = frame.to_ndarray(format=pix, src_colorspace=self.colour.sws_matrix,
+                                           src_color_range=self.colour.sws_range, dst_color_range="JPEG")
+                if count == 0:
+                    self.rotation = int(getattr(frame, "rotation", 0) or 0)
+                pts = frame.pts
+                if pts is None:
+                    pts = 0 if last is None else last + step
+                elif last is not None and pts <= last:  # damaged or odd timestamps: keep them increasing
+                    pts = last + 1
+                last = pts
+                count += 1
+                yield arr, int(pts)
         except av.error.FFmpegError as e:
-            raise InputError(f"{self.path}: corrupt or unreadable video data ({_av_reason(e)})") from None
+            raise InputError(f"{self.path}: frame {count}: corrupt or unreadable video data "
+                             f"({_av_reason(e)})") from None
+
+    def count_packets(self) -> int:
+        """Frames in the stream by its packets (no decoding); for streams whose container does
+        not state a count."""
+        import av
+
+        with av.open(str(self.path)) as c:
+            try:
+                return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+            except av.error.FFmpegError as e:
+                raise InputError(f"{self.path}: corrupt or unreadable video data ({_av_reason(e)})") from None
 
     def close(self) -> None:
         self.container.close()
+
+
+def _is_rgb(fmt) -> bool:
+    return fmt.name.startswith(("rgb", "bgr", "gbr", "argb", "abgr", "0rgb", "0bgr"))
 
 
 def _av_reason(e: Exception) -> str:
@@ -144,13 +217,14 @@ def _av_reason(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def open_frames(path: str | os.PathLike) -> FrameSource:
-    """A video file (anything FFmpeg decodes) or a folder of png/jpg/tif frames, sorted naturally."""
+def open_frames(path: str | os.PathLike, *, fps: Fraction | None = None) -> FrameSource:
+    """A video file (anything FFmpeg decodes) or a folder of png/jpg/tif frames, sorted naturally
+    (``fps``: the folder's frame rate, default 30)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():
-        return FolderSource(path)
+        return FolderSource(path, fps)
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
     return VideoSource(path)
@@ -181,9 +255,9 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool) -> tuple[Path
     """Validate an output path before any work; returns (path, kind) with kind 'video' or 'frames'."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix and suffix not in VIDEO_EXTENSIONS:
+    if suffix and suffix not in OUTPUT_CONTAINERS:
         raise InputError(f"{path}: unknown output extension {suffix!r} (use one of "
-                         f"{', '.join(sorted(VIDEO_EXTENSIONS))}, or a name without extension for a PNG folder)")
+                         f"{', '.join(sorted(OUTPUT_CONTAINERS))}, or a name without extension for a PNG folder)")
     kind = "video" if suffix else "frames"
     if not path.parent.exists() or not path.parent.is_dir():
         raise InputError(f"{path}: output folder {path.parent} does not exist")
@@ -233,13 +307,18 @@ class FrameWriter:
             self.abort()
 
 
-def _replace(tmp: Path, final: Path) -> None:
-    """Move ``tmp`` onto ``final``; an existing final is only removed once tmp is in place."""
-    if final.is_dir() and not final.is_symlink():
+def replace_atomically(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` (a file or folder) onto ``final``; an existing final (file or folder) is only
+    removed once tmp is in place, so a crash leaves either the old or the new result."""
+    tmp, final = Path(tmp), Path(final)
+    if (final.exists() or final.is_symlink()) and (final.is_dir() or tmp.is_dir()):
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         final.rename(old)
         tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
     else:
         os.replace(tmp, final)
 
@@ -263,21 +342,23 @@ class PNGFolderWriter(FrameWriter):
         self.count += 1
 
     def _finish(self) -> None:
-        _replace(self.tmp, self.path)
+        replace_atomically(self.tmp, self.path)
 
     def _discard(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class VideoWriter(FrameWriter):
-    """H.264 (yuv420p, CRF) by default; ``lossless``: H.264 RGB at qp 0 (bit-exact 8-bit RGB)."""
+    """H.264 (yuv420p, CRF, BT.709 matrix and tags) by default; ``lossless``: H.264 RGB at qp 0
+    (bit-exact 8-bit RGB). For previews and reports; ``vsrdb restore`` writes through
+    ``vsrdb.restore.job``, which keeps the source's colour, depth, timing and sound."""
 
     def __init__(self, path: Path, *, fps: Fraction, overwrite: bool, lossless: bool = False, crf: int = 18) -> None:
         import av
 
         super().__init__(path, overwrite=overwrite)
         self.tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
-        fmt = {".mkv": "matroska", ".mp4": "mp4", ".mov": "mov", ".m4v": "mp4"}.get(path.suffix.lower())
+        fmt = OUTPUT_CONTAINERS.get(path.suffix.lower())
         self.container = av.open(str(self.tmp), mode="w", format=fmt)
         self.fps = Fraction(fps).limit_denominator(1001 * 1000)
         self.lossless = lossless
@@ -293,6 +374,7 @@ class VideoWriter(FrameWriter):
             self.stream = self.container.add_stream("libx264", rate=self.fps)
             self.stream.pix_fmt = "yuv420p"
             self.stream.options = {"crf": str(self.crf), "preset": "medium"}
+        SRGB.for_yuv().tag(self.stream.codec_context, rgb=self.lossless)
         self.stream.width, self.stream.height = width, height
 
     def write(self, frame: np.ndarray) -> None:
@@ -303,6 +385,9 @@ class VideoWriter(FrameWriter):
         if self.stream is None:
             self._open_stream(frame.shape[1], frame.shape[0])
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:, :, :3]), format="rgb24")
+        if not self.lossless:
+            yuv = SRGB.for_yuv()
+            vf = vf.reformat(format="yuv420p", dst_colorspace=yuv.sws_matrix, dst_color_range=yuv.sws_range)
         for packet in self.stream.encode(vf):
             self.container.mux(packet)
         self.count += 1
@@ -312,7 +397,7 @@ class VideoWriter(FrameWriter):
             for packet in self.stream.encode():
                 self.container.mux(packet)
         self.container.close()
-        _replace(self.tmp, self.path)
+        replace_atomically(self.tmp, self.path)
 
     def _discard(self) -> None:
         try:

@@ -143,7 +143,7 @@ def _label(weights: str) -> str:
 def _load(weights: str):
     from ..checkpoints import load_checkpoint
     from ..cli import CLIError
-    from ..restore import _builtin_weights
+    from ..restore.command import builtin_weights as _builtin_weights
 
     if weights == "builtin":
         found = _builtin_weights()

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..data.datasets import Clip
 from ..data.resize import imresize
-from ..data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, _read_image, natural_key, open_frames, \
+from ..data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, read_image, natural_key, open_frames, \
     to_tensor
 from .methods import Method
 from .scoring import ClipScore, ScoreOptions, SequenceScorer, average, motion_bins
@@ -138,7 +138,7 @@ def _frames(path: Path) -> Iterator[tuple[Tensor, str]]:
         files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
                        key=lambda p: natural_key(p.name))
         for p in files:
-            yield to_tensor(_read_image(p)), str(p)
+            yield to_tensor(read_image(p)), str(p)
     else:
         with open_frames(path) as src:
             for i, f in enumerate(src):
@@ -200,7 +200,7 @@ def _nth_frame(path: Path, index: int) -> Tensor | None:
 def clip_inputs(clip: Clip, scale: int = 4) -> Iterator[Tensor]:
     """A dataset clip's blurry LR frames, shrunk x``scale`` when the dataset stores them at HR."""
     for p in clip.blur:
-        f = to_tensor(_read_image(p))
+        f = to_tensor(read_image(p))
         yield imresize(f, 1 / scale).clamp(0, 1) if clip.blur_is_hr else f
 
 
@@ -250,7 +250,7 @@ def evaluate_methods(methods: list[Method], clips: list[Clip], options: ScoreOpt
                     start = time.perf_counter()
                     out = next(outputs)
                     spent += time.perf_counter() - start
-                    gt = to_tensor(_read_image(clip.sharp[i]))
+                    gt = to_tensor(read_image(clip.sharp[i]))
                     if out.shape != gt.shape:
                         raise InputError(f"clip {clip.name} frame {i}: output is {out.shape[2]}x{out.shape[1]}, "
                                          f"{clip.sharp[i]} is {gt.shape[2]}x{gt.shape[1]}")

@@ -1,6 +1,6 @@
-"""Streaming restoration of whole videos: ``vsrdb restore INPUT -o OUTPUT``.
+"""Streaming restoration of a sequence of frames with any registry model.
 
-read frames -> sliding T-windows (ends replicated) -> model, tile by tile -> blend -> write.
+frames -> sliding T-windows (ends replicated) -> model, tile by tile -> blend -> frames.
 Recurrent models (HOFFR) instead take one frame at a time with their previous output.
 
 - Every input frame gives an output frame: the window of frame i holds frames
@@ -15,13 +15,10 @@ Recurrent models (HOFFR) instead take one frame at a time with their previous ou
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import os
 import sys
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -29,16 +26,33 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["Restorer", "TilePlan", "plan_tiles", "estimate_forward_bytes", "pick_device", "restore_video",
-           "add_subcommand"]
+__all__ = ["Restorer", "TilePlan", "plan_tiles", "estimate_forward_bytes", "pick_device", "use_heap_allocator"]
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA, else Apple MPS, else CPU."""
+def pick_device(name: str = "auto", *, local_rank: int | None = None) -> torch.device:
+    """``auto``: CUDA, else Apple MPS, else CPU. ``local_rank``: under torchrun, that GPU.
+
+    Raises ValueError for a name torch does not know or a device this build or machine lacks."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(f"device {name!r}: this PyTorch build or machine has no CUDA GPU "
+                                 f"(torch {torch.__version__}); use --device cpu")
+            if device.index is None and local_rank is not None:
+                device = torch.device("cuda", local_rank)
+            if (device.index or 0) >= torch.cuda.device_count():
+                raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+        elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"device {name!r}: MPS is not available here")
+        elif device.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
+        return device
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return torch.device("cuda", local_rank or 0)
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -199,7 +213,9 @@ class Restorer:
         self.overlap = overlap
         self.max_memory = max_memory
         self.bgr = getattr(model, "channel_order", "RGB") == "BGR"
-        self.plan: TilePlan | None = None
+        self.plan: TilePlan | None = None  # chosen from the first frame's size, or given
+        self._blend: list[Tensor] = []
+        self.state: Tensor | None = None  # a recurrent model's last output
 
     def _make_plan(self, height: int, width: int) -> TilePlan:
         budget = self.max_memory if self.max_memory is not None else default_budget(self.device)
@@ -248,47 +264,73 @@ class Restorer:
         return self.model.restore(lr, feat0=feats)
 
     @torch.no_grad()
-    def _run_recurrent(self, prepare, head: list[Tensor], rest: Iterator[Tensor]) -> Iterator[Tensor]:
+    def _recurrent(self, frames: Iterator[tuple[int, _Frame]], start: int, stop: int | None,
+                   state: Tensor | None) -> Iterator[Tensor]:
         """One ``model.step`` per frame and tile; each tile's previous output is its crop of the
         previous blended frame, so tiles stay consistent across their seams over time."""
         plan, scale = self.plan, self.cfg.scale
         prev: _Frame | None = None
-        hr_prev: Tensor | None = None
-        for img in itertools.chain(head, rest):
-            cur = prepare(img)
+        hr_prev = state
+        for index, cur in frames:
+            if stop is not None and index >= stop:
+                return
+            if index < start:  # the predecessor of the first frame, when resuming mid-clip
+                prev = cur
+                continue
             before = prev or cur  # the first frame is its own predecessor
             out = torch.zeros(3, plan.height * scale, plan.width * scale, device=self.device, dtype=torch.float32)
             for idx, (y, x, h, w) in enumerate(plan.tiles()):
                 box = (slice(None), slice(y * scale, (y + h) * scale), slice(x * scale, (x + w) * scale))
-                state = None if hr_prev is None else hr_prev[box].unsqueeze(0).to(self.dtype)
+                tile_state = None if hr_prev is None else hr_prev[box].unsqueeze(0).to(self.dtype)
                 tile = self.model.step(before.lr[:, y:y + h, x:x + w].unsqueeze(0),
-                                       cur.lr[:, y:y + h, x:x + w].unsqueeze(0), state)[0].float()
+                                       cur.lr[:, y:y + h, x:x + w].unsqueeze(0), tile_state)[0].float()
                 out[box] += tile * self._blend[idx] if plan.tiled else tile
             # The model is fed its own (unclamped) output, as in training.
             hr_prev, prev = out, cur
+            self.state = out
             yield (out.flip(0) if self.bgr else out).cpu()
 
-    def run(self, frames: Iterable[Tensor]) -> Iterator[Tensor]:
+    @property
+    def recurrent(self) -> bool:
+        return bool(getattr(self.model, "recurrent", False))
+
+    @property
+    def context(self) -> tuple[int, int]:
+        """Frames before and after a frame that its restoration reads (the window's reach)."""
+        if self.recurrent:
+            return 1, 0
+        t = self.cfg.num_seq
+        return t // 2, t - 1 - t // 2
+
+    def run(self, frames: Iterable[Tensor], *, first: int = 0, start: int | None = None, stop: int | None = None,
+            state: Tensor | None = None) -> Iterator[Tensor]:
         """Frames ``[3, H, W]`` float RGB in [0, 1] -> restored frames ``[3, 4H, 4W]`` (float32, RGB, CPU).
 
-        Raises ValueError when the stream has fewer than T frames or changes size.
+        ``frames`` are frames ``first, first + 1, ...`` of a clip; the outputs are those of frames
+        ``start`` (default ``first``) to ``stop - 1`` (default: to the clip's end). A frame's
+        window is clamped to the clip, so restoring a clip in pieces, each given its
+        ``context`` frames, equals restoring it whole; ``first`` must be ``max(0, start - before)``
+        or less. Recurrent models take ``state``, the previous output (``self.state`` after a run).
+
+        Raises ValueError when frames change size or are smaller than the model allows.
         """
-        t = 1 if getattr(self.model, "recurrent", False) else self.cfg.num_seq
-        before = t // 2  # window of frame i: frames i - before .. i + (t - 1 - before)
+        start = first if start is None else start
+        before, after = self.context
+        if first > max(0, start - before):
+            raise ValueError(f"frame {start}'s window needs frames from {max(0, start - before)}; given from {first}")
         it = iter(frames)
-        head = []
-        for frame in it:
-            head.append(frame)
-            if len(head) == t:
-                break
-        if len(head) < t:
-            raise ValueError(f"has {len(head)} frame(s); the model needs at least T={t}")
-        height, width = head[0].shape[-2:]
+        head = next(it, None)
+        if head is None:
+            raise ValueError("has no frames")
+        height, width = head.shape[-2:]
         if min(height, width) < self.model.min_size:
             raise ValueError(f"frames are {width}x{height}; the model needs at least "
                              f"{self.model.min_size}x{self.model.min_size}")
-        self.plan = self._make_plan(height, width)
-        self._blend = self._blend_weights(self.plan) if self.plan.tiled else []
+        if self.plan is None or (self.plan.height, self.plan.width) != (height, width):
+            self.plan = self._make_plan(height, width)
+            self._blend = []
+        if self.plan.tiled and not self._blend:
+            self._blend = self._blend_weights(self.plan)
 
         def prepare(img: Tensor) -> _Frame:
             if img.shape[-2:] != (height, width):
@@ -296,136 +338,43 @@ class Restorer:
             img = img.to(self.device, self.dtype, non_blocking=True)
             return _Frame(img.flip(0) if self.bgr else img)
 
-        if t == 1 and getattr(self.model, "recurrent", False):
-            yield from self._run_recurrent(prepare, head, it)
+        indexed = ((first + k, prepare(img)) for k, img in enumerate(itertools.chain([head], it)))
+        if self.recurrent:
+            yield from self._recurrent(indexed, start, stop, state)
             return
-        pending = deque(prepare(f) for f in head)
-        window: deque[_Frame] = deque([pending[0]] * before)  # replicated before the first frame
-        for _ in range(t - before):
-            window.append(pending.popleft())
-        n_read = t
-        exhausted = False
+        buffer: dict[int, _Frame] = {}
+        end: int | None = None  # the clip's length, once the stream has ended
+        upcoming = first
 
-        def pull() -> _Frame:
-            """The next frame, or the last one again past the end."""
-            nonlocal n_read, exhausted
-            if pending:
-                return pending.popleft()
-            if not exhausted:
-                nxt = next(it, None)
-                if nxt is not None:
-                    n_read += 1
-                    return prepare(nxt)
-                exhausted = True
-            return window[-1]
+        def fill(last: int) -> None:
+            nonlocal end, upcoming
+            while end is None and upcoming <= last:
+                nxt = next(indexed, None)
+                if nxt is None:
+                    end = upcoming
+                    return
+                buffer[nxt[0]] = nxt[1]
+                upcoming += 1
 
-        produced = 0
-        while produced < n_read:  # n_read grows as frames are pulled
-            out = self._restore_window(list(window)).float()
+        i = start
+        while stop is None or i < stop:
+            fill(i + after)
+            if end is not None and i >= end:
+                break
+            last = end - 1 if end is not None else i + after
+            window = [buffer[min(max(j, 0), last)] for j in range(i - before, i + after + 1)]
+            out = self._restore_window(window).float()
             yield (out.flip(0) if self.bgr else out).cpu()
-            produced += 1
-            window.popleft()
-            window.append(pull())
-
-
-def restore_video(input_path: str, output_path: str, model: nn.Module, *, device: str = "auto", half: bool = False,
-                  tile: int | None = None, overlap: int = 8, max_memory: int | None = None, overwrite: bool = False,
-                  lossless: bool = False, crf: int = 18, progress: bool = True) -> dict:
-    """Restore a video file or frame folder into a video file or PNG folder. Returns a summary."""
-    from tqdm import tqdm
-
-    from .data.video import InputError, check_output_path, open_frames, open_writer, to_array, to_tensor
-
-    check_output_path(output_path, overwrite=overwrite)  # before any work
-    source = open_frames(input_path)
-    restorer = Restorer(model, device=pick_device(device), half=half, tile=tile, overlap=overlap,
-                        max_memory=max_memory)
-    bits = 8
-    start = time.perf_counter()
-    with source:
-        def checked() -> Iterator[Tensor]:
-            nonlocal bits
-            for arr in source:
-                if arr.dtype.itemsize == 2:
-                    bits = 16
-                yield to_tensor(arr)
-        try:
-            stream = restorer.run(checked())
-            with open_writer(output_path, fps=source.fps, overwrite=overwrite, lossless=lossless, crf=crf) as writer:
-                bar = tqdm(total=source.num_frames, unit="frame", desc="restore", disable=not progress,
-                           dynamic_ncols=True, file=sys.stderr)
-                with bar:
-                    for out in stream:
-                        writer.write(to_array(out, bits=bits))
-                        bar.update(1)
-                        elapsed = time.perf_counter() - start
-                        bar.set_postfix_str(f"{elapsed / writer.count:.2f} s/frame")
-                count = writer.count
-        except ValueError as e:
-            if isinstance(e, InputError):
-                raise
-            raise InputError(f"{input_path}: {e}") from None
-    plan = restorer.plan
-    elapsed = time.perf_counter() - start
-    return {"frames": count, "seconds": elapsed, "seconds_per_frame": elapsed / max(count, 1),
-            "fps": float(source.fps), "input_size": (source.width, source.height),
-            "tiles": len(plan.tiles()) if plan else 0, "device": str(restorer.device)}
-
-
-def add_subcommand(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("restore", help="restore a blurry low-resolution video (or frame folder) at x4",
-                       description="Restore every frame of a video file or a folder of frames. "
-                                   "OUTPUT is a video file (.mp4 H.264 by default) or, without an extension, "
-                                   "a folder of PNG frames.")
-    p.add_argument("input", help="video file (anything FFmpeg decodes) or folder of png/jpg/tif frames")
-    p.add_argument("-o", "--output", required=True, help="output video file, or folder for PNG frames")
-    p.add_argument("--weights", help="checkpoint: our folder format or the authors' model_D/R_best.pt folder")
-    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, else CPU), cpu, cuda, cuda:1, mps")
-    p.add_argument("--half", action="store_true", help="float16 on GPU")
-    p.add_argument("--tile", type=int, help="LR tile size in pixels (default: chosen from the memory available)")
-    p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles (default 8)")
-    p.add_argument("--max-memory", type=float,
-                   help="GB for one tile's forward pass (default: 80%% of free GPU memory; on CPU "
-                        "min(half the available memory, 0.3))")
-    p.add_argument("--lossless", action="store_true", help="lossless RGB H.264 instead of CRF-18 yuv420p")
-    p.add_argument("--crf", type=int, default=18, help="H.264 quality for lossy output (default 18)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_restore)
-
-
-def _cmd_restore(args: argparse.Namespace) -> int:
-    from .checkpoints import load_checkpoint
-    from .cli import CLIError
-    from .data.video import check_output_path
-
-    check_output_path(args.output, overwrite=args.overwrite)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.weights is None:
-        weights = _builtin_weights()
-        if weights is None:
-            raise CLIError("no built-in model ships with this version yet; pass --weights PATH "
-                           "(a vsrdb checkpoint folder or the authors' folder with model_D_best.pt/model_R_best.pt)")
-    else:
-        weights = args.weights
-    model = load_checkpoint(weights)
-    _use_heap_allocator()
-    summary = restore_video(args.input, args.output, model, device=args.device, half=args.half, tile=args.tile,
-                            overlap=args.overlap, overwrite=args.overwrite, lossless=args.lossless, crf=args.crf,
-                            max_memory=int(args.max_memory * (1 << 30)) if args.max_memory else None,
-                            progress=not args.quiet)
-    print(f"wrote {args.output}: {summary['frames']} frames, {summary['seconds_per_frame']:.2f} s/frame on "
-          f"{summary['device']}" + (f", {summary['tiles']} tiles" if summary["tiles"] > 1 else ""))
-    return 0
+            i += 1
+            for j in [j for j in buffer if j < i - before]:
+                del buffer[j]
 
 
 _LIBC = None
 
 
 def _release_free_memory() -> None:
-    """Return freed heap pages to the OS between tiles (see ``_use_heap_allocator``).
+    """Return freed heap pages to the OS between tiles (see ``use_heap_allocator``).
 
     With the heap allocator, memory freed by one tile stays resident; trimming between
     tiles keeps peak RSS near the live set of one tile, for the price of faulting those
@@ -435,17 +384,7 @@ def _release_free_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
-def _builtin_weights():
-    from importlib import resources
-
-    try:
-        folder = resources.files("vsrdb") / "weights" / "builtin"
-    except (ModuleNotFoundError, FileNotFoundError):
-        return None
-    return str(folder) if folder.is_dir() and (folder / "config.json").is_file() else None
-
-
-def _use_heap_allocator() -> None:
+def use_heap_allocator() -> None:
     """Keep freed tensor memory for reuse instead of returning it to the OS.
 
     glibc serves blocks over 32 MB with fresh mmap()s whose pages the kernel zeroes on first

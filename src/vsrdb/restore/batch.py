@@ -1,0 +1,255 @@
+"""Restoring many inputs, in one process or spread over several (torchrun).
+
+    torchrun --nproc_per_node=N [--nnodes M ...] -m vsrdb restore INPUTS -o OUTDIR
+
+The first process plans every job (checks, formats, tiles, work folders) and hands the plan
+to the others; the work units (segments of every file) are then dealt out round-robin, each
+process restoring its own on its own GPU (LOCAL_RANK) or CPU cores. When all are done the
+first process joins each file. Units are independent and the tile plan is shared, so the
+outputs equal a one-process run's (with the same number of threads per process). Several
+machines need the inputs and OUTDIR on a file system they share.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ..data.video import IMAGE_EXTENSIONS, OUTPUT_CONTAINERS, VIDEO_EXTENSIONS, InputError, natural_key
+from .job import Job, RestoreOptions, model_fingerprint, work_folder
+from .restorer import Restorer, pick_device
+
+__all__ = ["expand_inputs", "run_jobs", "Dist", "JobResult"]
+
+
+@dataclass
+class Dist:
+    """This process's place among torchrun's processes (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+
+    @classmethod
+    def from_env(cls) -> "Dist":
+        env = os.environ
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)),
+                   int(env.get("LOCAL_WORLD_SIZE", 1)))
+
+    def start(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            # gloo only coordinates here (plans, barriers, results); the work is in the files.
+            # A long wait at the final barrier is normal when ranks finish unevenly.
+            dist.init_process_group("gloo", timeout=timedelta(days=7))
+
+    def stop(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+    def broadcast(self, obj):
+        if self.world == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj) -> list:
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+
+@dataclass
+class JobResult:
+    input: str
+    output: str
+    status: str  # "done", "skipped", "failed"
+    message: str = ""
+    frames: int = 0
+    seconds: float = 0.0
+
+
+def expand_inputs(inputs: list[str], output: str, *, ext: str | None) -> tuple[list[tuple[Path, Path]], bool]:
+    """(input, output) pairs, and whether this is a batch (OUTPUT is a folder of outputs).
+
+    One input that is a video file or a folder of frames: OUTPUT is its output. Several
+    inputs, or a folder of videos: OUTPUT is a folder; each output is named after its input,
+    with ``ext`` (default: the input's own container when it can be written, else .mkv; frame
+    folders give PNG folders)."""
+    paths = [Path(p) for p in inputs]
+    expanded: list[Path] = []
+    batch = len(paths) > 1
+    for p in paths:
+        if p.is_dir() and not _has_frames(p):
+            videos = sorted((q for q in p.iterdir() if q.is_file() and q.suffix.lower() in VIDEO_EXTENSIONS),
+                            key=lambda q: natural_key(q.name))
+            if videos:
+                expanded += videos
+                batch = True
+                continue
+        expanded.append(p)
+    if ext is not None:
+        ext = "" if ext.lower() in ("png", ".png", "frames") else ("." + ext.lstrip(".")).lower()
+        if ext and ext not in OUTPUT_CONTAINERS:
+            raise InputError(f"--ext {ext}: unknown output extension (use one of "
+                             f"{', '.join(sorted(OUTPUT_CONTAINERS))}, or png for frame folders)")
+    if not batch:
+        return [(expanded[0], Path(output))], False
+    outdir = Path(output)
+    if outdir.suffix.lower() in OUTPUT_CONTAINERS:
+        raise InputError(f"{outdir}: several inputs need an output folder, not a file name")
+    pairs, seen = [], {}
+    for p in expanded:
+        if ext is not None:
+            suffix = ext if (p.is_file() or ext) else ""
+        elif p.is_dir():
+            suffix = ""
+        else:
+            suffix = p.suffix.lower() if p.suffix.lower() in OUTPUT_CONTAINERS else ".mkv"
+        out = outdir / (p.stem if p.is_file() else p.name)
+        out = out.with_name(out.name + suffix)
+        if out in seen:
+            raise InputError(f"{p}: its output {out} is also {seen[out]}'s; rename one or pass --ext")
+        seen[out] = p
+        pairs.append((p, out))
+    return pairs, True
+
+
+def _has_frames(folder: Path) -> bool:
+    return any(q.suffix.lower() in IMAGE_EXTENSIONS for q in folder.iterdir() if q.is_file())
+
+
+def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOptions, *, batch: bool,
+             device: str = "auto", overwrite: bool = False, resume: bool = False, restart: bool = False,
+             progress: bool = True, dist: Dist | None = None, log: Callable[[str], None] | None = None
+             ) -> list[JobResult]:
+    """Plan, restore and finish every (input, output) pair; returns one result each (on every rank)."""
+    dist = dist or Dist()
+    say = log or (lambda text: print(text, file=sys.stderr))
+    say0 = say if dist.rank == 0 else (lambda text: None)
+    dev = pick_device(device, local_rank=dist.local_rank if dist.world > 1 else None)
+    results: dict[int, JobResult] = {}
+    specs: list = []
+    if dist.rank == 0:
+        fingerprint = model_fingerprint(model)
+        notes: set[str] = set()
+
+        def note(text: str) -> None:
+            if text not in notes:
+                notes.add(text)
+                say(f"note: {text}")
+
+        if batch:
+            pairs[0][1].parent.mkdir(parents=True, exist_ok=True)
+        for n, (inp, out) in enumerate(pairs):
+            if batch:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                if (out.exists() or out.is_symlink()) and not overwrite and not work_folder(out).exists():
+                    results[n] = JobResult(str(inp), str(out), "skipped", "exists")
+                    specs.append(None)
+                    continue
+            try:
+                job = Job.plan(inp, out, model, fingerprint, opts, device=dev, overwrite=overwrite, resume=resume,
+                               restart=restart, note=note)
+                specs.append(job.spec)
+            except InputError as e:
+                if not batch:
+                    raise
+                results[n] = JobResult(str(inp), str(out), "failed", str(e))
+                specs.append(None)
+    specs, results = dist.broadcast((specs, results))
+    if all(s is None for s in specs) and not results:
+        return []
+    jobs = {n: Job(s) for n, s in enumerate(specs) if s is not None}
+    restorer = Restorer(model, device=dev, half=opts.half, tile=opts.tile, overlap=opts.overlap,
+                        max_memory=opts.max_memory)
+    units = []
+    for n, job in jobs.items():
+        if restorer.recurrent:  # a recurrent model's segments follow each other: one process per file
+            units.append((n, tuple(job.pending())))
+        else:
+            units += [(n, (k,)) for k in job.pending()]
+    mine: dict[int, list[int]] = {}
+    for u, (n, ks) in enumerate(units):
+        if u % dist.world == dist.rank:
+            mine.setdefault(n, []).extend(ks)
+    failures: dict[int, str] = {}
+    started: dict[int, float] = {}
+    for n, ks in mine.items():
+        job = jobs[n]
+        started[n] = time.perf_counter()
+        total = sum(_segment_len(job, k) for k in ks)
+        desc = job.input.name + (f" [rank {dist.rank}]" if dist.world > 1 else "")
+        bar = _bar(total, desc, progress and (dist.local_rank == 0 or True), position=dist.local_rank)
+        try:
+            with bar:
+                job.run(restorer, ks, on_frame=lambda: bar.update(1))
+        except InputError as e:
+            failures[n] = str(e)
+            if not batch and dist.world == 1:
+                job.discard()
+                raise
+        except (ValueError, RuntimeError) as e:
+            failures[n] = f"{job.input}: {e}"
+            if not batch and dist.world == 1:
+                job.discard()
+                raise InputError(failures[n]) from None
+    all_failures: dict[int, str] = {}
+    for f in dist.gather(failures):
+        all_failures.update(f)
+    if dist.rank == 0:
+        for n, job in jobs.items():
+            start = started.get(n, time.perf_counter())
+            if n in all_failures:
+                job.discard()
+                results[n] = JobResult(str(job.input), str(job.output), "failed", all_failures[n])
+                continue
+            try:
+                frames = job.finish(note=lambda text: say0(f"note: {text}"))
+                results[n] = JobResult(str(job.input), str(job.output), "done", "", frames,
+                                       time.perf_counter() - start)
+            except InputError as e:
+                job.discard()
+                if not batch and dist.world == 1:
+                    raise
+                results[n] = JobResult(str(job.input), str(job.output), "failed", str(e))
+    results = dist.broadcast(results)
+    return [results[n] for n in sorted(results)]
+
+
+def _segment_len(job: Job, k: int) -> int:
+    start, stop = job.spec.bounds(k)
+    return (stop if stop is not None else job.spec.frames) - start
+
+
+def _bar(total: int, desc: str, enabled: bool, position: int = 0):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", desc=desc, disable=not enabled, dynamic_ncols=True, file=sys.stderr,
+                position=position, leave=True)
+
+
+def threads_for(dist: Dist, device: torch.device) -> int | None:
+    """CPU threads per process when several share a machine's cores (None: leave torch's default)."""
+    if dist.local_world > 1 and device.type == "cpu":
+        return max(1, (os.cpu_count() or 1) // dist.local_world)
+    return None

@@ -1,0 +1,189 @@
+"""``vsrdb restore``: the command line over jobs and batches."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from ..data.encode import CODECS
+from ..data.video import OUTPUT_CONTAINERS, InputError
+from .batch import Dist, expand_inputs, run_jobs, threads_for
+from .job import RestoreOptions, work_folder
+from .restorer import pick_device, use_heap_allocator
+
+__all__ = ["add_subcommand", "builtin_weights", "load_weights", "restore_video"]
+
+
+def builtin_weights() -> str | None:
+    """The folder of the model that ships inside the package, or None in a checkout without it."""
+    from importlib import resources
+
+    try:
+        folder = resources.files("vsrdb") / "weights" / "builtin"
+    except (ModuleNotFoundError, FileNotFoundError):
+        return None
+    return str(folder) if folder.is_dir() and (folder / "config.json").is_file() else None
+
+
+def load_weights(weights: str | None):
+    """A restoring model from ``weights`` (a folder, the authors' checkpoint folder, or
+    ``builtin``/None for the built-in model); InputError when missing, unusable or not finite."""
+    from ..checkpoints import load_checkpoint
+
+    if weights in (None, "builtin"):
+        found = builtin_weights()
+        if found is None:
+            raise InputError("no built-in model ships with this version; pass --weights PATH (a vsrdb checkpoint "
+                             "folder or the authors' folder with model_D_best.pt/model_R_best.pt)")
+        weights = found
+    model = load_checkpoint(weights)
+    bad = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise InputError(f"{weights}: the weights hold NaN or Inf values ({len(bad)} tensors, e.g. {bad[0]}); "
+                         "the file is damaged or came from a diverged training run")
+    return model
+
+
+def restore_video(input_path: str, output_path: str, model, *, device: str = "auto", progress: bool = True,
+                  overwrite: bool = False, resume: bool = False, **options) -> dict:
+    """Restore one video file or frame folder into a video file or PNG folder (one process).
+    ``options`` are ``RestoreOptions`` fields. Returns a summary; raises InputError."""
+    opts = RestoreOptions(**options)
+    start = time.perf_counter()
+    [result] = run_jobs([(Path(input_path), Path(output_path))], model, opts, batch=False, device=device,
+                        overwrite=overwrite, resume=resume, progress=progress)
+    elapsed = time.perf_counter() - start
+    return {"frames": result.frames, "seconds": elapsed, "seconds_per_frame": elapsed / max(result.frames, 1)}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be 1 or more")
+    return value
+
+
+def _fps(text: str) -> Fraction:
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate (e.g. 24, 29.97 or 30000/1001)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be positive")
+    return value.limit_denominator(1001 * 1000)
+
+
+def add_subcommand(sub: argparse._SubParsersAction) -> None:
+    exts = ", ".join(sorted(OUTPUT_CONTAINERS))
+    p = sub.add_parser(
+        "restore", help="restore blurry low-resolution videos (or frame folders) at x4",
+        description="Restore every frame of video files or frame folders. With one input, OUTPUT is a video file "
+                    f"({exts}) or, without an extension, a folder of PNG frames. With several inputs or a folder "
+                    "of videos, OUTPUT is a folder and each output is named after its input. Sound, subtitles, "
+                    "chapters, colour tags, timestamps and bit depth are kept. Under torchrun the work is "
+                    "shared by all processes.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video file (anything FFmpeg decodes), folder of png/jpg/tif frames, or folder of videos")
+    p.add_argument("-o", "--output", required=True, help="output video file or PNG folder; a folder for batches")
+    p.add_argument("--weights", help="checkpoint folder (ours or the authors' model_D/R_best.pt), or 'builtin' "
+                                     "(the default)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, else CPU), cpu, cuda, cuda:1, mps")
+    p.add_argument("--half", action="store_true", help="float16 on GPU")
+    p.add_argument("--codec", choices=sorted(set(CODECS) | {"hevc"}),
+                   help="video codec (default h264; vp9 for .webm); 10-bit sources give 10-bit output")
+    p.add_argument("--pix-fmt", help="encoder pixel format, e.g. yuv420p, yuv420p10le, yuv444p")
+    p.add_argument("--crf", type=int, help="quality for lossy codecs (default 18 for h264/h265, 30 for av1/vp9)")
+    p.add_argument("--lossless", action="store_true",
+                   help="lossless RGB at the source's depth (h264 8-bit; h265 or ffv1 for deeper sources)")
+    p.add_argument("--no-audio", action="store_true", help="drop sound (subtitles, chapters and metadata stay)")
+    p.add_argument("--fps", type=_fps, help="frame rate of frame-folder inputs (default 30)")
+    p.add_argument("--ext", help="batches: output extension for every input (default: the input's own container, "
+                                 "else .mkv); 'png' for frame folders")
+    p.add_argument("--tile", type=_positive_int, help="LR tile size in pixels (default: from the memory available)")
+    p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles (default 8)")
+    p.add_argument("--max-memory", type=float,
+                   help="GB for one tile's forward pass (default: 80%% of free GPU memory; on CPU "
+                        "min(half the available memory, 0.3))")
+    p.add_argument("--segment", type=_positive_int, default=100,
+                   help="frames per work unit: the pieces that resume and parallel runs deal in (default 100)")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads per process (default: all cores, shared "
+                                                          "among torchrun's processes)")
+    p.add_argument("--resume", action="store_true", help="continue the unfinished work of a killed run")
+    p.add_argument("--restart", action="store_true", help="discard the unfinished work of an earlier run")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never an input)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_restore)
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    if args.resume and args.restart:
+        raise InputError("--resume and --restart exclude each other")
+    if args.overlap < 0:
+        raise InputError(f"--overlap {args.overlap}: must be 0 or more")
+    pairs, batch = expand_inputs(args.inputs, args.output, ext=args.ext)
+    if not batch:
+        # The output's checks come before the model loads (the job repeats them).
+        from ..data.video import check_output_path
+        from .job import check_not_input
+
+        out, kind = check_output_path(pairs[0][1], overwrite=args.overwrite)
+        check_not_input(out, [pairs[0][0]])
+        if kind == "video" and out.suffix.lower() not in OUTPUT_CONTAINERS:
+            raise InputError(f"{out}: unknown output extension")
+    else:
+        for inp, out in pairs:
+            if out.exists() and args.overwrite:
+                from .job import check_not_input
+
+                check_not_input(out, [inp])
+    dist = Dist.from_env()
+    device = pick_device(args.device, local_rank=dist.local_rank if dist.world > 1 else None)
+    threads = args.threads or threads_for(dist, device)
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_weights(args.weights)
+    use_heap_allocator()
+    opts = RestoreOptions(codec=args.codec, pix_fmt=args.pix_fmt, crf=args.crf, lossless=args.lossless,
+                          audio=not args.no_audio, fps=args.fps, segment=args.segment, tile=args.tile,
+                          overlap=args.overlap, max_memory=int(args.max_memory * (1 << 30)) if args.max_memory
+                          else None, half=args.half)
+    dist.start()
+    try:
+        started = time.perf_counter()
+        try:
+            results = run_jobs(pairs, model, opts, batch=batch, device=args.device, overwrite=args.overwrite,
+                               resume=args.resume, restart=args.restart, progress=not args.quiet, dist=dist)
+        except KeyboardInterrupt:
+            works = [work_folder(out) for _, out in pairs if work_folder(out).exists()]
+            if works:
+                print(f"vsrdb restore: interrupted; finished work is kept in {works[0]}"
+                      f"{f' and {len(works) - 1} more' if len(works) > 1 else ''}: rerun with --resume to "
+                      "continue", file=sys.stderr)
+            raise
+        if dist.rank != 0:
+            return 0 if all(r.status != "failed" for r in results) else 1
+        elapsed = time.perf_counter() - started
+        for r in results:
+            if r.status == "done":
+                print(f"wrote {r.output}: {r.frames} frames, {r.seconds / max(r.frames, 1):.2f} s/frame")
+            elif r.status == "skipped":
+                print(f"skipped {r.input}: {r.output} exists (--overwrite replaces it)")
+            else:
+                print(f"failed {r.input}: {r.message}", file=sys.stderr)
+        failed = sum(r.status == "failed" for r in results)
+        if batch:
+            done = sum(r.status == "done" for r in results)
+            skipped = sum(r.status == "skipped" for r in results)
+            print(f"{done} restored, {skipped} skipped, {failed} failed in {elapsed:.1f} s"
+                  + (f" on {dist.world} processes" if dist.world > 1 else ""))
+        return 1 if failed else 0
+    finally:
+        dist.stop()

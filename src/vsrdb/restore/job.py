@@ -1,0 +1,446 @@
+"""One restoration job: one input (video file or frame folder) to one output, done in
+resumable work units.
+
+The frames are cut into segments of ``segment`` frames. A segment's restored frames are
+kept losslessly in the job's work folder (``OUTPUT.vsrdb-work``, next to the output) as
+each is finished, and when the segment is complete they are encoded into a closed-GOP
+segment file. A killed run therefore loses at most the frame in progress; ``--resume``
+re-encodes the kept frames of an unfinished segment and carries on, and since every
+frame's window, tiles and encoder input are the same, the result equals an uninterrupted
+run's. Segments are independent (each gets its ``context`` frames around it), so several
+processes can restore one file's segments side by side. The join at the end copies the
+segments' packets into the output with the input's timestamps, sound and metadata, checks
+the frame count, and moves the result into place.
+
+``job.json`` in the work folder records everything that decides the output's bits (input
+identity, model fingerprint, format, tiles); resuming with anything different is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import deque
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..data.encode import OutputFormat, SegmentEncoder, choose_format, join_segments
+from ..data.video import InputError, check_output_path, open_frames, read_image, replace_atomically, to_array, \
+    to_tensor
+from .restorer import Restorer
+
+__all__ = ["JobSpec", "Job", "WORK_SUFFIX", "model_fingerprint", "check_not_input", "RestoreOptions"]
+
+WORK_SUFFIX = ".vsrdb-work"
+_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """What the user chose that decides how outputs are written (CLI flags)."""
+
+    codec: str | None = None
+    pix_fmt: str | None = None
+    crf: int | None = None
+    lossless: bool = False
+    audio: bool = True
+    fps: Fraction | None = None  # frame folders' rate
+    segment: int = 100
+    tile: int | None = None
+    overlap: int = 8
+    max_memory: int | None = None
+    half: bool = False
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A hash of the model's configuration and weights: resumed work must come from the same model."""
+    h = hashlib.sha256()
+    h.update(json.dumps(vars(model.config), sort_keys=True, default=str).encode())
+    h.update(str(getattr(model, "channel_order", "RGB")).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def check_not_input(output: Path, inputs: list[Path]) -> None:
+    """Refuse an output that is an input (also through links), lies inside an input folder,
+    or is a folder holding an input: replacing it would destroy the source."""
+    out = Path(os.path.realpath(output))
+    for inp in inputs:
+        src = Path(os.path.realpath(inp))
+        same = out == src or (output.exists() and inp.exists() and os.path.samefile(output, inp))
+        if same:
+            raise InputError(f"{output}: is the input {inp}; choose another output (the input is never replaced)")
+        if src.is_dir() and src in out.parents:
+            raise InputError(f"{output}: lies inside the input folder {inp}; choose an output outside it")
+        if out in src.parents:
+            raise InputError(f"{output}: holds the input {inp}; replacing it would delete the input")
+
+
+@dataclass
+class JobSpec:
+    """Everything that decides a job's output bits; stored as ``job.json``."""
+
+    input: str
+    output: str
+    kind: str  # "video" or "frames"
+    frames: int  # planned: the container's count, or the stream's packets, or the folder's files
+    stated_frames: int | None
+    segment: int
+    size: tuple[int, int]  # LR height, width
+    tiles: tuple[int, int, int]  # tile height, width, overlap (LR)
+    format: dict | None
+    bits: int
+    fps: str
+    time_base: str
+    model: str
+    dtype: str
+    input_id: tuple[int, int]  # size in bytes (files) or frame count (folders), mtime in ns
+    audio: bool
+    version: int = _VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "JobSpec":
+        d = json.loads(text)
+        for key in ("size", "tiles", "input_id"):
+            d[key] = tuple(d[key])
+        return cls(**d)
+
+    @property
+    def segments(self) -> int:
+        return max(1, -(-self.frames // self.segment))
+
+    def bounds(self, k: int) -> tuple[int, int | None]:
+        """Frames ``[start, stop)`` of segment k; the last runs to the end of the stream."""
+        start = k * self.segment
+        return start, (None if k == self.segments - 1 else start + self.segment)
+
+
+def _input_id(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    size = len(os.listdir(path)) if path.is_dir() else st.st_size
+    return size, st.st_mtime_ns
+
+
+class Job:
+    """A planned job and its work folder."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.input = Path(spec.input)
+        self.output = Path(spec.output)
+        self.work = work_folder(self.output)
+        self.format = None if spec.format is None else _format_from(spec.format)
+
+    # --- planning -----------------------------------------------------------------------
+    @classmethod
+    def plan(cls, input_path: Path, output: Path, model: nn.Module, fingerprint: str, opts: RestoreOptions, *,
+             device: torch.device, overwrite: bool, resume: bool, restart: bool,
+             note: Callable[[str], None] = print) -> "Job":
+        """Check the input and output, choose the format and tiles, and create (or, resuming,
+        check) the work folder. Raises InputError naming the file."""
+        output, kind = check_output_path(output, overwrite=overwrite)
+        check_not_input(output, [input_path])
+        with open_frames(input_path, fps=opts.fps) as source:
+            fmt = None
+            if kind == "video":
+                fmt = choose_format(output, source_bits=source.bits, colour=source.colour, codec=opts.codec,
+                                    pix_fmt=opts.pix_fmt, lossless=opts.lossless, crf=opts.crf)
+            elif opts.codec or opts.pix_fmt:
+                raise InputError(f"{output}: --codec/--pix-fmt apply to video outputs; this writes PNG frames")
+            stated = source.num_frames
+            planned = stated or (source.count_packets() if hasattr(source, "count_packets") else 0)
+            if planned == 0:
+                raise InputError(f"{input_path}: the video stream has no frames")
+            restorer = Restorer(model, device=device, half=opts.half, tile=opts.tile, overlap=opts.overlap,
+                                max_memory=opts.max_memory)
+            plan = restorer._make_plan(source.height, source.width)
+            if source.colour.hdr and kind == "video":
+                note(f"{input_path.name}: HDR ({source.colour.hdr}) transfer and primaries are kept as tags; "
+                     "mastering-display and light-level metadata are not copied")
+            spec = JobSpec(
+                input=str(input_path), output=str(output), kind=kind, frames=int(planned),
+                stated_frames=int(stated) if stated else None, segment=int(opts.segment),
+                size=(source.height, source.width), tiles=(plan.size_y, plan.size_x, plan.overlap),
+                format=None if fmt is None else fmt.as_dict(), bits=fmt.bits if fmt else source.bits,
+                fps=str(source.fps), time_base=str(source.time_base), model=fingerprint,
+                dtype="float16" if opts.half else "float32", input_id=_input_id(input_path), audio=opts.audio)
+        work = work_folder(output)
+        if work.exists():
+            if restart:
+                shutil.rmtree(work)
+            elif not resume:
+                done = Job._progress_of(work)
+                raise InputError(f"{output}: unfinished work from an earlier run is in {work} ({done}); pass "
+                                 f"--resume to continue it, or --restart to discard it")
+            else:
+                try:
+                    old = JobSpec.from_json((work / "job.json").read_text())
+                except (OSError, ValueError, TypeError, KeyError) as e:
+                    raise InputError(f"{work / 'job.json'}: unreadable ({e}); pass --restart to discard "
+                                     "the unfinished work") from None
+                differ = [k for k, v in asdict(spec).items() if asdict(old).get(k) != v and k != "tiles"]
+                if differ:
+                    raise InputError(f"{output}: the unfinished work in {work} was made with a different "
+                                     f"{', '.join(differ)}; pass --restart to discard it and start again")
+                spec = old  # the tiles chosen then, whatever memory is free now
+                return cls(spec)
+        (work / "frames").mkdir(parents=True)
+        _write_atomically(work / "job.json", spec.to_json().encode())
+        return cls(spec)
+
+    @staticmethod
+    def _progress_of(work: Path) -> str:
+        try:
+            spec = JobSpec.from_json((work / "job.json").read_text())
+        except (OSError, ValueError, TypeError, KeyError):
+            return "its record is unreadable"
+        job = Job(spec)
+        done = sum(job.segment_frames(k) for k in range(spec.segments) if job.done(k))
+        cached = len(list((work / "frames").glob("*.png"))) if spec.kind == "video" else 0
+        return f"{done + cached} of {spec.frames} frames done"
+
+    # --- state of the work folder ------------------------------------------------------
+    def marker(self, k: int) -> Path:
+        return self.work / f"seg_{k:06d}.json"
+
+    def done(self, k: int) -> bool:
+        return self.marker(k).is_file()
+
+    def segment_frames(self, k: int) -> int:
+        try:
+            return int(json.loads(self.marker(k).read_text())["frames"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def pending(self) -> list[int]:
+        return [k for k in range(self.spec.segments) if not self.done(k)]
+
+    def frame_path(self, i: int) -> Path:
+        return self.work / "frames" / f"{i:08d}.png"
+
+    # --- restoring units ---------------------------------------------------------------
+    def run(self, restorer: Restorer, segments: list[int], *, on_frame: Callable[[], None] = lambda: None) -> None:
+        """Restore the given segments (in order) in one decode pass over the input."""
+        spec = self.spec
+        restorer.plan = _plan_from(spec)
+        restorer._blend = []
+        before, after = restorer.context
+        recurrent = restorer.recurrent
+        with open_frames(self.input, fps=Fraction(spec.fps) if spec.kind else None) as source:
+            if (source.height, source.width) != tuple(spec.size):
+                raise InputError(f"{self.input}: frames are now {source.width}x{source.height}; the job was "
+                                 f"planned for {spec.size[1]}x{spec.size[0]}")
+            tap = _Tap(source, keep=before + after + 2)
+            for k in sorted(segments):
+                if self.done(k):
+                    continue
+                self._run_segment(k, restorer, tap, before, recurrent, on_frame)
+
+    def _run_segment(self, k: int, restorer: Restorer, tap: "_Tap", before: int, recurrent: bool,
+                     on_frame: Callable[[], None]) -> None:
+        spec = self.spec
+        start, stop = spec.bounds(k)
+        # Frames restored before a kill are reused (window models: each frame depends only on its window).
+        cached = 0
+        if not recurrent:
+            while (stop is None or start + cached < stop) and self.frame_path(start + cached).is_file():
+                cached += 1
+        encoder = None
+        if spec.kind == "video":
+            encoder = SegmentEncoder(self.work / f"seg_{k:06d}.mkv", self.format, Fraction(spec.fps))
+        pts: list[int] = []
+        try:
+            resume_at = start + cached
+            first = max(0, (start if recurrent else resume_at) - before)
+            first = min(first, start)
+            frames = tap.frames_from(first)
+            got = 0
+            # Kept frames: their timestamps come from the decoder, their pixels from the work folder.
+            for _ in range(cached):
+                index, pts_i = next(_skip_to(frames, start + got))
+                pts.append(pts_i)
+                if encoder is not None:
+                    encoder.write(read_image(self.frame_path(index)))
+                got += 1
+                on_frame()
+            state = None
+            if recurrent and k > 0:
+                state_file = self.work / f"state_{k - 1:06d}.pt"
+                state = torch.load(state_file, map_location=restorer.device, weights_only=True)
+            if stop is None or resume_at < stop:
+                lr_frames = tap.tensors_from(max(0, resume_at - before) if not recurrent else first)
+                outputs = restorer.run(lr_frames, first=max(0, resume_at - before) if not recurrent else first,
+                                       start=resume_at, stop=stop, state=state)
+                for out in outputs:
+                    i = start + got
+                    if not torch.isfinite(out).all():
+                        raise InputError(f"{self.input}: frame {i}: the model produced NaN or Inf values "
+                                         "(damaged weights?)")
+                    arr = to_array(out, bits=spec.bits)
+                    _write_png(self.frame_path(i), arr, compression=1 if spec.kind == "video" else 3)
+                    pts.append(tap.pts[i])
+                    if encoder is not None:
+                        encoder.write(arr)
+                    got += 1
+                    on_frame()
+            if stop is not None and got < stop - start:
+                raise InputError(_short_message(self.input, start + got, spec))
+            if recurrent and restorer.state is not None:
+                torch.save(restorer.state.cpu(), self.work / f"state_{k:06d}.pt")
+            if encoder is not None:
+                encoder.close()
+                encoder = None
+            _write_atomically(self.marker(k), json.dumps({"frames": got, "pts": pts}).encode())
+            if spec.kind == "video":
+                for j in range(start, start + got):
+                    self.frame_path(j).unlink(missing_ok=True)
+        finally:
+            if encoder is not None:
+                encoder.abort()
+
+    # --- the end -------------------------------------------------------------------------
+    def finish(self, *, note: Callable[[str], None] = print) -> int:
+        """Join the finished segments into the output, check the frame count, move it into
+        place and remove the work folder. Returns the number of frames written."""
+        spec = self.spec
+        missing = self.pending()
+        if missing:
+            raise InputError(f"{self.input}: segments {missing[:5]} were not restored (see the errors above); "
+                             "rerun with --resume")
+        pts: list[int] = []
+        for k in range(spec.segments):
+            pts += json.loads(self.marker(k).read_text())["pts"]
+        total = len(pts)
+        if spec.stated_frames and total != spec.stated_frames:
+            raise InputError(_short_message(self.input, total, spec))
+        if spec.kind == "frames":
+            files = sorted((self.work / "frames").glob("*.png"))
+            if len(files) != total:
+                raise InputError(f"{self.output}: {len(files)} frames written, {total} restored")
+            replace_atomically(self.work / "frames", self.output)
+        else:
+            tmp = self.work / f"joined{self.output.suffix}"
+            segments = [self.work / f"seg_{k:06d}.mkv" for k in range(spec.segments)]
+            counts = join_segments(tmp, self.format.muxer, segments, pts, Fraction(spec.time_base),
+                                   frame_rate=Fraction(spec.fps),
+                                   source=self.input if self.input.is_file() else None, audio=spec.audio,
+                                   note=note)
+            if counts["video"] != total:
+                raise InputError(f"{self.output}: {counts['video']} frames written, {total} restored")
+            replace_atomically(tmp, self.output)
+        shutil.rmtree(self.work, ignore_errors=True)
+        return total
+
+    def discard(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def work_folder(output: Path) -> Path:
+    return output.with_name(output.name + WORK_SUFFIX)
+
+
+def _short_message(path: Path, got: int, spec: JobSpec) -> str:
+    expected = spec.stated_frames or spec.frames
+    return (f"{path}: decoding stopped at frame {got} of the {expected} the "
+            f"{'container states' if spec.stated_frames else 'stream holds'}: the file is damaged or cut short")
+
+
+def _format_from(d: dict) -> OutputFormat:
+    from ..data.colour import ColourSpec
+
+    d = dict(d)
+    d["colour"] = ColourSpec(**d["colour"])
+    return OutputFormat(**d)
+
+
+def _plan_from(spec: JobSpec):
+    from .restorer import TilePlan, _starts
+
+    h, w = spec.size
+    sy, sx, ov = spec.tiles
+    return TilePlan(h, w, sy, sx, ov, _starts(h, sy, ov), _starts(w, sx, ov))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_png(path: Path, arr: np.ndarray, *, compression: int) -> None:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise OSError(f"{path}: could not encode the frame")
+    _write_atomically(path, buf.tobytes())
+
+
+def _skip_to(frames: Iterator[tuple[int, int]], index: int) -> Iterator[tuple[int, int]]:
+    for i, pts in frames:
+        if i >= index:
+            yield i, pts
+            return
+
+
+class _Tap:
+    """One decode pass shared by the segments a process restores from a file, in order; keeps
+    the last few frames so that a segment's context before it need not be decoded again."""
+
+    def __init__(self, source, keep: int) -> None:
+        self.it = source.iter_timed()
+        self.next_index = 0
+        self.recent: deque = deque(maxlen=keep)
+        self.pts: dict[int, int] = {}
+
+    def _pull(self):
+        item = next(self.it, None)
+        if item is None:
+            return None
+        arr, pts = item
+        entry = (self.next_index, arr, pts)
+        self.pts[self.next_index] = pts
+        self.recent.append(entry)
+        self.next_index += 1
+        if len(self.pts) > 4 * (self.recent.maxlen or 1) + 1024:
+            for j in [j for j in self.pts if j < self.next_index - 1024]:
+                del self.pts[j]
+        return entry
+
+    def _entries_from(self, a: int):
+        if a < self.next_index and (not self.recent or self.recent[0][0] > a):
+            raise RuntimeError(f"frame {a} was decoded and dropped already")
+        for entry in list(self.recent):
+            if entry[0] >= a:
+                yield entry
+        while True:
+            entry = self._pull()
+            if entry is None:
+                return
+            if entry[0] >= a:
+                yield entry
+
+    def frames_from(self, a: int) -> Iterator[tuple[int, int]]:
+        """(index, pts) of frames a, a + 1, ... (pixels stay in the tap)."""
+        for i, _, pts in self._entries_from(a):
+            yield i, pts
+
+    def tensors_from(self, a: int) -> Iterator[torch.Tensor]:
+        for _, arr, _ in self._entries_from(a):
+            yield to_tensor(arr)

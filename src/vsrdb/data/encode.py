@@ -97,6 +97,8 @@ def choose_format(path: Path, *, source_bits: int, colour: ColourSpec, codec: st
     suffix = path.suffix.lower()
     muxer = OUTPUT_CONTAINERS[suffix]
     name = _ALIASES.get((codec or "").lower(), (codec or "").lower()) or _DEFAULT_CODEC.get(suffix, "h264")
+    if lossless and not codec and source_bits > 8:  # H.264 has no lossless RGB beyond 8 bits
+        name = "h265"
     if name not in CODECS:
         raise InputError(f"{path}: unknown codec {codec!r} (use one of {', '.join(CODECS)})")
     if name not in _CONTAINER_CODECS[suffix]:

@@ -1,0 +1,394 @@
+"""vsrdb restore on real containers: damaged files, input protection, sound and sync, colour
+tags, 10-bit, kill-and-resume, batches with a broken file, torchrun, and the small paths."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import vsrdb
+from vsrdb.cli import main
+from vsrdb.data.video import OUTPUT_CONTAINERS, open_frames
+from vsrdb.restore.command import builtin_weights
+
+FPS = 12
+RED, GREEN = (230, 30, 30), (30, 200, 40)
+
+
+def clip(n, h=24, w=32, seed=0):
+    """Smooth moving texture with a red and a green patch, uint8 RGB."""
+    rng = np.random.default_rng(seed)
+    base = cv2.GaussianBlur(rng.integers(0, 256, size=(h, w, 3)).astype(np.float32), (7, 7), 2)
+    out = []
+    for i in range(n):
+        f = np.roll(base, i, axis=1)
+        out.append(f.clip(0, 255).astype(np.uint8))
+    return out
+
+
+def make_video(path, frames, *, fps=FPS, codec="libx264", pix_fmt="yuv420p", matrix=None, audio=None,
+               audio_codec="aac", pts=None, faststart=False, chapters=None, title=None):
+    """Write a real container: ``frames`` (uint8 or uint16 RGB) encoded with ``matrix``
+    ('ITU709'/'ITU601', tagged) or untagged BT.601; ``audio`` a mono float array at 48 kHz."""
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as c:
+        if title:
+            c.metadata["title"] = title
+        if chapters:
+            c.set_chapters(chapters)
+        v = c.add_stream(codec, rate=fps)
+        v.width, v.height, v.pix_fmt = frames[0].shape[1], frames[0].shape[0], pix_fmt
+        v.options = {"qp": "0"} if codec == "libx264" else {"x265-params": "lossless=1:log-level=error"}
+        if pts is not None:
+            v.codec_context.time_base = Fraction(1, 1000)
+        if matrix:
+            cc = v.codec_context
+            cc.colorspace, cc.color_primaries, cc.color_trc = (1, 1, 1) if matrix == "ITU709" else (6, 6, 6)
+            cc.color_range = 1
+        a = None
+        if audio is not None:
+            a = c.add_stream(audio_codec, rate=48000)
+            a.layout = "mono"
+        for i, img in enumerate(frames):
+            fmt = "rgb48le" if img.dtype == np.uint16 else "rgb24"
+            vf = av.VideoFrame.from_ndarray(img, format=fmt).reformat(
+                format=pix_fmt, dst_colorspace=matrix or "ITU601", dst_color_range="MPEG")
+            vf.pts = i if pts is None else pts[i]
+            if pts is not None:
+                vf.time_base = Fraction(1, 1000)
+            for p in v.encode(vf):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        if a is not None:
+            sample_fmt = "s16" if audio_codec.startswith("pcm_s16") else "fltp"
+            data = audio[None].astype(np.float32)
+            if sample_fmt == "s16":
+                data = (data * 32767).astype(np.int16)
+            af = av.AudioFrame.from_ndarray(data, format=sample_fmt, layout="mono")
+            af.sample_rate, af.pts = 48000, 0
+            for p in a.encode(af):
+                c.mux(p)
+            for p in a.encode(None):
+                c.mux(p)
+
+
+def decode(path, *, as_player=False):
+    """Frames of a video as uint8/uint16 RGB; ``as_player``: with the matrix a player uses (the
+    stream's tag, else BT.709 from 720 lines and BT.601 below)."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        deep = any(comp.bits > 8 for comp in s.format.components)
+        out = []
+        for f in c.decode(s):
+            kw = {}
+            if as_player:
+                cs = f.colorspace
+                kw = {"src_colorspace": {1: "ITU709", 6: "SMPTE170M", 5: "ITU601"}.get(cs, "ITU709" if f.height >= 720
+                                                                                      else "ITU601"),
+                      "src_color_range": "JPEG" if f.color_range == 2 else "MPEG"}
+            out.append(f.to_ndarray(format="rgb48le" if deep else "rgb24", **kw))
+        return out
+
+
+def frame_times(path):
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return [float(f.pts * f.time_base) for f in c.decode(s)]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "tiny"
+    vsrdb.save_checkpoint(vsrdb.build("fmanet-tiny"), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    found = builtin_weights()
+    if found is None:
+        pytest.skip("the built-in model is not in this checkout")
+    return found
+
+
+def _run(*argv):
+    return main(["restore", *map(str, argv), "--quiet"])
+
+
+def _one_line_error(capsys, *words):
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.strip()]
+    assert len(err) == 1, err
+    for w in words:
+        assert w in err[0], err[0]
+    return err[0]
+
+
+# --- every frame or an error ------------------------------------------------------------------
+
+def test_cut_mp4_fails_naming_the_file_and_leaves_nothing(tmp_path, weights, capsys):
+    make_video(tmp_path / "full.mp4", clip(20), faststart=True, audio=np.zeros(48000 * 2))
+    data = (tmp_path / "full.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 60 // 100])
+    assert _run(tmp_path / "cut.mp4", "-o", tmp_path / "out.mp4", "--weights", weights) == 2
+    line = _one_line_error(capsys, "cut.mp4", "of the 20")
+    assert "damaged or cut" in line
+    assert sorted(os.listdir(tmp_path)) == ["cut.mp4", "full.mp4"]  # no output, no work folder
+    assert _run(tmp_path / "full.mp4", "-o", tmp_path / "out.mp4", "--weights", weights) == 0
+    assert len(decode(tmp_path / "out.mp4")) == 20
+
+
+# --- the input is never destroyed ----------------------------------------------------------
+
+def test_output_equal_to_input_is_refused_even_with_overwrite(tmp_path, weights, capsys):
+    make_video(tmp_path / "in.mp4", clip(4))
+    before = (tmp_path / "in.mp4").read_bytes()
+    os.symlink(tmp_path / "in.mp4", tmp_path / "link.mp4")
+    for out in ("in.mp4", "link.mp4"):
+        assert _run(tmp_path / "in.mp4", "-o", tmp_path / out, "--weights", weights, "--overwrite") == 2
+        _one_line_error(capsys, "is the input")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, f in enumerate(clip(3)):
+        cv2.imwrite(str(frames / f"{i}.png"), f)
+    assert _run(frames, "-o", frames, "--weights", weights, "--overwrite") == 2
+    _one_line_error(capsys, "is the input")
+    assert _run(frames, "-o", frames / "out", "--weights", weights, "--overwrite") == 2
+    _one_line_error(capsys, "inside the input folder")
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path, "--weights", weights, "--overwrite") == 2
+    _one_line_error(capsys, "holds the input")
+    assert (tmp_path / "in.mp4").read_bytes() == before and len(os.listdir(frames)) == 3
+
+
+# --- sound, sync, timestamps, metadata --------------------------------------------------------
+
+def test_sound_is_copied_in_sync_with_variable_frame_times(tmp_path, weights):
+    n, click_frame = 24, 13
+    # variable frame rate: intervals of 70-100 ms
+    pts = np.cumsum([0] + [70 + 10 * (i % 4) for i in range(n - 1)]).tolist()
+    click_time = pts[click_frame] / 1000
+    audio = np.zeros(int(48000 * (pts[-1] / 1000 + 0.5)))
+    audio[int(click_time * 48000):int(click_time * 48000) + 96] = 0.9
+    chapters = [{"id": 1, "start": 0, "end": 1000, "time_base": Fraction(1, 1000), "metadata": {"title": "one"}},
+                {"id": 2, "start": 1000, "end": 2000, "time_base": Fraction(1, 1000), "metadata": {"title": "two"}}]
+    make_video(tmp_path / "in.mkv", clip(n), pts=pts, audio=audio, chapters=chapters, title="my clip")
+    assert _run(tmp_path / "in.mkv", "-o", tmp_path / "out.mp4", "--weights", weights, "--segment", "5") == 0
+    times_in, times_out = frame_times(tmp_path / "in.mkv"), frame_times(tmp_path / "out.mp4")
+    assert len(times_out) == n
+    assert max(abs(a - b) for a, b in zip(times_in, times_out)) < 1e-3  # every frame keeps its time
+    with av.open(str(tmp_path / "in.mkv")) as c:
+        src_packets = [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert c.streams.audio[0].codec_context.name == "aac"
+        assert [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size] == src_packets  # copied, not re-encoded
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        samples = np.concatenate([f.to_ndarray()[0] for f in c.decode(c.streams.audio[0])])
+        start = float(c.streams.audio[0].start_time * c.streams.audio[0].time_base)
+        heard = start + np.argmax(np.abs(samples) > 0.3) / 48000
+        assert [ch["metadata"]["title"] for ch in c.chapters()] == ["one", "two"]
+        assert c.metadata.get("title") == "my clip"
+    seen = times_out[click_frame]
+    assert abs(heard - seen) < 0.07, (heard, seen)  # within one frame
+    assert _run(tmp_path / "in.mkv", "-o", tmp_path / "mute.mkv", "--weights", weights, "--no-audio") == 0
+    with av.open(str(tmp_path / "mute.mkv")) as c:
+        assert not c.streams.audio and len(c.streams.video) == 1
+
+
+def test_pcm_into_mp4_is_reencoded_and_said_once(tmp_path, weights, capsys):
+    make_video(tmp_path / "in.mov", clip(6), audio=np.zeros(48000), audio_codec="pcm_s16le")
+    assert _run(tmp_path / "in.mov", "-o", tmp_path / "out.mp4", "--weights", weights) == 0
+    err = capsys.readouterr().err
+    assert err.count("re-encoded as AAC") == 1
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert c.streams.audio[0].codec_context.name == "aac"
+    assert _run(tmp_path / "in.mov", "-o", tmp_path / "out.mkv", "--weights", weights) == 0
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        assert c.streams.audio[0].codec_context.name == "pcm_s16le"
+
+
+# --- colour --------------------------------------------------------------------------------
+
+def patches(n, h=24, w=32):
+    f = np.zeros((h, w, 3), np.uint8)
+    f[:, : w // 2], f[:, w // 2:] = RED, GREEN
+    return [f.copy() for _ in range(n)]
+
+
+@pytest.mark.parametrize("matrix", ["ITU709", None])
+def test_colour_survives_under_the_outputs_own_tags(tmp_path, builtin, matrix):
+    make_video(tmp_path / "in.mp4", patches(3), matrix=matrix)
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path / "out.mp4", "--weights", builtin) == 0
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        cc = c.streams.video[0].codec_context
+        expected = (1, 1, 1) if matrix else (6, 6, 6)  # untagged SD input: decoded and tagged as BT.601
+        assert (cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range) == (*expected, 1)
+    out = decode(tmp_path / "out.mp4", as_player=True)[1].astype(int)
+    h, w = out.shape[:2]
+    assert np.abs(out[h // 2, w // 4] - RED).max() <= 3, out[h // 2, w // 4]
+    assert np.abs(out[h // 2, 3 * w // 4] - GREEN).max() <= 3, out[h // 2, 3 * w // 4]
+
+
+# --- bit depth and codecs --------------------------------------------------------------------
+
+def test_ten_bit_in_gives_ten_bit_out(tmp_path, builtin):
+    ramp = np.linspace(4000, 60000, 32)[None, :, None].repeat(24, 0).repeat(3, 2).astype(np.uint16)
+    make_video(tmp_path / "in.mkv", [ramp] * 3, codec="libx265", pix_fmt="yuv420p10le", matrix="ITU709")
+    assert _run(tmp_path / "in.mkv", "-o", tmp_path / "out.mkv", "--weights", builtin) == 0
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
+        raw = next(c.decode(c.streams.video[0])).to_ndarray()  # the 10-bit luma samples themselves
+    luma = raw[: raw.shape[0] * 2 // 3] if raw.ndim == 2 else raw[0]
+    assert len(np.unique(luma)) > 256 and np.any(luma % 4 != 0)  # more levels than 8 bits hold
+    assert _run(tmp_path / "in.mkv", "-o", tmp_path / "lossless.mkv", "--weights", builtin, "--lossless") == 0
+    with av.open(str(tmp_path / "lossless.mkv")) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "gbrp10le"
+
+
+@pytest.mark.parametrize("ext", sorted(OUTPUT_CONTAINERS))
+def test_every_advertised_extension_writes(tmp_path, weights, ext):
+    make_video(tmp_path / "in.mp4", clip(4), audio=np.zeros(48000))
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path / f"out{ext}", "--weights", weights) == 0
+    assert len(decode(tmp_path / f"out{ext}")) == 4
+
+
+def test_impossible_formats_are_refused_before_any_work(tmp_path, weights, capsys):
+    make_video(tmp_path / "in.mp4", clip(4))
+    for args, words in ((["-o", tmp_path / "o.webm", "--codec", "h264"], ["o.webm", "cannot hold h264"]),
+                        (["-o", tmp_path / "o.gif"], ["unknown output extension"]),
+                        (["-o", tmp_path / "o.mp4", "--pix-fmt", "rgb24"], ["cannot write pixel format"]),
+                        (["-o", tmp_path / "o.mp4", "--codec", "av1", "--lossless"], ["cannot be lossless"])):
+        assert _run(tmp_path / "in.mp4", *args, "--weights", weights) == 2
+        _one_line_error(capsys, *words)
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4"]
+
+
+# --- resume after SIGKILL --------------------------------------------------------------------
+
+def _restore_cmd(*argv):
+    return [sys.executable, "-m", "vsrdb", "restore", *map(str, argv), "--quiet", "--threads", "1"]
+
+
+@pytest.mark.parametrize("out_name", ["out_frames", "out.mp4"])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, out_name):
+    torch.manual_seed(0)
+    vsrdb.save_checkpoint(vsrdb.build("fmanet-cpu"), tmp_path / "w")  # slow enough to be killed mid-run
+    frames = tmp_path / "in"
+    frames.mkdir()
+    for i, f in enumerate(clip(14, h=40, w=56)):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), f)
+    common = ("--weights", tmp_path / "w", "--segment", "4")
+    out = tmp_path / out_name
+    work = tmp_path / (out_name + ".vsrdb-work")
+    proc = subprocess.Popen(_restore_cmd(frames, "-o", out, *common), stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (work / "seg_000001.json").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the third segment
+    assert proc.poll() is None, "the run finished before it could be killed; make it slower"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and work.is_dir()
+    again = subprocess.run(_restore_cmd(frames, "-o", out, *common), capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr and "frames done" in again.stderr
+    assert subprocess.run(_restore_cmd(frames, "-o", out, *common, "--resume")).returncode == 0
+    assert not work.exists()
+    ref = tmp_path / ("ref_" + out_name)
+    assert subprocess.run(_restore_cmd(frames, "-o", ref, *common)).returncode == 0
+    if out.is_dir():
+        names = sorted(os.listdir(out))
+        assert names == sorted(os.listdir(ref)) and len(names) == 14
+        assert all((out / n).read_bytes() == (ref / n).read_bytes() for n in names)  # bit-identical PNGs
+    else:
+        a, b = decode(out), decode(ref)
+        assert len(a) == len(b) == 14 and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+# --- batches and torchrun --------------------------------------------------------------------
+
+def test_folder_of_videos_with_one_broken_file(tmp_path, weights, capsys):
+    vids = tmp_path / "vids"
+    vids.mkdir()
+    make_video(vids / "a.mp4", clip(5), audio=np.zeros(48000))
+    make_video(vids / "c.mkv", clip(4, seed=1))
+    (vids / "b.mp4").write_bytes(os.urandom(3000))
+    out = tmp_path / "out"
+    assert _run(vids, "-o", out, "--weights", weights) == 1
+    captured = capsys.readouterr()
+    assert sorted(os.listdir(out)) == ["a.mp4", "c.mkv"]
+    assert len(decode(out / "a.mp4")) == 5 and len(decode(out / "c.mkv")) == 4
+    failed = [line for line in captured.err.splitlines() if line.startswith("failed")]
+    assert len(failed) == 1 and "b.mp4" in failed[0]
+    assert "2 restored, 0 skipped, 1 failed" in captured.out
+    (vids / "b.mp4").unlink()
+    assert _run(vids, "-o", out, "--weights", weights) == 0  # finished ones are skipped
+    assert "0 restored, 2 skipped, 0 failed" in capsys.readouterr().out
+
+
+def test_torchrun_two_processes_equal_one(tmp_path, weights):
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    make_video(tmp_path / "a.mp4", clip(9), audio=np.zeros(48000))
+    (tmp_path / "b").mkdir()
+    for i, f in enumerate(clip(7, seed=2)):
+        cv2.imwrite(str(tmp_path / "b" / f"{i}.png"), f)
+    args = (tmp_path / "a.mp4", tmp_path / "b", "--weights", weights, "--segment", "3")
+    one = subprocess.run(_restore_cmd(*args, "-o", tmp_path / "one"), capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    two = subprocess.run(["torchrun", "--nproc_per_node=2", "--master_port", "29517", "-m", "vsrdb", "restore",
+                          *map(str, args), "-o", str(tmp_path / "two"), "--quiet", "--threads", "1"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "on 2 processes" in two.stdout
+    assert sorted(os.listdir(tmp_path / "two")) == ["a.mp4", "b"]
+    a1, a2 = decode(tmp_path / "one" / "a.mp4"), decode(tmp_path / "two" / "a.mp4")
+    assert len(a1) == 9 and all(np.array_equal(x, y) for x, y in zip(a1, a2))
+    names = sorted(os.listdir(tmp_path / "one" / "b"))
+    assert len(names) == 7
+    assert all((tmp_path / "one" / "b" / n).read_bytes() == (tmp_path / "two" / "b" / n).read_bytes() for n in names)
+
+
+# --- the small paths --------------------------------------------------------------------------
+
+def test_device_thread_and_weight_errors_are_one_line(tmp_path, weights, capsys):
+    make_video(tmp_path / "in.mp4", clip(3))
+    o = tmp_path / "o.mp4"
+    if not torch.cuda.is_available():
+        assert _run(tmp_path / "in.mp4", "-o", o, "--weights", weights, "--device", "cuda") == 2
+        _one_line_error(capsys, "no CUDA GPU")
+    assert _run(tmp_path / "in.mp4", "-o", o, "--weights", weights, "--device", "gpu0") == 2
+    _one_line_error(capsys, "unknown device 'gpu0'")
+    with pytest.raises(SystemExit) as e:
+        _run(tmp_path / "in.mp4", "-o", o, "--weights", weights, "--threads", "-1")
+    assert e.value.code == 2 and "must be 1 or more" in capsys.readouterr().err
+    model = vsrdb.load_checkpoint(weights)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    vsrdb.save_checkpoint(model, tmp_path / "nan")
+    assert _run(tmp_path / "in.mp4", "-o", o, "--weights", tmp_path / "nan") == 2
+    _one_line_error(capsys, "NaN or Inf")
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4", "nan"]
+
+
+def test_short_clips_fps_builtin_and_file_replaced_by_frames(tmp_path, builtin):
+    (tmp_path / "one").mkdir()
+    cv2.imwrite(str(tmp_path / "one" / "0.png"), clip(1)[0])
+    (tmp_path / "out").write_bytes(b"a file where the frames go")
+    assert _run(tmp_path / "one", "-o", tmp_path / "out", "--weights", "builtin", "--overwrite") == 0
+    assert len(os.listdir(tmp_path / "out")) == 1
+    make_video(tmp_path / "two.mp4", clip(2))
+    assert _run(tmp_path / "two.mp4", "-o", tmp_path / "two_out.mp4") == 0
+    assert len(decode(tmp_path / "two_out.mp4")) == 2
+    assert _run(tmp_path / "one", "-o", tmp_path / "f.mkv", "--fps", "24000/1001") == 0
+    assert open_frames(tmp_path / "f.mkv").fps == Fraction(24000, 1001)

@@ -32,6 +32,17 @@ def reference_vectors() -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> str:
+    """A checkpoint folder of the tiny FMA-Net with seeded random weights (restore tests)."""
+    import vsrdb
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "tiny"
+    vsrdb.save_checkpoint(vsrdb.build("fmanet-tiny"), path)
+    return str(path)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

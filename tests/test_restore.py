@@ -40,14 +40,6 @@ def write_video(path, frames, fps=12):
             out.mux(p)
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "tiny"
-    vsrdb.save_checkpoint(vsrdb.build("fmanet-tiny"), path)
-    return str(path)
-
-
 def per_window_reference(model, frames):
     """The plain forward over each clamped window: what streaming must equal."""
     n, t = len(frames), model.config.num_seq

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import cv2
@@ -105,14 +104,6 @@ def frame_times(path):
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         return [float(f.pts * f.time_base) for f in c.decode(s)]
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "tiny"
-    vsrdb.save_checkpoint(vsrdb.build("fmanet-tiny"), path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

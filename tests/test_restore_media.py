@@ -196,6 +196,19 @@ def test_sound_is_copied_in_sync_with_variable_frame_times(tmp_path, weights):
         assert not c.streams.audio and len(c.streams.video) == 1
 
 
+def test_phone_rotation_is_kept_in_mp4_and_mov(tmp_path, weights, capsys):
+    from vsrdb.data.encode import set_display_rotation
+
+    make_video(tmp_path / "in.mp4", clip(3))
+    assert set_display_rotation(tmp_path / "in.mp4", -90)
+    for ext in (".mp4", ".mov"):
+        assert _run(tmp_path / "in.mp4", "-o", tmp_path / f"out{ext}", "--weights", weights) == 0
+        with av.open(str(tmp_path / f"out{ext}")) as c:
+            assert next(c.decode(c.streams.video[0])).rotation == -90
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path / "out.mkv", "--weights", weights) == 0
+    assert "rotated by -90 degrees" in capsys.readouterr().err
+
+
 def test_pcm_into_mp4_is_reencoded_and_said_once(tmp_path, weights, capsys):
     make_video(tmp_path / "in.mov", clip(6), audio=np.zeros(48000), audio_codec="pcm_s16le")
     assert _run(tmp_path / "in.mov", "-o", tmp_path / "out.mp4", "--weights", weights) == 0

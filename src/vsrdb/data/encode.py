@@ -24,7 +24,7 @@ import numpy as np
 from .colour import ColourSpec
 from .video import OUTPUT_CONTAINERS, InputError
 
-__all__ = ["OutputFormat", "choose_format", "SegmentEncoder", "join_segments", "CODECS"]
+__all__ = ["OutputFormat", "choose_format", "SegmentEncoder", "join_segments", "CODECS", "set_display_rotation"]
 
 # --codec name -> (encoder, pixel format for 8-bit sources, for deeper sources)
 CODECS = {
@@ -333,3 +333,52 @@ def _audio_stream(out, muxer: str, s, out_path: Path, note: Callable[[str], None
     enc.layout = s.codec_context.layout.name if s.codec_context.layout else "stereo"
     enc.bit_rate = 192000
     return enc, True
+
+
+def set_display_rotation(path: Path, rotation: int) -> bool:
+    """Write a display rotation into the first track's header of an MP4/MOV file, in place.
+
+    ``rotation`` is in PyAV's ``VideoFrame.rotation`` convention (degrees counter-clockwise,
+    a multiple of 90). PyAV cannot attach a display matrix to a stream it writes, so the
+    matrix in the ``tkhd`` box that the muxer left as identity is replaced; the box keeps its
+    size, so nothing else in the file moves. Returns False when no track header is found.
+    """
+    import math
+    import struct
+
+    data = bytearray(Path(path).read_bytes())
+    found: list[int] = []
+
+    def walk(start: int, end: int) -> None:
+        i = start
+        while i + 8 <= end and not found:
+            size, kind = struct.unpack(">I4s", data[i:i + 8])
+            header = 8
+            if size == 1:
+                size, header = struct.unpack(">Q", data[i + 8:i + 16])[0], 16
+            elif size == 0:
+                size = end - i
+            if size < header:
+                return
+            if kind in (b"moov", b"trak"):
+                walk(i + header, i + size)
+            elif kind == b"tkhd":
+                found.append(i + header)
+            i += size
+
+    walk(0, len(data))
+    if not found:
+        return False
+    box = found[0]
+    # version/flags, then times and ids (32 bytes in version 1, 20 in 0), reserved, layer..volume
+    matrix = box + 4 + (32 if data[box] == 1 else 20) + 8 + 8
+    angle = math.radians(-rotation)  # the matrix turns the other way from PyAV's reading
+    cos, sin = round(math.cos(angle)), round(math.sin(angle))
+
+    def fixed(v: float) -> int:
+        return int(v * 65536) & 0xFFFFFFFF
+
+    data[matrix:matrix + 36] = struct.pack(">9I", fixed(cos), fixed(sin), 0, fixed(-sin), fixed(cos), 0, 0, 0,
+                                           0x40000000)
+    Path(path).write_bytes(bytes(data))
+    return True

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.encode import OutputFormat, SegmentEncoder, choose_format, join_segments
+from ..data.encode import OutputFormat, SegmentEncoder, choose_format, join_segments, set_display_rotation
 from ..data.video import InputError, check_output_path, open_frames, read_image, replace_atomically, to_array, \
     to_tensor
 from .restorer import Restorer
@@ -106,6 +106,7 @@ class JobSpec:
     dtype: str
     input_id: tuple[int, int]  # size in bytes (files) or frame count (folders), mtime in ns
     audio: bool
+    rotation: int = 0  # the input's display rotation (degrees, PyAV's convention)
     version: int = _VERSION
 
     def to_json(self) -> str:
@@ -164,6 +165,8 @@ class Job:
             planned = stated or (source.count_packets() if hasattr(source, "count_packets") else 0)
             if planned == 0:
                 raise InputError(f"{input_path}: the video stream has no frames")
+            if hasattr(source, "count_packets"):  # the display rotation is read from the first frame
+                next(iter(source.iter_timed()), None)
             restorer = Restorer(model, device=device, half=opts.half, tile=opts.tile, overlap=opts.overlap,
                                 max_memory=opts.max_memory)
             plan = restorer._make_plan(source.height, source.width)
@@ -176,7 +179,8 @@ class Job:
                 size=(source.height, source.width), tiles=(plan.size_y, plan.size_x, plan.overlap),
                 format=None if fmt is None else fmt.as_dict(), bits=fmt.bits if fmt else source.bits,
                 fps=str(source.fps), time_base=str(source.time_base), model=fingerprint,
-                dtype="float16" if opts.half else "float32", input_id=_input_id(input_path), audio=opts.audio)
+                dtype="float16" if opts.half else "float32", input_id=_input_id(input_path), audio=opts.audio,
+                rotation=int(getattr(source, "rotation", 0)))
         work = work_folder(output)
         if work.exists():
             if restart:
@@ -340,6 +344,13 @@ class Job:
                                    note=note)
             if counts["video"] != total:
                 raise InputError(f"{self.output}: {counts['video']} frames written, {total} restored")
+            if spec.rotation:
+                if self.format.muxer in ("mp4", "mov") and set_display_rotation(tmp, spec.rotation):
+                    pass
+                else:
+                    note(f"{self.output.name}: the input is shown rotated by {spec.rotation} degrees; "
+                         f"{self.output.suffix} output cannot carry that here, so it plays unrotated "
+                         "(use .mp4 or .mov)")
             replace_atomically(tmp, self.output)
         shutil.rmtree(self.work, ignore_errors=True)
         return total

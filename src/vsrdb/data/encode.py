@@ -14,6 +14,7 @@ timestamp is its frame's and variable frame rate survives the join unchanged.
 from __future__ import annotations
 
 import heapq
+import os
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .colour import ColourSpec
-from .video import OUTPUT_CONTAINERS, InputError
+from .video import OUTPUT_CONTAINERS, InputError, encoder_frame
 
 __all__ = ["OutputFormat", "choose_format", "SegmentEncoder", "join_segments", "CODECS", "set_display_rotation"]
 
@@ -168,29 +169,19 @@ class SegmentEncoder:
         self.count = 0
 
     def write(self, frame: np.ndarray) -> None:
-        import av
-
         if self.stream is None:
             st = self.container.add_stream(self.fmt.encoder, rate=self.fps)
             st.width, st.height, st.pix_fmt = frame.shape[1], frame.shape[0], self.fmt.pix_fmt
             st.options = dict(self.fmt.options)
             self.fmt.colour.tag(st.codec_context, rgb=self.fmt.rgb)
             self.stream = st
-        src = "rgb48le" if frame.dtype == np.uint16 else "rgb24"
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:, :, :3]), format=src)
-        if self.fmt.rgb:
-            vf = vf.reformat(format=self.fmt.pix_fmt)
-        else:
-            c = self.fmt.colour
-            vf = vf.reformat(format=self.fmt.pix_fmt, dst_colorspace=c.sws_matrix, dst_color_range=c.sws_range)
+        vf = encoder_frame(frame, self.fmt.pix_fmt, self.fmt.colour, rgb=self.fmt.rgb)
         vf.pts = self.count
         for packet in self.stream.encode(vf):
             self.container.mux(packet)
         self.count += 1
 
     def close(self) -> None:
-        import os
-
         if self.stream is not None:
             for packet in self.stream.encode():
                 self.container.mux(packet)

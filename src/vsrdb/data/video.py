@@ -25,7 +25,7 @@ from .colour import ColourSpec, describe
 
 __all__ = ["VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "InputError", "FrameSource", "open_frames", "to_tensor",
            "to_array", "FrameWriter", "open_writer", "natural_key", "check_output_path", "list_frames", "OUTPUT_CONTAINERS",
-           "read_image", "replace_atomically"]
+           "read_image", "replace_atomically", "encoder_frame"]
 
 # Inputs: what is looked for in folders of videos (any file FFmpeg decodes can be named directly).
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
@@ -208,6 +208,18 @@ class VideoSource(FrameSource):
         self.container.close()
 
 
+def encoder_frame(frame: np.ndarray, pix_fmt: str, colour: ColourSpec, *, rgb: bool = False):
+    """An RGB array ``[H, W, 3]`` (uint8, or uint16 for 16-bit) as an ``av.VideoFrame`` in
+    ``pix_fmt``: converted with ``colour``'s matrix and range, or kept RGB (``rgb``)."""
+    import av
+
+    src = "rgb48le" if frame.dtype == np.uint16 else "rgb24"
+    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:, :, :3]), format=src)
+    if rgb:
+        return vf.reformat(format=pix_fmt)
+    return vf.reformat(format=pix_fmt, dst_colorspace=colour.sws_matrix, dst_color_range=colour.sws_range)
+
+
 def _is_rgb(fmt) -> bool:
     return fmt.name.startswith(("rgb", "bgr", "gbr", "argb", "abgr", "0rgb", "0bgr"))
 
@@ -378,16 +390,11 @@ class VideoWriter(FrameWriter):
         self.stream.width, self.stream.height = width, height
 
     def write(self, frame: np.ndarray) -> None:
-        import av
-
         if frame.dtype != np.uint8:
             frame = (frame.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
         if self.stream is None:
             self._open_stream(frame.shape[1], frame.shape[0])
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:, :, :3]), format="rgb24")
-        if not self.lossless:
-            yuv = SRGB.for_yuv()
-            vf = vf.reformat(format="yuv420p", dst_colorspace=yuv.sws_matrix, dst_color_range=yuv.sws_range)
+        vf = encoder_frame(frame, self.stream.pix_fmt, SRGB.for_yuv(), rgb=self.lossless)
         for packet in self.stream.encode(vf):
             self.container.mux(packet)
         self.count += 1

@@ -19,8 +19,8 @@ from torch import Tensor
 
 from ..data.datasets import Clip
 from ..data.resize import imresize
-from ..data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, read_image, natural_key, open_frames, \
-    to_tensor
+from ..data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, list_frames, natural_key, \
+    open_frames, read_image, to_tensor
 from .methods import Method
 from .scoring import ClipScore, ScoreOptions, SequenceScorer, average, motion_bins
 
@@ -135,9 +135,7 @@ def _frame_count(path: Path) -> int:
 def _frames(path: Path) -> Iterator[tuple[Tensor, str]]:
     """Frames of a clip with a name for errors: the file, or 'video:frame'."""
     if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
-                       key=lambda p: natural_key(p.name))
-        for p in files:
+        for p in list_frames(path):
             yield to_tensor(read_image(p)), str(p)
     else:
         with open_frames(path) as src:

@@ -147,6 +147,8 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOpti
     say = log or (lambda text: print(text, file=sys.stderr))
     say0 = say if dist.rank == 0 else (lambda text: None)
     dev = pick_device(device, local_rank=dist.local_rank if dist.world > 1 else None)
+    restorer = Restorer(model, device=dev, half=opts.half, tile=opts.tile, overlap=opts.overlap,
+                        max_memory=opts.max_memory)
     results: dict[int, JobResult] = {}
     specs: list = []
     if dist.rank == 0:
@@ -158,8 +160,6 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOpti
                 notes.add(text)
                 say(f"note: {text}")
 
-        if batch:
-            pairs[0][1].parent.mkdir(parents=True, exist_ok=True)
         for n, (inp, out) in enumerate(pairs):
             if batch:
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +168,7 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOpti
                     specs.append(None)
                     continue
             try:
-                job = Job.plan(inp, out, model, fingerprint, opts, device=dev, overwrite=overwrite, resume=resume,
+                job = Job.plan(inp, out, restorer, fingerprint, opts, overwrite=overwrite, resume=resume,
                                restart=restart, note=note)
                 specs.append(job.spec)
             except InputError as e:
@@ -180,8 +180,6 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOpti
     if all(s is None for s in specs) and not results:
         return []
     jobs = {n: Job(s) for n, s in enumerate(specs) if s is not None}
-    restorer = Restorer(model, device=dev, half=opts.half, tile=opts.tile, overlap=opts.overlap,
-                        max_memory=opts.max_memory)
     units = []
     for n, job in jobs.items():
         if restorer.recurrent:  # a recurrent model's segments follow each other: one process per file
@@ -199,7 +197,7 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOpti
         started[n] = time.perf_counter()
         total = sum(_segment_len(job, k) for k in ks)
         desc = job.input.name + (f" [rank {dist.rank}]" if dist.world > 1 else "")
-        bar = _bar(total, desc, progress and (dist.local_rank == 0 or True), position=dist.local_rank)
+        bar = _bar(total, desc, progress, position=dist.local_rank)
         try:
             with bar:
                 job.run(restorer, ks, on_frame=lambda: bar.update(1))

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from ..data.encode import CODECS
-from ..data.video import OUTPUT_CONTAINERS, InputError
+from ..data.video import OUTPUT_CONTAINERS, InputError, check_output_path
 from .batch import Dist, expand_inputs, run_jobs, threads_for
-from .job import RestoreOptions, work_folder
+from .job import RestoreOptions, check_not_input, work_folder
 from .restorer import pick_device, use_heap_allocator
 
 __all__ = ["add_subcommand", "builtin_weights", "load_weights", "restore_video"]
@@ -129,20 +129,13 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     if args.overlap < 0:
         raise InputError(f"--overlap {args.overlap}: must be 0 or more")
     pairs, batch = expand_inputs(args.inputs, args.output, ext=args.ext)
+    # The outputs' checks come before the model loads (each job repeats them).
     if not batch:
-        # The output's checks come before the model loads (the job repeats them).
-        from ..data.video import check_output_path
-        from .job import check_not_input
-
-        out, kind = check_output_path(pairs[0][1], overwrite=args.overwrite)
+        out, _ = check_output_path(pairs[0][1], overwrite=args.overwrite)
         check_not_input(out, [pairs[0][0]])
-        if kind == "video" and out.suffix.lower() not in OUTPUT_CONTAINERS:
-            raise InputError(f"{out}: unknown output extension")
     else:
         for inp, out in pairs:
             if out.exists() and args.overwrite:
-                from .job import check_not_input
-
                 check_not_input(out, [inp])
     dist = Dist.from_env()
     device = pick_device(args.device, local_rank=dist.local_rank if dist.world > 1 else None)

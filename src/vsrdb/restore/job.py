@@ -19,6 +19,7 @@ identity, model fingerprint, format, tiles); resuming with anything different is
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ import torch.nn as nn
 from ..data.encode import OutputFormat, SegmentEncoder, choose_format, join_segments, set_display_rotation
 from ..data.video import InputError, check_output_path, open_frames, read_image, replace_atomically, to_array, \
     to_tensor
-from .restorer import Restorer
+from .restorer import Restorer, TilePlan
 
 __all__ = ["JobSpec", "Job", "WORK_SUFFIX", "model_fingerprint", "check_not_input", "RestoreOptions"]
 
@@ -147,11 +148,10 @@ class Job:
 
     # --- planning -----------------------------------------------------------------------
     @classmethod
-    def plan(cls, input_path: Path, output: Path, model: nn.Module, fingerprint: str, opts: RestoreOptions, *,
-             device: torch.device, overwrite: bool, resume: bool, restart: bool,
-             note: Callable[[str], None] = print) -> "Job":
-        """Check the input and output, choose the format and tiles, and create (or, resuming,
-        check) the work folder. Raises InputError naming the file."""
+    def plan(cls, input_path: Path, output: Path, restorer: Restorer, fingerprint: str, opts: RestoreOptions, *,
+             overwrite: bool, resume: bool, restart: bool, note: Callable[[str], None] = print) -> "Job":
+        """Check the input and output, choose the format and ``restorer``'s tiles, and create
+        (or, resuming, check) the work folder. Raises InputError naming the file."""
         output, kind = check_output_path(output, overwrite=overwrite)
         check_not_input(output, [input_path])
         with open_frames(input_path, fps=opts.fps) as source:
@@ -167,9 +167,7 @@ class Job:
                 raise InputError(f"{input_path}: the video stream has no frames")
             if hasattr(source, "count_packets"):  # the display rotation is read from the first frame
                 next(iter(source.iter_timed()), None)
-            restorer = Restorer(model, device=device, half=opts.half, tile=opts.tile, overlap=opts.overlap,
-                                max_memory=opts.max_memory)
-            plan = restorer._make_plan(source.height, source.width)
+            plan = restorer.make_plan(source.height, source.width)
             if source.colour.hdr and kind == "video":
                 note(f"{input_path.name}: HDR ({source.colour.hdr}) transfer and primaries are kept as tags; "
                      "mastering-display and light-level metadata are not copied")
@@ -239,11 +237,10 @@ class Job:
     def run(self, restorer: Restorer, segments: list[int], *, on_frame: Callable[[], None] = lambda: None) -> None:
         """Restore the given segments (in order) in one decode pass over the input."""
         spec = self.spec
-        restorer.plan = _plan_from(spec)
-        restorer._blend = []
+        restorer.use_plan(TilePlan.grid(*spec.size, *spec.tiles))
         before, after = restorer.context
         recurrent = restorer.recurrent
-        with open_frames(self.input, fps=Fraction(spec.fps) if spec.kind else None) as source:
+        with open_frames(self.input, fps=Fraction(spec.fps)) as source:
             if (source.height, source.width) != tuple(spec.size):
                 raise InputError(f"{self.input}: frames are now {source.width}x{source.height}; the job was "
                                  f"planned for {spec.size[1]}x{spec.size[0]}")
@@ -268,13 +265,9 @@ class Job:
         pts: list[int] = []
         try:
             resume_at = start + cached
-            first = max(0, (start if recurrent else resume_at) - before)
-            first = min(first, start)
-            frames = tap.frames_from(first)
             got = 0
             # Kept frames: their timestamps come from the decoder, their pixels from the work folder.
-            for _ in range(cached):
-                index, pts_i = next(_skip_to(frames, start + got))
+            for index, pts_i in itertools.islice(tap.frames_from(start), cached):
                 pts.append(pts_i)
                 if encoder is not None:
                     encoder.write(read_image(self.frame_path(index)))
@@ -285,9 +278,9 @@ class Job:
                 state_file = self.work / f"state_{k - 1:06d}.pt"
                 state = torch.load(state_file, map_location=restorer.device, weights_only=True)
             if stop is None or resume_at < stop:
-                lr_frames = tap.tensors_from(max(0, resume_at - before) if not recurrent else first)
-                outputs = restorer.run(lr_frames, first=max(0, resume_at - before) if not recurrent else first,
-                                       start=resume_at, stop=stop, state=state)
+                context = max(0, resume_at - before)  # the first window's (or recurrence's) earlier frames
+                outputs = restorer.run(tap.tensors_from(context), first=context, start=resume_at, stop=stop,
+                                       state=state)
                 for out in outputs:
                     i = start + got
                     if not torch.isfinite(out).all():
@@ -295,7 +288,7 @@ class Job:
                                          "(damaged weights?)")
                     arr = to_array(out, bits=spec.bits)
                     _write_png(self.frame_path(i), arr, compression=1 if spec.kind == "video" else 3)
-                    pts.append(tap.pts[i])
+                    pts.append(tap.pts_of(i))
                     if encoder is not None:
                         encoder.write(arr)
                     got += 1
@@ -377,14 +370,6 @@ def _format_from(d: dict) -> OutputFormat:
     return OutputFormat(**d)
 
 
-def _plan_from(spec: JobSpec):
-    from .restorer import TilePlan, _starts
-
-    h, w = spec.size
-    sy, sx, ov = spec.tiles
-    return TilePlan(h, w, sy, sx, ov, _starts(h, sy, ov), _starts(w, sx, ov))
-
-
 def _write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
@@ -403,13 +388,6 @@ def _write_png(path: Path, arr: np.ndarray, *, compression: int) -> None:
     _write_atomically(path, buf.tobytes())
 
 
-def _skip_to(frames: Iterator[tuple[int, int]], index: int) -> Iterator[tuple[int, int]]:
-    for i, pts in frames:
-        if i >= index:
-            yield i, pts
-            return
-
-
 class _Tap:
     """One decode pass shared by the segments a process restores from a file, in order; keeps
     the last few frames so that a segment's context before it need not be decoded again."""
@@ -417,22 +395,23 @@ class _Tap:
     def __init__(self, source, keep: int) -> None:
         self.it = source.iter_timed()
         self.next_index = 0
-        self.recent: deque = deque(maxlen=keep)
-        self.pts: dict[int, int] = {}
+        self.recent: deque = deque(maxlen=keep)  # (index, frame, pts)
 
     def _pull(self):
         item = next(self.it, None)
         if item is None:
             return None
-        arr, pts = item
-        entry = (self.next_index, arr, pts)
-        self.pts[self.next_index] = pts
+        entry = (self.next_index, *item)
         self.recent.append(entry)
         self.next_index += 1
-        if len(self.pts) > 4 * (self.recent.maxlen or 1) + 1024:
-            for j in [j for j in self.pts if j < self.next_index - 1024]:
-                del self.pts[j]
         return entry
+
+    def pts_of(self, index: int) -> int:
+        """The timestamp of a recently decoded frame (a restored frame's window reached it)."""
+        for i, _, pts in reversed(self.recent):
+            if i == index:
+                return pts
+        raise RuntimeError(f"frame {index} is no longer held")
 
     def _entries_from(self, a: int):
         if a < self.next_index and (not self.recent or self.recent[0][0] > a):

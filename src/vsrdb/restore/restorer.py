@@ -117,6 +117,12 @@ class TilePlan:
     def tiles(self) -> list[tuple[int, int, int, int]]:
         return [(y, x, min(self.size_y, self.height), min(self.size_x, self.width)) for y in self.ys for x in self.xs]
 
+    @classmethod
+    def grid(cls, height: int, width: int, size_y: int, size_x: int, overlap: int) -> "TilePlan":
+        """Tiles of size_y x size_x spread evenly over the frame, sharing at least ``overlap``."""
+        return cls(height, width, size_y, size_x, overlap, _starts(height, size_y, overlap),
+                   _starts(width, size_x, overlap))
+
 
 def _starts(length: int, size: int, overlap: int) -> tuple[int, ...]:
     if size >= length:
@@ -139,8 +145,7 @@ def plan_tiles(height: int, width: int, *, tile: int | None, overlap: int, confi
     if tile is not None:
         if tile < max(height, width) and tile <= 2 * overlap:
             raise ValueError(f"tile {tile} must exceed twice the overlap ({overlap})")
-        sy, sx = min(tile, height), min(tile, width)
-        return TilePlan(height, width, sy, sx, overlap, _starts(height, sy, overlap), _starts(width, sx, overlap))
+        return TilePlan.grid(height, width, min(tile, height), min(tile, width), overlap)
     best = (1, 1)
     if config is not None and budget is not None:
         best, best_area = (64, 64), None
@@ -154,8 +159,8 @@ def plan_tiles(height: int, width: int, *, tile: int | None, overlap: int, confi
                 fits = estimate_forward_bytes(config, sy, sx, bytes_per_value=bytes_per_value) <= budget
                 if fits and (best_area is None or area < best_area):
                     best, best_area = (ny, nx), area
-    sy, sx = _tile_len(height, best[0], overlap), _tile_len(width, best[1], overlap)
-    return TilePlan(height, width, sy, sx, overlap, _starts(height, sy, overlap), _starts(width, sx, overlap))
+    return TilePlan.grid(height, width, _tile_len(height, best[0], overlap), _tile_len(width, best[1], overlap),
+                         overlap)
 
 
 def _tile_len(length: int, n: int, overlap: int) -> int:
@@ -217,7 +222,8 @@ class Restorer:
         self._blend: list[Tensor] = []
         self.state: Tensor | None = None  # a recurrent model's last output
 
-    def _make_plan(self, height: int, width: int) -> TilePlan:
+    def make_plan(self, height: int, width: int) -> TilePlan:
+        """The tiles for frames of this LR size under the memory budget (or ``tile``)."""
         budget = self.max_memory if self.max_memory is not None else default_budget(self.device)
         return plan_tiles(height, width, tile=self.tile, overlap=self.overlap, config=self.cfg, budget=budget,
                           bytes_per_value=2 if self.dtype == torch.float16 else 4,
@@ -290,6 +296,11 @@ class Restorer:
             self.state = out
             yield (out.flip(0) if self.bgr else out).cpu()
 
+    def use_plan(self, plan: TilePlan) -> None:
+        """Restore with these tiles from now on (a resumed or shared job keeps its first plan)."""
+        self.plan = plan
+        self._blend = self._blend_weights(plan) if plan.tiled else []
+
     @property
     def recurrent(self) -> bool:
         return bool(getattr(self.model, "recurrent", False))
@@ -327,10 +338,7 @@ class Restorer:
             raise ValueError(f"frames are {width}x{height}; the model needs at least "
                              f"{self.model.min_size}x{self.model.min_size}")
         if self.plan is None or (self.plan.height, self.plan.width) != (height, width):
-            self.plan = self._make_plan(height, width)
-            self._blend = []
-        if self.plan.tiled and not self._blend:
-            self._blend = self._blend_weights(self.plan)
+            self.use_plan(self.make_plan(height, width))
 
         def prepare(img: Tensor) -> _Frame:
             if img.shape[-2:] != (height, width):

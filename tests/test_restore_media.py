@@ -196,6 +196,37 @@ def test_sound_is_copied_in_sync_with_variable_frame_times(tmp_path, weights):
         assert not c.streams.audio and len(c.streams.video) == 1
 
 
+def test_subtitles_are_copied_into_mkv_and_dropped_from_mp4_with_a_note(tmp_path, weights, capsys):
+    make_video(tmp_path / "v.mkv", clip(12))
+    (tmp_path / "s.srt").write_text("1\n00:00:00,100 --> 00:00:00,400\nHello\n\n"
+                                    "2\n00:00:00,500 --> 00:00:00,900\nWorld\n")
+    with av.open(str(tmp_path / "v.mkv")) as vin, av.open(str(tmp_path / "s.srt")) as srt, \
+            av.open(str(tmp_path / "in.mkv"), "w") as out:
+        vo, so = out.add_stream_from_template(vin.streams.video[0]), out.add_stream_from_template(srt.streams[0])
+        so.metadata["language"] = "fra"
+        for src, dst in ((vin, vo), (srt, so)):
+            for p in src.demux(src.streams[0]):
+                if p.size:
+                    p.stream = dst
+                    out.mux(p)
+
+    def subtitles(path):
+        with av.open(str(path)) as c:
+            if not c.streams.subtitles:
+                return None, []
+            s = c.streams.subtitles[0]
+            return s.metadata.get("language"), [(float(p.pts * p.time_base), bytes(p)) for p in c.demux(s) if p.size]
+
+    assert subtitles(tmp_path / "in.mkv") == ("fra", [(0.1, b"Hello"), (0.5, b"World")])
+    assert _run(tmp_path / "in.mkv", "-o", tmp_path / "out.mkv", "--weights", weights) == 0
+    assert subtitles(tmp_path / "out.mkv") == ("fra", [(0.1, b"Hello"), (0.5, b"World")])
+    assert len(decode(tmp_path / "out.mkv")) == 12
+    capsys.readouterr()
+    assert main(["restore", str(tmp_path / "in.mkv"), "-o", str(tmp_path / "out.mp4"), "--weights", str(weights)]) == 0
+    assert "subtitle stream 1 (srt) cannot go into .mp4; dropped (use .mkv to keep it)" in capsys.readouterr().err
+    assert subtitles(tmp_path / "out.mp4") == (None, [])
+
+
 def test_phone_rotation_is_kept_in_mp4_and_mov(tmp_path, weights, capsys):
     from vsrdb.data.encode import set_display_rotation
 
@@ -257,6 +288,56 @@ def test_ten_bit_in_gives_ten_bit_out(tmp_path, builtin):
     assert _run(tmp_path / "in.mkv", "-o", tmp_path / "lossless.mkv", "--weights", builtin, "--lossless") == 0
     with av.open(str(tmp_path / "lossless.mkv")) as c:
         assert c.streams.video[0].codec_context.pix_fmt == "gbrp10le"
+
+
+MASTER = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)"  # BT.2020, 1000 cd/m2
+
+
+def _hdr_of(path):
+    from vsrdb.data.colour import HdrMetadata
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        f = next(c.decode(s))
+        cc = s.codec_context
+        return s.codec_context.name, (cc.colorspace, cc.color_trc, cc.color_primaries), HdrMetadata.from_frame(f)
+
+
+def test_hdr10_mastering_and_light_levels_are_kept(tmp_path, weights, capsys):
+    ramp = np.linspace(4000, 60000, 32)[None, :, None].repeat(24, 0).repeat(3, 2).astype(np.uint16)
+    with av.open(str(tmp_path / "in.mkv"), "w") as c:
+        v = c.add_stream("libx265", rate=FPS)
+        v.width, v.height, v.pix_fmt = 32, 24, "yuv420p10le"
+        v.options = {"x265-params": f"log-level=error:master-display={MASTER}:max-cll=1000,400"}
+        cc = v.codec_context
+        cc.colorspace, cc.color_trc, cc.color_primaries, cc.color_range = 9, 16, 9, 1
+        for i in range(3):
+            vf = av.VideoFrame.from_ndarray(ramp, format="rgb48le").reformat(format="yuv420p10le",
+                                                                            dst_colorspace="BT2020")
+            vf.pts = i
+            for p in v.encode(vf):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+    codec, tags, source = _hdr_of(tmp_path / "in.mkv")
+    assert source is not None and source.luminance == (0.005, 1000.0) and (source.max_cll, source.max_fall) == (1000, 400)
+
+    # Default codec for HDR is HEVC; the metadata rides in its SEI, the tags in the VUI.
+    assert _run(tmp_path / "in.mkv", "-o", tmp_path / "out.mp4", "--weights", weights) == 0
+    codec, out_tags, kept = _hdr_of(tmp_path / "out.mp4")
+    assert codec == "hevc" and out_tags == (9, 16, 9)
+    assert kept.max_cll == 1000 and kept.max_fall == 400
+    for a, b in zip((*kept.primaries, kept.white, kept.luminance), (*source.primaries, source.white, source.luminance)):
+        assert np.allclose(a, b, atol=1e-4), (a, b)
+    # H.264 carries it too (x264's SEI); FFV1 cannot, and the user is told.
+    assert _run(tmp_path / "in.mkv", "-o", tmp_path / "out264.mkv", "--weights", weights, "--codec", "h264") == 0
+    codec, _, kept = _hdr_of(tmp_path / "out264.mkv")
+    assert codec == "h264" and (kept.max_cll, kept.max_fall) == (1000, 400)
+    assert np.allclose(kept.luminance, source.luminance, atol=1e-4) and np.allclose(kept.white, source.white, atol=1e-4)
+    capsys.readouterr()
+    assert main(["restore", str(tmp_path / "in.mkv"), "-o", str(tmp_path / "ffv1.mkv"), "--weights", str(weights),
+                 "--codec", "ffv1"]) == 0
+    assert "ffv1 cannot carry the input's mastering display 0.005-1000 cd/m2, MaxCLL 1000" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("ext", sorted(OUTPUT_CONTAINERS))

@@ -12,9 +12,11 @@ AVColorTransferCharacteristic) as PyAV exposes them on frames and codec contexts
 
 from __future__ import annotations
 
+import struct
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 
-__all__ = ["ColourSpec", "describe", "UNSPECIFIED"]
+__all__ = ["ColourSpec", "HdrMetadata", "describe", "UNSPECIFIED"]
 
 UNSPECIFIED = 2  # the value of "unspecified" in the matrix, primaries and transfer enumerations
 RANGE_LIMITED, RANGE_FULL = 1, 2
@@ -81,3 +83,87 @@ def describe(*, matrix: int, range_: int, primaries: int, transfer: int, height:
     if transfer in (0, UNSPECIFIED, 3):
         transfer = default_transfer
     return ColourSpec(matrix, range_, primaries, transfer)
+
+
+@dataclass(frozen=True)
+class HdrMetadata:
+    """HDR10 static metadata: the mastering display (SMPTE ST 2086) and the content light
+    levels (CTA-861.3). HDR players tone-map with these; without them a PQ video is shown
+    as if mastered on a 10 000 cd/m2 display, too dark on ordinary TVs.
+
+    Chromaticities are CIE 1931 x, y; luminances are cd/m2. Either part may be missing.
+    """
+
+    primaries: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None = None  # R, G, B
+    white: tuple[float, float] | None = None
+    luminance: tuple[float, float] | None = None  # (min, max)
+    max_cll: int | None = None  # brightest pixel of the video
+    max_fall: int | None = None  # brightest frame average
+
+    @classmethod
+    def from_frame(cls, frame) -> "HdrMetadata | None":
+        """The metadata a decoded PyAV frame carries as side data (the decoder turns the
+        stream's SEI/OBU metadata into it), or None."""
+        found: dict = {}
+        for sd in getattr(frame, "side_data", None) or ():
+            name = getattr(sd.type, "name", "")
+            raw = bytes(sd)
+            if name == "MASTERING_DISPLAY_METADATA" and len(raw) >= 88:
+                # AVMasteringDisplayMetadata: 3x2 primaries, 2 white point, min, max (AVRational
+                # each: int32 num, den), then has_primaries, has_luminance (int32).
+                v = struct.unpack_from("<22i", raw)
+                q = [float(Fraction(v[i], v[i + 1])) if v[i + 1] else 0.0 for i in range(0, 20, 2)]
+                if v[20]:
+                    found["primaries"] = ((q[0], q[1]), (q[2], q[3]), (q[4], q[5]))
+                    found["white"] = (q[6], q[7])
+                if v[21]:
+                    found["luminance"] = (q[8], q[9])
+            elif name == "CONTENT_LIGHT_LEVEL" and len(raw) >= 8:
+                found["max_cll"], found["max_fall"] = struct.unpack_from("<2I", raw)
+        return cls(**found) if found else None
+
+    @property
+    def _mastering(self) -> bool:
+        return self.primaries is not None and self.white is not None and self.luminance is not None
+
+    @property
+    def _light(self) -> bool:
+        return self.max_cll is not None and self.max_fall is not None
+
+    def encoder_params(self, encoder: str) -> tuple[str, list[str]] | None:
+        """``(option, [key=value, ...])`` that make ``encoder`` write this metadata into the
+        bitstream, or None if the encoder cannot carry it."""
+        (rx, ry), (gx, gy), (bx, by) = self.primaries or ((0, 0),) * 3
+        wx, wy = self.white or (0, 0)
+        lo, hi = self.luminance or (0, 0)
+        if encoder in ("libx265", "libx264", "libx264rgb"):
+            # x264/x265 take chromaticities in 0.00002 steps and luminance in 0.0001 cd/m2.
+            def c(x: float) -> int:
+                return round(x * 50000)
+
+            params = []
+            if self._mastering:
+                # Same syntax, different names: x265 --master-display/--max-cll, x264 --mastering-display/--cll.
+                key = "master-display" if encoder == "libx265" else "mastering-display"
+                params.append(f"{key}=G({c(gx)},{c(gy)})B({c(bx)},{c(by)})R({c(rx)},{c(ry)})"
+                              f"WP({c(wx)},{c(wy)})L({round(hi * 10000)},{round(lo * 10000)})")
+            if self._light:
+                params.append(f"{'max-cll' if encoder == 'libx265' else 'cll'}={self.max_cll},{self.max_fall}")
+            return ("x265-params" if encoder == "libx265" else "x264-params"), params
+        if encoder == "libsvtav1":
+            params = []
+            if self._mastering:
+                params.append(f"mastering-display=G({gx:.5f},{gy:.5f})B({bx:.5f},{by:.5f})R({rx:.5f},{ry:.5f})"
+                              f"WP({wx:.5f},{wy:.5f})L({hi:.4f},{lo:.4f})")
+            if self._light:
+                params.append(f"content-light={self.max_cll},{self.max_fall}")
+            return "svtav1-params", params
+        return None
+
+    def describe(self) -> str:
+        parts = []
+        if self.luminance:
+            parts.append(f"mastering display {self.luminance[0]:g}-{self.luminance[1]:g} cd/m2")
+        if self._light:
+            parts.append(f"MaxCLL {self.max_cll}, MaxFALL {self.max_fall}")
+        return ", ".join(parts) or "mastering primaries"

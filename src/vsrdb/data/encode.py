@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .colour import ColourSpec
+from .colour import ColourSpec, HdrMetadata
 from .video import OUTPUT_CONTAINERS, InputError, encoder_frame
 
 __all__ = ["OutputFormat", "choose_format", "SegmentEncoder", "join_segments", "CODECS", "set_display_rotation"]
@@ -57,7 +57,8 @@ _AUDIO_OK = {
 }
 _SUBTITLE_OK = {
     "mp4": {"mov_text"}, "mov": {"mov_text"},
-    "matroska": {"subrip", "ass", "ssa", "webvtt", "dvd_subtitle", "hdmv_pgs_subtitle", "dvb_subtitle", "text"},
+    # PyAV names a stream by its decoder: SubRip reads back as "srt".
+    "matroska": {"subrip", "srt", "ass", "ssa", "webvtt", "dvd_subtitle", "hdmv_pgs_subtitle", "dvb_subtitle", "text"},
     "webm": {"webvtt"}, "mpegts": {"dvb_subtitle"},
 }
 _AUDIO_FALLBACK = {"webm": "libopus"}  # else AAC
@@ -83,6 +84,15 @@ class OutputFormat:
         return d
 
 
+def _default_codec(suffix: str, colour: ColourSpec) -> str:
+    # HDR10 and HLG are delivered as HEVC or AV1; TVs and phones rarely play 10-bit H.264.
+    if colour.hdr:
+        for name in ("h265", "av1"):
+            if name in _CONTAINER_CODECS[suffix]:
+                return name
+    return _DEFAULT_CODEC.get(suffix, "h264")
+
+
 def _deep(pix_fmt: str) -> bool:
     import av
 
@@ -90,14 +100,16 @@ def _deep(pix_fmt: str) -> bool:
 
 
 def choose_format(path: Path, *, source_bits: int, colour: ColourSpec, codec: str | None = None,
-                  pix_fmt: str | None = None, lossless: bool = False, crf: int | None = None) -> OutputFormat:
+                  pix_fmt: str | None = None, lossless: bool = False, crf: int | None = None,
+                  hdr: HdrMetadata | None = None) -> OutputFormat:
     """The output format for ``path``'s extension; InputError naming the path for a combination
-    that cannot be written (checked before any work)."""
+    that cannot be written (checked before any work). ``hdr``: the source's HDR10 metadata,
+    written into the bitstream where the encoder can carry it."""
     import av
 
     suffix = path.suffix.lower()
     muxer = OUTPUT_CONTAINERS[suffix]
-    name = _ALIASES.get((codec or "").lower(), (codec or "").lower()) or _DEFAULT_CODEC.get(suffix, "h264")
+    name = _ALIASES.get((codec or "").lower(), (codec or "").lower()) or _default_codec(suffix, colour)
     if lossless and not codec and source_bits > 8:  # H.264 has no lossless RGB beyond 8 bits
         name = "h265"
     if name not in CODECS:
@@ -149,6 +161,10 @@ def choose_format(path: Path, *, source_bits: int, colour: ColourSpec, codec: st
         bits = 16 if deep_source else 8
     else:
         bits = 16 if _deep(pix) else 8
+    carried = hdr.encoder_params(encoder) if hdr is not None else None
+    if carried and carried[1]:
+        key, params = carried
+        options[key] = ":".join(filter(None, [options.get(key, ""), *params]))
     return OutputFormat(muxer, encoder, pix, options, bits, rgb, colour.for_yuv())
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .colour import ColourSpec, describe
+from .colour import ColourSpec, HdrMetadata, describe
 
 __all__ = ["VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "InputError", "FrameSource", "open_frames", "to_tensor",
            "to_array", "FrameWriter", "open_writer", "natural_key", "check_output_path", "list_frames", "OUTPUT_CONTAINERS",
@@ -62,9 +62,18 @@ class FrameSource:
     time_base: Fraction
     bits: int = 8  # 8, or 16 for sources with more than 8 bits per sample
     colour: ColourSpec = SRGB
+    rotation: int = 0  # display rotation in degrees (PyAV's convention); see read_frame_metadata
+    hdr: HdrMetadata | None = None  # HDR10 mastering/light-level metadata; see read_frame_metadata
 
     def iter_timed(self) -> Iterator[tuple[np.ndarray, int]]:
         raise NotImplementedError
+
+    def count_frames(self) -> int:
+        """The number of frames: as stated, or counted without decoding."""
+        return self.num_frames or 0
+
+    def read_frame_metadata(self) -> None:
+        """Fill in what only a decoded frame tells (``rotation``, ``hdr``)."""
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for frame, _ in self.iter_timed():
@@ -162,7 +171,6 @@ class VideoSource(FrameSource):
         self.colour = describe(matrix=int(ctx.colorspace or 0) if fmt is not None and not _is_rgb(fmt) else 0,
                                range_=int(ctx.color_range or 0), primaries=int(ctx.color_primaries or 0),
                                transfer=int(ctx.color_trc or 0), height=self.height, pix_fmt=self.pix_fmt)
-        self.rotation = 0  # degrees of the display matrix, read from the first decoded frame
 
     def iter_timed(self) -> Iterator[tuple[np.ndarray, int]]:
         import av
@@ -179,8 +187,6 @@ class VideoSource(FrameSource):
                 else:
                     arr = frame.to_ndarray(format=pix, src_colorspace=self.colour.sws_matrix,
                                            src_color_range=self.colour.sws_range, dst_color_range="JPEG")
-                if count == 0:
-                    self.rotation = int(getattr(frame, "rotation", 0) or 0)
                 pts = frame.pts
                 if pts is None:
                     pts = 0 if last is None else last + step
@@ -193,16 +199,30 @@ class VideoSource(FrameSource):
             raise InputError(f"{self.path}: frame {count}: corrupt or unreadable video data "
                              f"({_av_reason(e)})") from None
 
-    def count_packets(self) -> int:
-        """Frames in the stream by its packets (no decoding); for streams whose container does
-        not state a count."""
+    def count_frames(self) -> int:
+        """Frames as the container states them, else counted by the stream's packets (no decoding)."""
         import av
 
+        if self.num_frames:
+            return self.num_frames
         with av.open(str(self.path)) as c:
             try:
                 return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
             except av.error.FFmpegError as e:
                 raise InputError(f"{self.path}: corrupt or unreadable video data ({_av_reason(e)})") from None
+
+    def read_frame_metadata(self) -> None:
+        import av
+
+        # A second opening, so that the main decode starts from the first frame untouched.
+        with av.open(str(self.path)) as c:
+            try:
+                frame = next(c.decode(c.streams.video[0]), None)
+            except av.error.FFmpegError:
+                frame = None  # iter_timed reports the damage with the frame number
+        if frame is not None:
+            self.rotation = int(getattr(frame, "rotation", 0) or 0)
+            self.hdr = HdrMetadata.from_frame(frame)
 
     def close(self) -> None:
         self.container.close()

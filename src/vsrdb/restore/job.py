@@ -155,22 +155,28 @@ class Job:
         output, kind = check_output_path(output, overwrite=overwrite)
         check_not_input(output, [input_path])
         with open_frames(input_path, fps=opts.fps) as source:
+            source.read_frame_metadata()
             fmt = None
             if kind == "video":
                 fmt = choose_format(output, source_bits=source.bits, colour=source.colour, codec=opts.codec,
-                                    pix_fmt=opts.pix_fmt, lossless=opts.lossless, crf=opts.crf)
+                                    pix_fmt=opts.pix_fmt, lossless=opts.lossless, crf=opts.crf, hdr=source.hdr)
             elif opts.codec or opts.pix_fmt:
                 raise InputError(f"{output}: --codec/--pix-fmt apply to video outputs; this writes PNG frames")
             stated = source.num_frames
-            planned = stated or (source.count_packets() if hasattr(source, "count_packets") else 0)
+            planned = source.count_frames()
             if planned == 0:
                 raise InputError(f"{input_path}: the video stream has no frames")
-            if hasattr(source, "count_packets"):  # the display rotation is read from the first frame
-                next(iter(source.iter_timed()), None)
             plan = restorer.make_plan(source.height, source.width)
-            if source.colour.hdr and kind == "video":
-                note(f"{input_path.name}: HDR ({source.colour.hdr}) transfer and primaries are kept as tags; "
-                     "mastering-display and light-level metadata are not copied")
+            if fmt is not None and (source.colour.hdr or source.hdr):
+                what = f"HDR ({source.colour.hdr or 'metadata'})"
+                if source.hdr is None:
+                    note(f"{input_path.name}: {what}: transfer and primaries kept as tags (the input has no "
+                         "mastering-display or light-level metadata)")
+                elif source.hdr.encoder_params(fmt.encoder) is None:
+                    note(f"{input_path.name}: {what}: tags kept, but {fmt.encoder} cannot carry the input's "
+                         f"{source.hdr.describe()}; use --codec h265 or av1 to keep it")
+                else:
+                    note(f"{input_path.name}: {what}: tags and {source.hdr.describe()} kept ({fmt.encoder})")
             spec = JobSpec(
                 input=str(input_path), output=str(output), kind=kind, frames=int(planned),
                 stated_frames=int(stated) if stated else None, segment=int(opts.segment),
@@ -178,7 +184,7 @@ class Job:
                 format=None if fmt is None else fmt.as_dict(), bits=fmt.bits if fmt else source.bits,
                 fps=str(source.fps), time_base=str(source.time_base), model=fingerprint,
                 dtype="float16" if opts.half else "float32", input_id=_input_id(input_path), audio=opts.audio,
-                rotation=int(getattr(source, "rotation", 0)))
+                rotation=source.rotation)
         work = work_folder(output)
         if work.exists():
             if restart:

@@ -7,7 +7,8 @@ cost does not depend on their values.
 
     python benchmarks/restore_speed.py                       # 180x320, full config, 4 frames
     python benchmarks/restore_speed.py --size 720x1280 --frames 1
-    python benchmarks/restore_speed.py --device cuda --half
+    python benchmarks/restore_speed.py --precision bf16         # bf16 weights and features
+    python benchmarks/restore_speed.py --device cuda --precision fp16
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ import sys
 import time
 
 
-def sgemm_gflops(threads: int) -> float:
+def gemm_gflops(threads: int, dtype: str = "fp32") -> float:
+    """2048x2048 matmul rate in ``dtype`` on this CPU."""
     import torch
 
+    from vsrdb.precision import Precision
+
     torch.set_num_threads(threads)
-    a = torch.randn(2048, 2048)
+    a = torch.randn(2048, 2048).to(Precision(dtype, "").dtype)
     a @ a
     start = time.perf_counter()
     for _ in range(5):
@@ -58,7 +62,7 @@ def run_case(args: argparse.Namespace) -> dict:
     h, w = map(int, args.size.split("x"))
     model = vsrdb.build(args.model).eval()
     device = pick_device(args.device)
-    restorer = Restorer(model, device=device, half=args.half, tile=args.tile,
+    restorer = Restorer(model, device=device, precision=args.precision, tile=args.tile,
                         max_memory=int(args.max_memory * (1 << 30)) if args.max_memory else None)
     gen = torch.Generator().manual_seed(0)
     n_in = max(args.frames, model.config.num_seq)
@@ -75,6 +79,7 @@ def run_case(args: argparse.Namespace) -> dict:
     per_frame = sum(steady) / len(steady)
     flops = window_flops(model, h, w)
     result = {"size": f"{h}x{w}", "model": args.model, "device": str(device), "threads": args.threads,
+              "precision": restorer.precision.name, "precision_reason": restorer.precision.reason,
               "frames": len(times), "first_frame_s": times[0], "seconds_per_frame": per_frame,
               "tiles": len(restorer.plan.tiles()), "tflop_per_frame": flops / 1e12,
               "gflops_achieved": flops / per_frame / 1e9,
@@ -91,7 +96,10 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=4, help="output frames to time")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--half", action="store_true")
+    p.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto (default fp32)")
+    p.add_argument("--release-seconds", type=float, default=52.0,
+                   help="the released code's time per frame to compare with (architecture doc: 52-56 s at "
+                        "180x320 on this machine kind's Intel CPUs)")
     p.add_argument("--tile", type=int)
     p.add_argument("--max-memory", type=float, help="GB budget for choosing tiles")
     p.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
@@ -103,15 +111,26 @@ def main() -> None:
     if child.returncode:
         sys.exit(child.stderr)
     r = json.loads(child.stdout.strip().splitlines()[-1])
-    rate = sgemm_gflops(args.threads) if r["device"] == "cpu" else float("nan")
-    print(f"restore {r['model']} {r['size']} on {r['device']} ({r['threads']} threads), {r['tiles']} tile(s)")
-    print(f"  time per output frame (streaming) : {r['seconds_per_frame']:.2f} s   (first frame {r['first_frame_s']:.2f} s)")
+    from vsrdb.precision import cpu_capabilities, cpu_name
+
+    caps = cpu_capabilities()
+    on_cpu = r["device"] == "cpu"
+    rate = gemm_gflops(args.threads, r["precision"]) if on_cpu else float("nan")
+    print(f"restore {r['model']} {r['size']} on {r['device']} ({r['threads']} threads), {r['tiles']} tile(s), "
+          f"precision {r['precision']} ({r['precision_reason']})")
+    if on_cpu:
+        print(f"  CPU: {cpu_name()}; ISA {caps['isa']}, AVX512-BF16 {caps['avx512_bf16']}, AMX {caps['amx']}, "
+              f"oneDNN bf16 {caps['bf16']}")
+    print(f"  time per output frame (streaming) : {r['seconds_per_frame']:.2f} s   (first frame {r['first_frame_s']:.2f} s)"
+          + (f" = {r['seconds_per_frame'] / args.release_seconds:.2f}x the release's {args.release_seconds:g} s"
+             if r["size"] == "180x320" and r["model"] == "fmanet" else ""))
     print(f"  peak resident memory              : {r['peak_rss_gb']:.2f} GB")
     if "peak_gpu_gb" in r:
         print(f"  peak GPU memory                   : {r['peak_gpu_gb']:.2f} GB")
     print(f"  work per output frame             : {r['tflop_per_frame']:.3f} TFLOP")
     print(f"  achieved                          : {r['gflops_achieved']:.0f} GFLOP/s"
-          + (f" = {100 * r['gflops_achieved'] / rate:.0f}% of sgemm ({rate:.0f} GFLOP/s)" if rate == rate else ""))
+          + (f" = {100 * r['gflops_achieved'] / rate:.0f}% of {r['precision']} matmul ({rate:.0f} GFLOP/s)"
+             if rate == rate else ""))
 
 
 if __name__ == "__main__":

@@ -185,7 +185,7 @@ def test_cli_bad_inputs_give_one_line_errors(tmp_path, weights, capsys):
     (tmp_path / "exists.mp4").write_bytes(b"keep me")
     _fails(capsys, ["restore", str(tmp_path / "ok.mp4"), "-o", str(tmp_path / "exists.mp4"), *w], "--overwrite")
     assert (tmp_path / "exists.mp4").read_bytes() == b"keep me"
-    from vsrdb.restore.command import builtin_weights as _builtin_weights
+    from vsrdb.checkpoints import builtin_weights as _builtin_weights
 
     if _builtin_weights() is None:  # a checkout without the built-in model says what to pass
         _fails(capsys, ["restore", str(tmp_path / "ok.mp4"), "-o", str(tmp_path / "o.mp4")], "--weights")

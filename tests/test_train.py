@@ -132,3 +132,23 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, dataset):
     wa = vsrdb.load_checkpoint(tmp_path / "one" / "model").state_dict()
     wb = vsrdb.load_checkpoint(tmp_path / "two" / "model").state_dict()
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
+
+
+def test_bf16_autocast_trains_close_to_fp32_and_old_bool_configs_still_load(tmp_path, dataset, capsys):
+    short = {"stage1.iterations": 4, "stage2.iterations": 4}
+    runs = {}
+    for amp in ("fp32", "bf16"):
+        cfg = write_config(tmp_path / f"{amp}.yaml", dataset, tmp_path / amp, amp=amp, **short)
+        assert main(["train", str(cfg), "--quiet"]) == 0
+        runs[amp] = [float(total) for _, _, total, _, _ in losses(tmp_path / amp)]
+    assert "autocast precision bf16" in capsys.readouterr().err
+    fp32, bf16 = runs["fp32"], runs["bf16"]
+    assert len(fp32) == len(bf16) == 8
+    # Same data and seeds: the losses follow fp32's within bf16's rounding, but are not fp32's.
+    assert all(abs(a - b) <= 0.05 * abs(a) + 1e-3 for a, b in zip(fp32, bf16)), (fp32, bf16)
+    assert fp32 != bf16
+    legacy = write_config(tmp_path / "legacy.yaml", dataset, tmp_path / "legacy", amp=True)
+    assert load_config(legacy).amp == "bf16"
+    bad = write_config(tmp_path / "bad.yaml", dataset, tmp_path / "bad", amp="int8")
+    with pytest.raises(ConfigError, match="amp must be one of"):
+        load_config(bad)

@@ -25,7 +25,7 @@ from torch import Tensor
 from .models.fmanet import FMANet, FMANetConfig
 from .models.registry import build, model_family
 
-__all__ = ["WeightsMeta", "save_checkpoint", "load_checkpoint", "CheckpointError",
+__all__ = ["WeightsMeta", "save_checkpoint", "load_checkpoint", "builtin_weights", "CheckpointError",
            "infer_official_config", "convert_official_state_dict", "export_official_state_dicts",
            "save_official_checkpoint"]
 
@@ -341,19 +341,40 @@ def _load_official(folder: Path) -> nn.Module:
 # --------------------------------------------------------------------------------------
 
 
+BUILTIN = "builtin"
+
+
+def builtin_weights() -> str | None:
+    """The folder of the model that ships inside the package, or None in a checkout without it."""
+    from importlib import resources
+
+    try:
+        folder = resources.files("vsrdb") / "weights" / "builtin"
+    except (ModuleNotFoundError, FileNotFoundError):
+        return None
+    return str(folder) if folder.is_dir() and (folder / CONFIG_FILE).is_file() else None
+
+
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
     """Load a model from our folder format or the authors' checkpoint files.
 
     Args:
         path: a folder holding ``config.json`` + ``model.safetensors`` (ours), or
             ``model_D_best.pt`` [+ ``model_R_best.pt``] (the authors'; D alone gives a stage-1
-            model); a path to one of those files means its folder.
+            model); a path to one of those files means its folder; ``"builtin"``: the model
+            that ships with vsrdb.
     Returns:
         The model in eval mode; ``model.channel_order`` ("RGB" or "BGR") is the colour order
         it expects, ``model.weights_meta`` the rest of what is known about the weights.
     Raises:
         CheckpointError (a ValueError) naming the file and the problem.
     """
+    if str(path) == BUILTIN and not Path(path).exists():
+        found = builtin_weights()
+        if found is None:
+            raise CheckpointError("no built-in model ships with this installation (vsrdb/weights/builtin is "
+                                  "missing); pass --weights PATH, a checkpoint folder")
+        path = found
     path = Path(path)
     if path.is_file() and path.name in (OFFICIAL_D, OFFICIAL_R, CONFIG_FILE, WEIGHTS_FILE):
         path = path.parent

@@ -69,7 +69,7 @@ def _subcommand_modules():
     import importlib
 
     found = []
-    for name in ("restore.command", "data.synth", "train.command", "evaluate.command", "demo"):
+    for name in ("restore.command", "data.synth", "train.command", "evaluate.command", "demo", "export"):
         try:
             found.append(importlib.import_module(f"vsrdb.{name}").add_subcommand)
         except ModuleNotFoundError as e:

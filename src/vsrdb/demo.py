@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .precision import add_precision_argument, resolve_precision
+
 __all__ = ["add_subcommand", "make_demo_clip", "run_demo"]
 
 DEMO_SEED = 7
@@ -58,7 +60,7 @@ def _free_folder(base: Path) -> Path:
 
 
 def run_demo(output: str | None = None, *, overwrite: bool = False, frames: int = 12, progress: bool = True,
-             weights: str | None = None) -> dict:
+             weights: str | None = None, precision: str = "auto") -> dict:
     """The whole demo; returns the JSON-ready scores of the model and of bicubic."""
     import shutil
 
@@ -69,7 +71,7 @@ def run_demo(output: str | None = None, *, overwrite: bool = False, frames: int 
     from .evaluate.report import fmanet_maps, markdown_tables, write_report
     from .evaluate.runs import clip_window, evaluate_methods
     from .evaluate.scoring import ScoreOptions
-    from .restore.command import builtin_weights as _builtin_weights
+    from .checkpoints import builtin_weights as _builtin_weights
 
     if output is None:
         folder = _free_folder(Path("vsrdb-demo"))
@@ -89,7 +91,9 @@ def run_demo(output: str | None = None, *, overwrite: bool = False, frames: int 
         data = make_demo_clip(tmp / "data", frames=frames)
         clips = find_clips("reds", data, split="all")
         model = load_checkpoint(weights)
-        methods = [ModelMethod("vsrdb-builtin", model), baseline("bicubic")]
+        chosen = resolve_precision(precision, "cpu")
+        print(f"restoring with the built-in model, {chosen.describe()} ...")
+        methods = [ModelMethod("vsrdb-builtin", model, precision=chosen), baseline("bicubic")]
         options = ScoreOptions(num_seq=model.config.num_seq)
         outputs: dict[str, list[Tensor]] = {m.name: [] for m in methods}
         results = evaluate_methods(methods, clips, options, progress=progress,
@@ -134,6 +138,7 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_precision_argument(p)
     p.set_defaults(func=_cmd_demo)
 
 
@@ -145,5 +150,5 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     run_demo(args.output, overwrite=args.overwrite, frames=args.frames, progress=not args.quiet,
-             weights=args.weights)
+             weights=args.weights, precision=args.precision)
     return 0

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from ..data.video import InputError
+from ..precision import add_precision_argument, resolve_precision
 
 __all__ = ["add_subcommand", "run_evaluate"]
 
@@ -50,6 +51,7 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--y-channel", action="store_true", help="PSNR/SSIM on luma (BT.601 Y), as some papers do")
     p.add_argument("--crop-border", type=int, default=0, help="pixels cropped from each side for PSNR/SSIM")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (models only)")
+    add_precision_argument(p)
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file or --report folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -100,7 +102,10 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
 
         clips = _dataset(args)
         device = str(pick_device(args.device))
-        methods = [ModelMethod(_label(w), _load(w), device=device) for w in args.weights]
+        precision = resolve_precision(getattr(args, "precision", "fp32"), device)
+        if args.weights and progress:
+            print(f"vsrdb evaluate: {precision.describe()}", file=sys.stderr)
+        methods = [ModelMethod(_label(w), _load(w), device=device, precision=precision) for w in args.weights]
         names = args.baseline if args.baseline is not None else ["bicubic"]
         methods += [baseline(n) for n in names if n != "none"]
         if not methods:
@@ -142,15 +147,8 @@ def _label(weights: str) -> str:
 
 def _load(weights: str):
     from ..checkpoints import load_checkpoint
-    from ..cli import CLIError
-    from ..restore.command import builtin_weights as _builtin_weights
 
-    if weights == "builtin":
-        found = _builtin_weights()
-        if found is None:
-            raise CLIError("no built-in model ships with this version; pass --weights PATH")
-        weights = found
-    return load_checkpoint(weights)
+    return load_checkpoint(weights)  # "builtin" included
 
 
 def _dataset(args: argparse.Namespace):

@@ -114,7 +114,7 @@ def fmanet_maps(model: torch.nn.Module, window: list[Tensor], *, crop: int = 64)
     x = x.to(next(model.parameters()).device)
     d = model.net_d(x)
     t = cfg.num_seq
-    flows = d.image_flow[0, :, :2].cpu().numpy()  # [T, 2, h, w]: centre -> each frame
+    flows = d.image_flow[0, :, :2].float().cpu().numpy()  # [T, 2, h, w]: centre -> each frame
     top = max(float(np.sqrt((flows ** 2).sum(1)).max()), 1e-6)
     maps = {"NetD image flow f^Y (centre to each frame)": np.concatenate(
         [colorize_flow(flows[i], top) for i in range(t)], axis=1)}
@@ -127,7 +127,7 @@ def fmanet_maps(model: torch.nn.Module, window: list[Tensor], *, crop: int = 64)
         np.stack([[kd[i, :, :, py_, px_] for i in range(t)] for py_, px_ in points]), cell=6)
     if getattr(model, "net_r", None) is not None:
         r = model.net_r(x, d)
-        flows_r = r.image_flow[0, :, :2].cpu().numpy()
+        flows_r = r.image_flow[0, :, :2].float().cpu().numpy()
         maps["NetR image flow f^X (centre to each frame)"] = np.concatenate(
             [colorize_flow(flows_r[i], top) for i in range(t)], axis=1)
         s, k = cfg.scale, cfg.us_kernel_size

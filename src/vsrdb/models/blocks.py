@@ -23,6 +23,7 @@ __all__ = [
     "TemporalConv3d",
     "cat_channels",
     "channels_last",
+    "compute_dtype",
     "lrelu",
     "DenseLayer",
     "RDB",
@@ -44,6 +45,15 @@ def lrelu() -> nn.LeakyReLU:
 def channels_last(x: Tensor) -> Tensor:
     """A 4-D tensor in channels-last memory (a no-op when it already is)."""
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def compute_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype a model's convolutions run in: its parameters' (fp32, or bf16/fp16 when cast).
+
+    Models take images in fp32 and cast them here for their feature paths only; warping,
+    dynamic filtering and the image-space sums stay in fp32 (see ``vsrdb.precision``).
+    """
+    return next(module.parameters()).dtype
 
 
 def _frames(x: Tensor) -> Tensor:

@@ -24,7 +24,8 @@ from torch import Tensor
 from ..ops.dynamic_filter import (dynamic_downsample, dynamic_upsample, dynamic_upsample_streamed,
                                   normalize_downsampling_kernels, normalize_upsampling_kernels)
 from ..ops.warp import image_flow_warp
-from .blocks import FRMA, RRDB, FrameConv, TemporalConv3d, cat_channels, channels_last, channels_to_seq, lrelu
+from .blocks import (FRMA, RRDB, FrameConv, TemporalConv3d, cat_channels, channels_last, channels_to_seq,
+                     compute_dtype, lrelu)
 from .inputs import check_video_inputs
 from .registry import from_preset, register_model
 
@@ -168,8 +169,9 @@ class NetD(nn.Module):
         """Initial features F^{D,0}: ``[B, T, 3, H, W]`` -> ``[B, T, C, H, W]``.
 
         Every op here is per frame, so a sliding window can compute each frame's once.
+        Features come in the model's compute dtype whatever ``lr``'s.
         """
-        return self.feature_extractor(lr)
+        return self.feature_extractor(lr.to(compute_dtype(self)))
 
     def forward(self, lr: Tensor, feat0: Tensor | None = None, *, anchor: bool = True,
                 kernels: bool = True) -> NetDOutput:
@@ -286,7 +288,10 @@ class NetR(nn.Module):
         """
         cfg = self.cfg
         t = lr.shape[1]
-        feat = self.feature_extractor(cat_channels(lr, d.feat))
+        # lr stays as given (fp32) for the image-space warps and the dynamic upsampling; the
+        # feature path takes it in the compute dtype.
+        lr_c = lr.to(d.feat.dtype)
+        feat = self.feature_extractor(cat_channels(lr_c, d.feat))
         f0c = feat[:, cfg.center].clone()
         flow = self.flow_in(d.flow)
         lean = d.kernels is None
@@ -302,8 +307,8 @@ class NetR(nn.Module):
         residual = self.high_freq(fw)
         # Image flow for X: a preliminary warp, then a refined flow from it (f^X).
         _, pre_warp = image_flow_warp(lr, self.pre_flow_head(flow), 1)
-        center = lr[:, cfg.center : cfg.center + 1].expand(-1, t, -1, -1, -1)
-        image_flow = self.flow_head(cat_channels(flow, pre_warp, center))
+        center = lr_c[:, cfg.center : cfg.center + 1].expand(-1, t, -1, -1, -1)
+        image_flow = self.flow_head(cat_channels(flow, pre_warp.to(flow.dtype), center))
         _, lr_warp = image_flow_warp(lr, image_flow, 1)
         frames = lr_warp if cfg.flow_guided else lr
         fw_seq = channels_to_seq(fw, cfg.num_seq)

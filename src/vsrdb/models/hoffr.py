@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops.warp import flow_warp, resize_flow
-from .blocks import lrelu
+from .blocks import compute_dtype, lrelu
 from .inputs import check_video_inputs
 from .layers import RCAB, ResidualBlock, Upsampler, conv3x3
 from .registry import from_preset, register_model
@@ -221,9 +221,13 @@ class HOFFR(nn.Module):
         s = self.config.scale
         if hr_prev is None:
             hr_prev = cur.new_zeros(cur.shape[0], cur.shape[1], cur.shape[2] * s, cur.shape[3] * s)
-        flows = self.pof(prev, cur)
-        warped = flow_warp(hr_prev, flows[-1])
-        f_db, f_sr = self.pf(torch.cat((cur, F.pixel_unshuffle(warped, s)), dim=1))
+        # Images and the recurrent HR frame stay as given (fp32); the networks run in the
+        # compute dtype, and the residuals are added back in fp32.
+        dt = compute_dtype(self)
+        cur_c = cur.to(dt)
+        flows = self.pof(prev.to(dt), cur_c)
+        warped = flow_warp(hr_prev, flows[-1]).to(dt)
+        f_db, f_sr = self.pf(torch.cat((cur_c, F.pixel_unshuffle(warped, s)), dim=1))
         deblurred = cur + self.db_out(f_db)
         fused = self.fuse(torch.cat((f_db, f_sr), dim=1))
         fused = fused + self.rcabs(fused)

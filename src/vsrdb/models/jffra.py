@@ -46,7 +46,7 @@ from torch import Tensor
 from ..ops.attention import window_attention
 from ..ops.cost_volume import l1_cost_volume
 from ..ops.warp import flow_warp, resize_flow
-from .blocks import lrelu
+from .blocks import compute_dtype, lrelu
 from .inputs import check_video_inputs
 from .layers import Upsampler, conv3x3
 from .registry import from_preset, register_model
@@ -148,7 +148,7 @@ def initial_flows(lr: Tensor, method: str = "dis") -> Tensor:
     with torch.no_grad():
         frames = lr.detach().float().cpu()
         flows = torch.stack([window_flows(frames[i], method) for i in range(frames.shape[0])])
-    return flows.transpose(1, 2).to(lr.device, lr.dtype)
+    return flows.transpose(1, 2).to(lr.device, torch.float32)  # pixel offsets need fp32
 
 
 class JFFRA(nn.Module):
@@ -205,7 +205,8 @@ class JFFRA(nn.Module):
         if ph or pw:  # every level halves the size: pad to a multiple, crop at the end
             x = F.pad(lr.flatten(1, 2), (0, pw, 0, ph), mode="replicate").unflatten(1, lr.shape[1:3])
             flows = F.pad(flows.flatten(1, 2), (0, pw, 0, ph), mode="replicate").unflatten(1, flows.shape[1:3])
-        feats = self.context(x).transpose(1, 2)  # [B, T, C, H, W]
+        flows = flows.float()  # pixel offsets stay fp32 whatever the compute dtype
+        feats = self.context(x.to(compute_dtype(self))).transpose(1, 2)  # [B, T, C, H, W]
         skips = []
         for i, enc in enumerate(self.encoder):
             feats, flows = enc(feats, flows)

@@ -34,7 +34,8 @@ def normalize_downsampling_kernels(logits: Tensor) -> Tensor:
         ``[B, T, k*k, H, W]``, non-negative, summing to 1 over (T, k*k) at each pixel.
     """
     b, t, kk, h, w = logits.shape
-    return torch.softmax(logits.reshape(b, t * kk, h, w), dim=1).reshape(b, t, kk, h, w)
+    # fp32 whatever the logits: the T*k*k weights are small and must sum to one.
+    return torch.softmax(logits.reshape(b, t * kk, h, w), dim=1, dtype=torch.float32).reshape(b, t, kk, h, w)
 
 
 def normalize_upsampling_kernels(logits: Tensor, scale: int) -> Tensor:
@@ -50,7 +51,7 @@ def normalize_upsampling_kernels(logits: Tensor, scale: int) -> Tensor:
     """
     b, t, c, h, w = logits.shape
     kk = c // (scale * scale)
-    k = logits.reshape(b, t, scale * scale, kk, h, w)
+    k = logits.float().reshape(b, t, scale * scale, kk, h, w)  # fp32: the mean shift is a small difference
     return k - k.mean(dim=(1, 3), keepdim=True) + 1.0 / (t * kk)
 
 
@@ -137,13 +138,15 @@ def dynamic_upsample_streamed(frame: Callable[[int], tuple[Tensor, Tensor]], t: 
         patches = _frame_patches(x.unsqueeze(1), ks, 1, ks // 2)[:, 0]  # [B, C, k*k, H, W]
         k = logits.reshape(b, scale * scale, kk, h, w)
         if acc is None:
-            acc = x.new_zeros(b, c, scale * scale, h, w)
-            ksum = x.new_zeros(b, 1, scale * scale, h, w)
-            psum = x.new_zeros(b, c, 1, h, w)
+            # Sums of T*k*k terms accumulate in fp32 at least, whatever the kernels' dtype.
+            dtype = torch.promote_types(x.dtype, torch.float32)
+            acc = x.new_zeros(b, c, scale * scale, h, w, dtype=dtype)
+            ksum = x.new_zeros(b, 1, scale * scale, h, w, dtype=dtype)
+            psum = x.new_zeros(b, c, 1, h, w, dtype=dtype)
         for j in range(kk):
             acc.addcmul_(patches[:, :, j:j + 1], k[:, None, :, j])
-        ksum += k.sum(dim=2).unsqueeze(1)
-        psum += patches.sum(dim=2, keepdim=True)
+        ksum += k.sum(dim=2, dtype=ksum.dtype).unsqueeze(1)
+        psum += patches.sum(dim=2, keepdim=True, dtype=psum.dtype)
     n = t * kk
     acc.addcmul_(psum, (1.0 - ksum) / n)
     b, c, _, h, w = acc.shape

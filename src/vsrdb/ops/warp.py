@@ -29,13 +29,18 @@ def flow_warp(x: Tensor, flow: Tensor) -> Tensor:
         ``[N, C, H, W]``: ``x`` sampled at ``pixel + flow``; samples outside are zero.
     """
     n, _, h, w = x.shape
+    # Positions are always fp32: bf16/fp16 hold integers exactly only up to 256/2048, so
+    # pixel coordinates in larger frames would snap to even pixels. Sampling is fp32 too
+    # (grid_sample in bf16 is also about 3x slower on CPU); the result keeps x's dtype.
+    flow = flow.float()
     xs, ys = _base_grid(h, w, flow)
     # align_corners=True with a 2/(size-1) normalisation, as the release does: pixel
     # centres map exactly onto grid_sample's corner convention.
     gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
     gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
     grid = torch.stack((gx, gy), dim=-1)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out.to(x.dtype)
 
 
 def multi_flow_warp(feat: Tensor, flow_mask: Tensor) -> Tensor:
@@ -73,7 +78,7 @@ def image_flow_warp(image: Tensor, flow_mask: Tensor, scale: int = 1) -> tuple[T
         the mask, and the warped image times the mask.
     """
     b, t, c, hh, ww = image.shape
-    fm = flow_mask.reshape(b * t, 3, *flow_mask.shape[-2:])
+    fm = flow_mask.reshape(b * t, 3, *flow_mask.shape[-2:]).float()  # flows in pixels need fp32
     flow = fm[:, :2]
     mask = torch.sigmoid(fm[:, 2:3])
     if scale > 1:

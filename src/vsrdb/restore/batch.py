@@ -147,7 +147,7 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOpti
     say = log or (lambda text: print(text, file=sys.stderr))
     say0 = say if dist.rank == 0 else (lambda text: None)
     dev = pick_device(device, local_rank=dist.local_rank if dist.world > 1 else None)
-    restorer = Restorer(model, device=dev, half=opts.half, tile=opts.tile, overlap=opts.overlap,
+    restorer = Restorer(model, device=dev, precision=opts.precision, tile=opts.tile, overlap=opts.overlap,
                         max_memory=opts.max_memory)
     results: dict[int, JobResult] = {}
     specs: list = []

@@ -10,37 +10,21 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoints import BUILTIN, load_checkpoint
 from ..data.encode import CODECS
+from ..precision import add_precision_argument, resolve_precision
 from ..data.video import OUTPUT_CONTAINERS, InputError, check_output_path
 from .batch import Dist, expand_inputs, run_jobs, threads_for
 from .job import RestoreOptions, check_not_input, work_folder
 from .restorer import pick_device, use_heap_allocator
 
-__all__ = ["add_subcommand", "builtin_weights", "load_weights", "restore_video"]
-
-
-def builtin_weights() -> str | None:
-    """The folder of the model that ships inside the package, or None in a checkout without it."""
-    from importlib import resources
-
-    try:
-        folder = resources.files("vsrdb") / "weights" / "builtin"
-    except (ModuleNotFoundError, FileNotFoundError):
-        return None
-    return str(folder) if folder.is_dir() and (folder / "config.json").is_file() else None
+__all__ = ["add_subcommand", "load_weights", "restore_video"]
 
 
 def load_weights(weights: str | None):
     """A restoring model from ``weights`` (a folder, the authors' checkpoint folder, or
     ``builtin``/None for the built-in model); InputError when missing, unusable or not finite."""
-    from ..checkpoints import load_checkpoint
-
-    if weights in (None, "builtin"):
-        found = builtin_weights()
-        if found is None:
-            raise InputError("no built-in model ships with this version; pass --weights PATH (a vsrdb checkpoint "
-                             "folder or the authors' folder with model_D_best.pt/model_R_best.pt)")
-        weights = found
+    weights = weights or BUILTIN
     model = load_checkpoint(weights)
     bad = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
     if bad:
@@ -96,7 +80,7 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="checkpoint folder (ours or the authors' model_D/R_best.pt), or 'builtin' "
                                      "(the default)")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, else CPU), cpu, cuda, cuda:1, mps")
-    p.add_argument("--half", action="store_true", help="float16 on GPU")
+    add_precision_argument(p)
     p.add_argument("--codec", choices=sorted(set(CODECS) | {"hevc"}),
                    help="video codec (default h264; vp9 for .webm); 10-bit sources give 10-bit output")
     p.add_argument("--pix-fmt", help="encoder pixel format, e.g. yuv420p, yuv420p10le, yuv444p")
@@ -142,12 +126,15 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     threads = args.threads or threads_for(dist, device)
     if threads:
         torch.set_num_threads(threads)
+    precision = resolve_precision(args.precision, device)
+    if dist.rank == 0 and not args.quiet:
+        print(f"vsrdb restore: {precision.describe()}", file=sys.stderr)
     model = load_weights(args.weights)
     use_heap_allocator()
     opts = RestoreOptions(codec=args.codec, pix_fmt=args.pix_fmt, crf=args.crf, lossless=args.lossless,
                           audio=not args.no_audio, fps=args.fps, segment=args.segment, tile=args.tile,
                           overlap=args.overlap, max_memory=int(args.max_memory * (1 << 30)) if args.max_memory
-                          else None, half=args.half)
+                          else None, precision=precision.name)
     dist.start()
     try:
         started = time.perf_counter()

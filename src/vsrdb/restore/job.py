@@ -58,7 +58,7 @@ class RestoreOptions:
     tile: int | None = None
     overlap: int = 8
     max_memory: int | None = None
-    half: bool = False
+    precision: str = "fp32"  # auto, fp32, bf16, fp16 (see vsrdb.precision)
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -183,7 +183,7 @@ class Job:
                 size=(source.height, source.width), tiles=(plan.size_y, plan.size_x, plan.overlap),
                 format=None if fmt is None else fmt.as_dict(), bits=fmt.bits if fmt else source.bits,
                 fps=str(source.fps), time_base=str(source.time_base), model=fingerprint,
-                dtype="float16" if opts.half else "float32", input_id=_input_id(input_path), audio=opts.audio,
+                dtype=str(restorer.dtype).removeprefix("torch."), input_id=_input_id(input_path), audio=opts.audio,
                 rotation=source.rotation)
         work = work_folder(output)
         if work.exists():

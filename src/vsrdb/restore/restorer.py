@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..precision import Precision, resolve_precision
+
 __all__ = ["Restorer", "TilePlan", "plan_tiles", "estimate_forward_bytes", "pick_device", "use_heap_allocator"]
 
 
@@ -199,19 +201,21 @@ class Restorer:
 
     Args:
         model: a stage-2 model from ``vsrdb.build`` / ``vsrdb.load_checkpoint``.
-        device: where to run; ``half`` runs in float16 (GPU only).
+        device: where to run.
+        precision: ``fp32`` (the release's numbers), ``bf16``, ``fp16`` or ``auto``, resolved for
+            ``device`` by ``vsrdb.precision.resolve_precision``; the weights are cast to it, the
+            frames stay fp32 (the model casts its feature path).
         tile: LR tile size, or None to choose from ``max_memory`` (bytes; None = what is available).
         overlap: LR pixels shared by neighbouring tiles.
     """
 
-    def __init__(self, model: nn.Module, *, device: torch.device | str = "cpu", half: bool = False,
+    def __init__(self, model: nn.Module, *, device: torch.device | str = "cpu", precision: str | Precision = "fp32",
                  tile: int | None = None, overlap: int = 8, max_memory: int | None = None) -> None:
         if getattr(model, "net_r", True) is None:
             raise ValueError("model is stage 1 (NetD alone): it re-degrades frames but cannot restore them")
         self.device = torch.device(device)
-        if half and self.device.type == "cpu":
-            raise ValueError("--half needs a GPU (float16 convolutions on CPU are slow and inexact)")
-        self.dtype = torch.float16 if half else torch.float32
+        self.precision = precision if isinstance(precision, Precision) else resolve_precision(precision, self.device)
+        self.dtype = self.precision.dtype
         self.model = model.to(self.device, self.dtype).eval()
         self.cfg = model.config
         self.tile = tile
@@ -226,7 +230,7 @@ class Restorer:
         """The tiles for frames of this LR size under the memory budget (or ``tile``)."""
         budget = self.max_memory if self.max_memory is not None else default_budget(self.device)
         return plan_tiles(height, width, tile=self.tile, overlap=self.overlap, config=self.cfg, budget=budget,
-                          bytes_per_value=2 if self.dtype == torch.float16 else 4,
+                          bytes_per_value=self.dtype.itemsize,
                           min_size=max(8, self.model.min_size))
 
     @torch.no_grad()
@@ -287,7 +291,7 @@ class Restorer:
             out = torch.zeros(3, plan.height * scale, plan.width * scale, device=self.device, dtype=torch.float32)
             for idx, (y, x, h, w) in enumerate(plan.tiles()):
                 box = (slice(None), slice(y * scale, (y + h) * scale), slice(x * scale, (x + w) * scale))
-                tile_state = None if hr_prev is None else hr_prev[box].unsqueeze(0).to(self.dtype)
+                tile_state = None if hr_prev is None else hr_prev[box].unsqueeze(0)
                 tile = self.model.step(before.lr[:, y:y + h, x:x + w].unsqueeze(0),
                                        cur.lr[:, y:y + h, x:x + w].unsqueeze(0), tile_state)[0].float()
                 out[box] += tile * self._blend[idx] if plan.tiled else tile
@@ -343,7 +347,7 @@ class Restorer:
         def prepare(img: Tensor) -> _Frame:
             if img.shape[-2:] != (height, width):
                 raise ValueError(f"a frame is {img.shape[-1]}x{img.shape[-2]}, the first is {width}x{height}")
-            img = img.to(self.device, self.dtype, non_blocking=True)
+            img = img.to(self.device, torch.float32, non_blocking=True)  # images stay fp32 (see precision)
             return _Frame(img.flip(0) if self.bgr else img)
 
         indexed = ((first + k, prepare(img)) for k, img in enumerate(itertools.chain([head], it)))

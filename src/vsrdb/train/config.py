@@ -61,7 +61,8 @@ class TrainConfig:
     val_every: int = 5000
     log_every: int = 50
     seed: int = 0
-    amp: bool = False                    # mixed precision (bfloat16 autocast) on GPU
+    amp: str = "fp32"                    # autocast precision: fp32 (off), bf16, fp16 (GPU) or auto
+                                         # (bf16 where the CPU/GPU runs it natively); see vsrdb.precision
     threads: int | None = None           # CPU threads per process
     device: str = "auto"
 
@@ -125,7 +126,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         for p in parents:
             node = node.setdefault(p, {})
         node[last] = value
+    if isinstance(data.get("amp"), bool):  # older configs: amp: true meant bf16 autocast
+        data["amp"] = "bf16" if data["amp"] else "fp32"
     cfg = _build(TrainConfig, data, "", str(path))
+    from ..precision import PRECISIONS
+
+    if cfg.amp.lower() not in PRECISIONS:
+        raise ConfigError(f"{path}: amp must be one of {', '.join(PRECISIONS)}, got {cfg.amp!r}")
     return cfg
 
 

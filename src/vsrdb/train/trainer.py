@@ -39,6 +39,7 @@ from ..data.datasets import WindowDataset, find_clips, validate_clips
 from ..data.resize import imresize
 from ..evaluate.metrics import psnr, ssim
 from ..models import FMANet, HOFFR, JFFRA, build
+from ..precision import resolve_precision
 from .config import TrainConfig, config_to_dict
 from .losses import fmanet_loss, hoffr_loss, jffra_loss, temporal_terms
 
@@ -132,6 +133,9 @@ class Trainer:
         self.rank, self.world, self.device = _setup_distributed(cfg.device)
         self.main = self.rank == 0
         self.progress = progress and self.main
+        self.amp = resolve_precision(cfg.amp, self.device)
+        if self.main and self.amp.name != "fp32":
+            print(f"vsrdb train: autocast {self.amp.describe()}", file=sys.stderr)
         self.run_dir = Path(cfg.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         if cfg.threads:
@@ -236,19 +240,23 @@ class Trainer:
 
         bar = tqdm(total=scfg.iterations, initial=start, desc=f"stage {stage}", unit="it",
                    disable=not self.progress, dynamic_ncols=True, file=sys.stderr)
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp.name == "fp16")
         t0 = time.perf_counter()
         step = start
         for batch in loader:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                enabled=cfg.amp and self.device.type == "cuda"):
+            # Weights and optimiser state stay fp32; autocast runs the convolutions and matmuls in
+            # bf16/fp16, and the ops pinned to fp32 (warping, kernel normalisation) stay there.
+            with torch.autocast(self.device.type, dtype=self.amp.dtype, enabled=self.amp.name != "fp32"):
                 loss, terms = self._loss(model, net, batch, stage)
             for o in optims:
                 o.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             for o, sch in zip(optims, scheds):
-                o.step()
+                scaler.step(o)
                 sch.step()
+            scaler.update()
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == scfg.iterations:

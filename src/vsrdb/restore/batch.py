@@ -147,12 +147,14 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOpti
     say = log or (lambda text: print(text, file=sys.stderr))
     say0 = say if dist.rank == 0 else (lambda text: None)
     dev = pick_device(device, local_rank=dist.local_rank if dist.world > 1 else None)
+    # The fingerprint is of the weights as loaded, before the Restorer casts them; the
+    # precision is recorded in the job beside it.
+    fingerprint = model_fingerprint(model) if dist.rank == 0 else ""
     restorer = Restorer(model, device=dev, precision=opts.precision, tile=opts.tile, overlap=opts.overlap,
                         max_memory=opts.max_memory)
     results: dict[int, JobResult] = {}
     specs: list = []
     if dist.rank == 0:
-        fingerprint = model_fingerprint(model)
         notes: set[str] = set()
 
         def note(text: str) -> None:

@@ -68,7 +68,9 @@ def model_fingerprint(model: nn.Module) -> str:
     h.update(str(getattr(model, "channel_order", "RGB")).encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        # numpy has no bf16: low-precision weights are hashed as their fp32 values.
+        t = tensor.detach().cpu()
+        h.update((t.float() if t.dtype in (torch.bfloat16, torch.float16) else t).contiguous().numpy().tobytes())
     return h.hexdigest()[:32]
 
 

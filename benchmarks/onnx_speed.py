@@ -25,7 +25,7 @@ def main() -> None:
 
     import vsrdb
     from vsrdb.export import export_onnx
-    from vsrdb.precision import cpu_name
+    from vsrdb.precision import describe_cpu
 
     torch.set_num_threads(args.threads)
     h, w = map(int, args.size.split("x"))
@@ -41,7 +41,7 @@ def main() -> None:
     start = time.perf_counter()
     for _ in range(args.repeat):
         got = session.run(None, {"lr": x})[0]
-    print(f"{args.weights} window {args.size}, {args.threads} threads, {cpu_name()}")
+    print(f"{args.weights} window {args.size}, {args.threads} threads, {describe_cpu()}")
     print(f"  onnxruntime {ort.__version__} fp32 : {(time.perf_counter() - start) / args.repeat:.3f} s/window")
     with torch.no_grad():
         print(f"  max |onnxruntime - torch fp32| : {np.abs(got - model.restore(lr).numpy()).max():.2e}")

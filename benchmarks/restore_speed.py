@@ -25,10 +25,10 @@ def gemm_gflops(threads: int, dtype: str = "fp32") -> float:
     """2048x2048 matmul rate in ``dtype`` on this CPU."""
     import torch
 
-    from vsrdb.precision import Precision
+    from vsrdb.precision import DTYPES
 
     torch.set_num_threads(threads)
-    a = torch.randn(2048, 2048).to(Precision(dtype, "").dtype)
+    a = torch.randn(2048, 2048).to(DTYPES[dtype])
     a @ a
     start = time.perf_counter()
     for _ in range(5):
@@ -111,16 +111,14 @@ def main() -> None:
     if child.returncode:
         sys.exit(child.stderr)
     r = json.loads(child.stdout.strip().splitlines()[-1])
-    from vsrdb.precision import cpu_capabilities, cpu_name
+    from vsrdb.precision import describe_cpu
 
-    caps = cpu_capabilities()
     on_cpu = r["device"] == "cpu"
     rate = gemm_gflops(args.threads, r["precision"]) if on_cpu else float("nan")
     print(f"restore {r['model']} {r['size']} on {r['device']} ({r['threads']} threads), {r['tiles']} tile(s), "
           f"precision {r['precision']} ({r['precision_reason']})")
     if on_cpu:
-        print(f"  CPU: {cpu_name()}; ISA {caps['isa']}, AVX512-BF16 {caps['avx512_bf16']}, AMX {caps['amx']}, "
-              f"oneDNN bf16 {caps['bf16']}")
+        print(f"  CPU: {describe_cpu()}")
     print(f"  time per output frame (streaming) : {r['seconds_per_frame']:.2f} s   (first frame {r['first_frame_s']:.2f} s)"
           + (f" = {r['seconds_per_frame'] / args.release_seconds:.2f}x the release's {args.release_seconds:g} s"
              if r["size"] == "180x320" and r["model"] == "fmanet" else ""))

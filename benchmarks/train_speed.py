@@ -51,12 +51,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    from vsrdb.precision import cpu_capabilities, cpu_name
+    from vsrdb.precision import describe_cpu
 
-    caps = cpu_capabilities()
     print(f"train step {args.model}, batch {args.batch}, {args.patch} px LR, {args.threads} threads")
-    print(f"  CPU: {cpu_name()}; ISA {caps['isa']}, AVX512-BF16 {caps['avx512_bf16']}, AMX {caps['amx']}, "
-          f"oneDNN bf16 {caps['bf16']}")
+    print(f"  CPU: {describe_cpu()}")
     fp32 = step_seconds(args.model, "fp32", batch=args.batch, patch=args.patch, steps=args.steps, threads=args.threads)
     print(f"  fp32            : {fp32:.3f} s/step")
     bf16 = step_seconds(args.model, "bf16", batch=args.batch, patch=args.patch, steps=args.steps, threads=args.threads)

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PRECISIONS", "Precision", "resolve_precision", "cpu_capabilities", "cpu_name", "add_precision_argument"]
+__all__ = ["PRECISIONS", "DTYPES", "Precision", "resolve_precision", "cpu_capabilities", "cpu_name",
+           "describe_cpu", "add_precision_argument"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Precision:
 
     @property
     def dtype(self) -> torch.dtype:
-        return _DTYPES[self.name]
+        return DTYPES[self.name]
 
     def describe(self) -> str:
         return f"precision {self.name} ({self.reason})"
@@ -62,6 +63,13 @@ def cpu_capabilities() -> dict[str, bool | str]:
     }
 
 
+def describe_cpu() -> str:
+    """One line for benchmark output: the CPU's name and what it runs natively."""
+    caps = cpu_capabilities()
+    return (f"{cpu_name()}; ISA {caps['isa']}, AVX512-BF16 {caps['avx512_bf16']}, AMX {caps['amx']}, "
+            f"oneDNN bf16 {caps['bf16']}")
+
+
 def _cpu_feature_text(caps: dict) -> str:
     if caps["amx"]:
         return "AMX-BF16"
@@ -87,8 +95,8 @@ def resolve_precision(name: str, device: torch.device | str, *, capabilities: di
         if name == "bf16" and not bf16:
             raise ValueError(f"precision bf16: {device} does not support bf16; use fp16 or fp32")
         return Precision(name, "chosen")
-    if device.type != "cpu":  # MPS and others: fp16 is their fast path; bf16 support varies
-        return Precision("fp32" if name == "auto" else name, "chosen" if name != "auto" else f"{device.type}: fp32")
+    if device.type != "cpu":  # MPS and others: bf16 support varies, so auto stays fp32
+        return Precision("fp32", f"{device.type}: fp32") if name == "auto" else Precision(name, "chosen")
     caps = cpu_capabilities() if capabilities is None else capabilities
     feature = _cpu_feature_text(caps)
     if name == "auto":

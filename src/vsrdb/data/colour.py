@@ -85,6 +85,14 @@ def describe(*, matrix: int, range_: int, primaries: int, transfer: int, height:
     return ColourSpec(matrix, range_, primaries, transfer)
 
 
+# Same syntax, different names: encoder -> (its option, mastering key, light-level key).
+_X26X_KEYS = {
+    "libx265": ("x265-params", "master-display", "max-cll"),
+    "libx264": ("x264-params", "mastering-display", "cll"),
+    "libx264rgb": ("x264-params", "mastering-display", "cll"),
+}
+
+
 @dataclass(frozen=True)
 class HdrMetadata:
     """HDR10 static metadata: the mastering display (SMPTE ST 2086) and the content light
@@ -136,20 +144,19 @@ class HdrMetadata:
         (rx, ry), (gx, gy), (bx, by) = self.primaries or ((0, 0),) * 3
         wx, wy = self.white or (0, 0)
         lo, hi = self.luminance or (0, 0)
-        if encoder in ("libx265", "libx264", "libx264rgb"):
-            # x264/x265 take chromaticities in 0.00002 steps and luminance in 0.0001 cd/m2.
-            def c(x: float) -> int:
+        if encoder in _X26X_KEYS:
+            option, mastering, light = _X26X_KEYS[encoder]
+
+            def c(x: float) -> int:  # x264/x265 take chromaticities in 0.00002 steps
                 return round(x * 50000)
 
             params = []
-            if self._mastering:
-                # Same syntax, different names: x265 --master-display/--max-cll, x264 --mastering-display/--cll.
-                key = "master-display" if encoder == "libx265" else "mastering-display"
-                params.append(f"{key}=G({c(gx)},{c(gy)})B({c(bx)},{c(by)})R({c(rx)},{c(ry)})"
+            if self._mastering:  # and luminance in 0.0001 cd/m2
+                params.append(f"{mastering}=G({c(gx)},{c(gy)})B({c(bx)},{c(by)})R({c(rx)},{c(ry)})"
                               f"WP({c(wx)},{c(wy)})L({round(hi * 10000)},{round(lo * 10000)})")
             if self._light:
-                params.append(f"{'max-cll' if encoder == 'libx265' else 'cll'}={self.max_cll},{self.max_fall}")
-            return ("x265-params" if encoder == "libx265" else "x264-params"), params
+                params.append(f"{light}={self.max_cll},{self.max_fall}")
+            return option, params
         if encoder == "libsvtav1":
             params = []
             if self._mastering:

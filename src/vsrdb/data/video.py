@@ -23,8 +23,8 @@ from torch import Tensor
 
 from .colour import ColourSpec, HdrMetadata, describe
 
-__all__ = ["VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "InputError", "FrameSource", "open_frames", "to_tensor",
-           "to_array", "FrameWriter", "open_writer", "natural_key", "check_output_path", "list_frames", "OUTPUT_CONTAINERS",
+__all__ = ["VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "OUTPUT_CONTAINERS", "InputError", "FrameSource", "open_frames",
+           "to_tensor", "to_array", "FrameWriter", "open_writer", "natural_key", "check_output_path", "list_frames",
            "read_image", "replace_atomically", "encoder_frame"]
 
 # Inputs: what is looked for in folders of videos (any file FFmpeg decodes can be named directly).

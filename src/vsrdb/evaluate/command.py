@@ -102,7 +102,7 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
 
         clips = _dataset(args)
         device = str(pick_device(args.device))
-        precision = resolve_precision(getattr(args, "precision", "fp32"), device)
+        precision = resolve_precision(args.precision, device)
         if args.weights and progress:
             print(f"vsrdb evaluate: {precision.describe()}", file=sys.stderr)
         methods = [ModelMethod(_label(w), _load(w), device=device, precision=precision) for w in args.weights]

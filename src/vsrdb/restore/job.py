@@ -345,13 +345,10 @@ class Job:
                                    note=note)
             if counts["video"] != total:
                 raise InputError(f"{self.output}: {counts['video']} frames written, {total} restored")
-            if spec.rotation:
-                if self.format.muxer in ("mp4", "mov") and set_display_rotation(tmp, spec.rotation):
-                    pass
-                else:
-                    note(f"{self.output.name}: the input is shown rotated by {spec.rotation} degrees; "
-                         f"{self.output.suffix} output cannot carry that here, so it plays unrotated "
-                         "(use .mp4 or .mov)")
+            carries_rotation = self.format.muxer in ("mp4", "mov")
+            if spec.rotation and not (carries_rotation and set_display_rotation(tmp, spec.rotation)):
+                note(f"{self.output.name}: the input is shown rotated by {spec.rotation} degrees; "
+                     f"{self.output.suffix} output cannot carry that here, so it plays unrotated (use .mp4 or .mov)")
             replace_atomically(tmp, self.output)
         shutil.rmtree(self.work, ignore_errors=True)
         return total

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import vsrdb
-from vsrdb.checkpoints import CheckpointError, export_official_state_dicts, save_official_checkpoint
+from vsrdb.checkpoints import CheckpointError
+from vsrdb.models.fmanet_release import export_official_state_dicts, save_official_checkpoint
 
 # Our output names for the release's names in tiny_a_vectors.pt.
 OUTPUT_NAMES = {"recon": "recon", "hr_warp": "hr_warp", "image_flow": "image_flow", "F_sharp_D": "anchor_d",
@@ -29,7 +30,9 @@ def test_official_checkpoint_reproduces_reference_outputs(reference_dir, referen
 
 def test_official_config_is_read_off_the_shapes(reference_dir, reference_vectors):
     model = vsrdb.load_checkpoint(reference_dir)
-    released = vsrdb.models.FMANetConfig.from_released(reference_vectors["config"])
+    # The release's config as it names things; ours are lower-case field names.
+    names = {"num_RDB": "num_rdb", "num_FRMA": "num_frma", "LayerNorm_type": "layernorm_type"}
+    released = vsrdb.models.FMANetConfig(**{names.get(k, k): v for k, v in reference_vectors["config"].items()})
     assert model.config == released
 
 

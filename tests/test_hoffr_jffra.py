@@ -11,6 +11,7 @@ import yaml
 from conftest import synth_photo_dataset
 from vsrdb.checkpoints import load_checkpoint, save_checkpoint
 from vsrdb.cli import main
+from vsrdb.data.flow import initial_flows
 from vsrdb.models import build
 from vsrdb.ops import l1_cost_volume, window_attention
 from vsrdb.restore import Restorer
@@ -60,7 +61,7 @@ def test_cost_volume_is_the_l1_distance_at_each_offset():
 
 @pytest.mark.parametrize("t,size", [(2, (16, 20)), (3, (13, 9)), (5, (8, 24))])
 def test_hoffr_shapes(t, size):
-    model = tiny("hoffr", num_seq=t)
+    model = tiny("hoffr", unroll=t)
     h, w = size
     out = model(torch.rand(2, 3, t, h, w), torch.rand(2, 3, t, 4 * h, 4 * w))
     assert out["outputs"].shape == (2, 3, t, 4 * h, 4 * w)
@@ -75,13 +76,19 @@ def test_jffra_shapes(t, size):
     model = tiny("jffra", num_seq=t)
     h, w = size
     lr = torch.rand(2, 3, t, h, w)
-    out = model(lr)
+    flows = initial_flows(lr, model.input_flow)  # the caller computes the estimator's flow
+    out = model(lr, flows=flows)
     assert out["outputs"].shape == (2, 3, t, 4 * h, 4 * w)
     assert out["flows"].shape == (2, 2, t, h, w)
     assert torch.equal(out["flows"][:, :, t // 2], torch.zeros(2, 2, h, w))  # the centre never moves
     model.eval()
     with torch.no_grad():
-        assert torch.allclose(model.restore(lr), model(lr)["output"], atol=1e-5)
+        assert torch.allclose(model.restore(lr, flows=flows), model(lr, flows=flows)["output"], atol=1e-5)
+
+
+def test_jffra_without_its_input_flow_says_what_to_pass():
+    with pytest.raises(ValueError, match="initial_flows"):
+        tiny("jffra")(torch.rand(1, 3, 3, 8, 8))
 
 
 def test_jffra_rejects_an_even_window():
@@ -100,14 +107,15 @@ def test_gradients_reach_every_parameter(name):
     """The flow heads start at zero (training starts from zero motion / the estimator's flow),
     which blocks gradients to the layers before them at step 0; after one Adam step every
     parameter gets a gradient."""
-    model = tiny(name, num_seq=3)
+    model = tiny(name, **({"unroll": 3} if name == "hoffr" else {"num_seq": 3}))
     lr, hr, lr_sharp, flow = _batch(3)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for _ in range(2):
         opt.zero_grad()
-        out = model(lr, hr)
-        loss = (hoffr_loss(out, hr=hr, lr_sharp=lr_sharp)[0] if name == "hoffr"
-                else jffra_loss(out, hr=hr, flow_gt=flow)[0])
+        if name == "hoffr":
+            loss = hoffr_loss(model(lr, hr), hr=hr, lr_sharp=lr_sharp)[0]
+        else:
+            loss = jffra_loss(model(lr, hr, flows=initial_flows(lr, "dis")), hr=hr, flow_gt=flow, temporal=0.2)[0]
         loss.backward()
         opt.step()
     missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().max() == 0]
@@ -116,7 +124,7 @@ def test_gradients_reach_every_parameter(name):
 
 def test_hoffr_flow_loss_rewards_the_true_motion():
     """The multi-scale warping loss is lower when POF's flow is the true shift of the sharp frames."""
-    model = tiny("hoffr", num_seq=2)
+    model = tiny("hoffr", unroll=2)
     torch.manual_seed(4)
     base = F.interpolate(torch.rand(1, 3, 6, 6), size=(16, 16), mode="bicubic", align_corners=False)
     frame1 = torch.roll(base, shifts=1, dims=3)  # frame 1 = frame 0 moved right by 1 px
@@ -179,17 +187,25 @@ def test_temporal_loss_mask_suppresses_occluded_regions():
 
 
 def test_temporal_loss_default_weight_is_the_papers_for_jffra_only():
-    from vsrdb.train.trainer import temporal_weight
-
-    assert temporal_weight(build("jffra-cpu"), LossWeights()) == 0.2
-    assert temporal_weight(build("fmanet-tiny"), LossWeights()) == 0.0
-    assert temporal_weight(build("fmanet-tiny"), LossWeights(temporal=0.5)) == 0.5
+    """JFFRA's loss carries its temporal terms at 0.2 by default; FMA-Net widens its window for
+    them only when they are switched on."""
+    jffra = tiny("jffra")
+    lr, hr, lr_sharp, flow = _batch(3)
+    batch = {"lr": lr, "hr": hr, "lr_sharp": lr_sharp, "flow": flow, "input_flow": initial_flows(lr, "dis")}
+    [stage] = jffra.training_stages(LossWeights())
+    loss, terms = jffra.training_loss(jffra, batch, stage, LossWeights())
+    assert torch.isclose(loss, terms["restore"] + 0.2 * terms["temporal"])
+    loss, terms = jffra.training_loss(jffra, batch, stage, LossWeights(temporal=0.0))
+    assert "temporal" not in terms and torch.equal(loss, terms["restore"])
+    fmanet = build("fmanet-tiny")
+    assert [s.window for s in fmanet.training_stages(LossWeights())] == [3, 3]
+    assert [s.window for s in fmanet.training_stages(LossWeights(temporal=0.5))] == [3, 5]
 
 
 # ----------------------------------------------------------------------------- restore and checkpoints
 
 def test_recurrent_restorer_equals_the_unrolled_model():
-    model = tiny("hoffr", num_seq=5).eval()
+    model = tiny("hoffr", unroll=5).eval()
     torch.manual_seed(6)
     frames = [torch.rand(3, 10, 14) for _ in range(5)]
     streamed = list(Restorer(model).run(iter(frames)))
@@ -209,12 +225,13 @@ def test_jffra_restorer_gives_the_windowed_centre_frames(tmp_path):
     outs = list(Restorer(model).run(iter(frames)))
     with torch.no_grad():
         window = torch.stack(frames[0:3], dim=1)[None]
-        assert torch.allclose(outs[1], model.restore(window)[0], atol=1e-5)
+        flows = initial_flows(window, model.input_flow)
+        assert torch.allclose(outs[1], model.restore(window, flows=flows)[0], atol=1e-5)
     save_checkpoint(model, tmp_path / "j")
     again = load_checkpoint(tmp_path / "j")
     assert again.config == model.config
     with torch.no_grad():
-        assert torch.equal(again.restore(window), model.restore(window))
+        assert torch.equal(again.restore(window, flows=flows), model.restore(window, flows=flows))
 
 
 # ----------------------------------------------------------------------------- training
@@ -224,11 +241,11 @@ def dataset(tmp_path_factory):
     return synth_photo_dataset(tmp_path_factory.mktemp("data"), (96, 112), photo_size=(48, 64))
 
 
-def _train(tmp_path, dataset, model: str, model_args: dict, **loss):
+def _train(tmp_path, dataset, model: str, model_args: dict, stages: dict, **loss):
     cfg = {"model": model, "model_args": model_args,
            "data": {"layout": "reds", "root": str(dataset), "val_root": str(dataset), "patch": 8, "batch": 2,
                     "workers": 0, "val_windows": 1, "flow": "dis"},
-           "stage1": {"iterations": 3}, "stage2": {"iterations": 4}, "loss": loss,
+           "stages": {k: {"iterations": v} for k, v in stages.items()}, "loss": loss,
            "run_dir": str(tmp_path / "run"), "checkpoint_every": 2, "val_every": 4, "log_every": 1, "threads": 1}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -240,9 +257,9 @@ def _train(tmp_path, dataset, model: str, model_args: dict, **loss):
 @pytest.mark.parametrize("name", ["hoffr", "jffra"])
 def test_train_and_evaluate_other_models(tmp_path, dataset, name, capsys):
     args = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY[name].items()}
-    rows = _train(tmp_path, dataset, name, {**args, "num_seq": 3})
+    rows = _train(tmp_path, dataset, name, {**args, **({"unroll": 3} if name == "hoffr" else {})}, {"main": 4})
     steps = [r for r in rows if r["total"]]
-    assert {r["stage"] for r in steps} == {"2"}  # one stage: stage 1 settings ignored
+    assert {r["stage"] for r in steps} == {"main"}  # the family's one stage
     assert len(steps) == 4 and all(math.isfinite(float(r["total"])) for r in steps)
     key = "flow_warp" if name == "hoffr" else "temporal"
     assert all(float(r[key]) > 0 for r in steps)
@@ -260,9 +277,9 @@ def test_train_and_evaluate_other_models(tmp_path, dataset, name, capsys):
 
 
 def test_fmanet_trains_with_the_temporal_loss_switch(tmp_path, dataset):
-    rows = _train(tmp_path, dataset, "fmanet-tiny", {}, temporal=0.2)
-    stage2 = [r for r in rows if r["total"] and r["stage"] == "2"]
-    stage1 = [r for r in rows if r["total"] and r["stage"] == "1"]
+    rows = _train(tmp_path, dataset, "fmanet-tiny", {}, {"netd": 3, "joint": 4}, temporal=0.2)
+    stage2 = [r for r in rows if r["total"] and r["stage"] == "joint"]
+    stage1 = [r for r in rows if r["total"] and r["stage"] == "netd"]
     assert stage1 and all(not r["temporal"] for r in stage1)  # stage 1 restores nothing
     assert stage2 and all(float(r["temporal"]) > 0 for r in stage2)
     for r in stage2:  # the total includes 0.2 x the temporal term

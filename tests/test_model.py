@@ -47,11 +47,6 @@ def test_impossible_configs_are_refused(bad, match):
         vsrdb.build("fmanet-tiny", **bad)
 
 
-def test_released_config_names_are_accepted():
-    cfg = FMANetConfig.from_released({"num_RDB": 2, "num_FRMA": 1, "LayerNorm_type": "BiasFree"})
-    assert (cfg.num_rdb, cfg.num_frma, cfg.layernorm_type) == (2, 1, "BiasFree")
-
-
 @pytest.mark.parametrize("t,h,w,b", [(3, 8, 10, 2), (5, 6, 7, 1)])
 def test_output_shapes(t, h, w, b):
     model = vsrdb.build("fmanet-tiny", num_seq=t, dim=30 if t == 5 else 18).eval()

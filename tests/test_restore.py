@@ -92,12 +92,11 @@ def test_tile_plan_covers_frame_with_overlap():
 
 
 def test_tile_size_follows_memory_budget():
-    cfg = vsrdb.build("fmanet").config
-    assert not plan_tiles(180, 320, tile=None, overlap=16, config=cfg, budget=8 << 30).tiled
-    small = plan_tiles(720, 1280, tile=None, overlap=16, config=cfg, budget=2 << 30)
+    model = vsrdb.build("fmanet")
+    assert not plan_tiles(180, 320, tile=None, overlap=16, tile_bytes=model.inference_bytes, budget=8 << 30).tiled
+    small = plan_tiles(720, 1280, tile=None, overlap=16, tile_bytes=model.inference_bytes, budget=2 << 30)
     assert small.tiled and small.size_x < 1280
-    from vsrdb.restore import estimate_forward_bytes
-    assert estimate_forward_bytes(cfg, small.size_y, small.size_x) <= 2 << 30
+    assert model.inference_bytes(small.size_y, small.size_x) <= 2 << 30
 
 
 def test_bgr_weights_get_bgr_frames():
@@ -208,7 +207,7 @@ def test_overwrite_replaces_only_when_complete(tmp_path, weights):
 def test_interrupt_leaves_no_output_and_keeps_work_for_resume(tmp_path, weights, output):
     """Ctrl-C mid-stream: nothing sits under the final name; the finished frames stay in the
     work folder, a rerun says how to resume, and --resume completes it."""
-    from vsrdb.restore.command import restore_video
+    from vsrdb.restore import restore_video
 
     model = vsrdb.load_checkpoint(weights)
     write_video(tmp_path / "in.mp4", make_clip(6))

@@ -25,7 +25,7 @@ def write_config(path: Path, dataset: Path, run_dir: Path, **extra) -> Path:
     cfg = {"model": "fmanet-tiny",
            "data": {"layout": "reds", "root": str(dataset), "val_root": str(dataset), "patch": 12, "batch": 2,
                     "workers": 0, "val_windows": 1, "flow": "dis"},
-           "stage1": {"iterations": 8}, "stage2": {"iterations": 8},
+           "stages": {"netd": {"iterations": 8}, "joint": {"iterations": 8}},
            "run_dir": str(run_dir), "checkpoint_every": 2, "val_every": 100, "log_every": 1, "threads": 1}
     for key, value in extra.items():
         node = cfg
@@ -69,15 +69,35 @@ def test_bad_data_fails_before_training(tmp_path, dataset, capsys, edit, message
     cfg = write_config(tmp_path / "c.yaml", root, tmp_path / "run")
     assert main(["train", str(cfg), "--quiet"]) == 2
     assert message in capsys.readouterr().err
-    assert not (tmp_path / "run" / "checkpoints" / "stage1_last.pt").exists()
+    assert not (tmp_path / "run" / "checkpoints" / "netd_last.pt").exists()
+
+
+def test_older_stage_keys_still_set_the_stages(tmp_path, dataset):
+    """stage1/stage2 (before stages had names) are FMA-Net's netd and joint, and a one-stage family's only stage."""
+    from vsrdb.models import build
+    from vsrdb.train.trainer import _stage_settings
+
+    path = write_config(tmp_path / "c.yaml", dataset, tmp_path / "run")
+    data = yaml.safe_load(path.read_text())
+    del data["stages"]
+    data.update(stage1={"iterations": 5, "lr": 1e-3}, stage2={"iterations": 7})
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_config(path)
+    fmanet = _stage_settings(cfg, build("fmanet-tiny").training_stages(cfg.loss))
+    assert (fmanet["netd"].iterations, fmanet["netd"].lr, fmanet["joint"].iterations) == (5, 1e-3, 7)
+    assert _stage_settings(cfg, build("jffra-cpu").training_stages(cfg.loss))["main"].iterations == 7
+    data["stages"] = {"jont": {"iterations": 3}}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="stages.jont: fmanet-tiny trains in stage.s. netd, joint"):
+        _stage_settings(load_config(path), build("fmanet-tiny").training_stages(cfg.loss))
 
 
 def test_two_stages_with_halving_schedule_on_both_optimisers(tmp_path, dataset):
-    cfg = write_config(tmp_path / "c.yaml", dataset, tmp_path / "run", **{"stage1.iterations": 20,
-                                                                          "stage2.iterations": 20})
+    cfg = write_config(tmp_path / "c.yaml", dataset, tmp_path / "run", **{"stages.netd.iterations": 20,
+                                                                          "stages.joint.iterations": 20})
     assert main(["train", str(cfg), "--quiet"]) == 0
     rows = losses(tmp_path / "run")
-    stage2 = {int(step): (float(d), float(r)) for stage, step, _, d, r in rows if stage == "2"}
+    stage2 = {int(step): (float(d), float(r)) for stage, step, _, d, r in rows if stage == "joint"}
     # milestones at 70/85/95 % of 20 iterations: steps 14, 17, 19
     assert stage2[13] == (2e-4, 2e-4) and stage2[14] == (1e-4, 1e-4)
     assert stage2[17] == (5e-5, 5e-5) and stage2[19] == (2.5e-5, 2.5e-5)
@@ -93,11 +113,11 @@ def _run(args, **kw):
 
 
 def test_kill_and_resume_follows_the_same_trajectory(tmp_path, dataset):
-    whole = write_config(tmp_path / "a.yaml", dataset, tmp_path / "a", **{"stage1.iterations": 30})
+    whole = write_config(tmp_path / "a.yaml", dataset, tmp_path / "a", **{"stages.netd.iterations": 30})
     assert main(["train", str(whole), "--quiet"]) == 0
-    cfg = write_config(tmp_path / "b.yaml", dataset, tmp_path / "b", **{"stage1.iterations": 30})
+    cfg = write_config(tmp_path / "b.yaml", dataset, tmp_path / "b", **{"stages.netd.iterations": 30})
     proc = _run(["train", str(cfg), "--quiet"])
-    ckpt = tmp_path / "b" / "checkpoints" / "stage1_last.pt"
+    ckpt = tmp_path / "b" / "checkpoints" / "netd_last.pt"
     deadline = time.time() + 60
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -110,11 +130,11 @@ def test_kill_and_resume_follows_the_same_trajectory(tmp_path, dataset):
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, dataset):
-    one = write_config(tmp_path / "one.yaml", dataset, tmp_path / "one", **{"stage1.iterations": 3,
-                                                                           "stage2.iterations": 3})
+    one = write_config(tmp_path / "one.yaml", dataset, tmp_path / "one", **{"stages.netd.iterations": 3,
+                                                                           "stages.joint.iterations": 3})
     assert main(["train", str(one), "--quiet"]) == 0
-    two = write_config(tmp_path / "two.yaml", dataset, tmp_path / "two", **{"stage1.iterations": 3,
-                                                                           "stage2.iterations": 3})
+    two = write_config(tmp_path / "two.yaml", dataset, tmp_path / "two", **{"stages.netd.iterations": 3,
+                                                                           "stages.joint.iterations": 3})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     import socket
     with socket.socket() as sock:
@@ -135,7 +155,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, dataset):
 
 
 def test_bf16_autocast_trains_close_to_fp32_and_old_bool_configs_still_load(tmp_path, dataset, capsys):
-    short = {"stage1.iterations": 4, "stage2.iterations": 4}
+    short = {"stages.netd.iterations": 4, "stages.joint.iterations": 4}
     runs = {}
     for amp in ("fp32", "bf16"):
         cfg = write_config(tmp_path / f"{amp}.yaml", dataset, tmp_path / amp, amp=amp, **short)

@@ -1,4 +1,8 @@
-"""The ``vsrdb`` command. Subcommands live in their own modules; this file only wires them."""
+"""The ``vsrdb`` command: one parser over the subcommands in ``vsrdb.commands``.
+
+A ``VsrdbError`` (bad input, settings or files) prints as one line naming the file and the
+problem, with exit status 2; anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,86 +11,33 @@ import sys
 from typing import Sequence
 
 from . import __version__
-
-
-class CLIError(Exception):
-    """A user-facing failure: printed as one line, exit status 2."""
-
-
-def _cmd_info(args: argparse.Namespace) -> int:
-    import torch
-
-    from .checkpoints import load_checkpoint
-    from .models import build, list_models
-
-    if args.model is None:
-        for name in list_models():
-            model = build(name)
-            print(f"{name:12s} {sum(p.numel() for p in model.parameters()):>10,d} parameters")
-        return 0
-    model = load_checkpoint(args.model) if _looks_like_path(args.model) else build(args.model)
-    n = sum(p.numel() for p in model.parameters())
-    print(f"model: {getattr(model, 'preset', type(model).__name__)}  parameters: {n:,d}  "
-          f"channel order: {getattr(model, 'channel_order', 'RGB')}")
-    for key, value in vars(model.config).items():
-        print(f"  {key}: {value}")
-    if args.run:
-        import time
-
-        cfg = model.config
-        gen = torch.Generator().manual_seed(0)
-        lr = torch.rand(1, cfg.in_channels, cfg.num_seq, 32, 32, generator=gen)
-        start = time.perf_counter()
-        with torch.no_grad():
-            out = model(lr)
-        key = "output" if "output" in out else "anchor_d"
-        print(f"ran {tuple(lr.shape)} -> {key} {tuple(out[key].shape)} in {time.perf_counter() - start:.2f} s")
-    return 0
-
-
-def _looks_like_path(text: str) -> bool:
-    from pathlib import Path
-
-    return "/" in text or Path(text).exists()
+from .errors import VsrdbError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .commands import subcommand_registrars
+
     parser = argparse.ArgumentParser(prog="vsrdb", description="Joint video super-resolution and deblurring.")
     parser.add_argument("--version", action="version", version=f"vsrdb {__version__}")
+    parser.add_argument("--model-module", action="append", default=[], metavar="FILE_OR_MODULE",
+                        help="import a model family of your own first (a .py file or a module name that calls "
+                             "vsrdb.register_model); repeatable")
     sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="list model presets, or describe one preset or checkpoint")
-    info.add_argument("model", nargs="?", help="a preset name or a checkpoint folder")
-    info.add_argument("--run", action="store_true",
-                      help="also restore a generated 3-frame 32x32 window with it and print the time")
-    info.set_defaults(func=_cmd_info)
-    for register in _subcommand_modules():
+    for register in subcommand_registrars():
         register(sub)
     return parser
-
-
-def _subcommand_modules():
-    # Each module adds its own subparser; imported lazily so `vsrdb --help` stays fast.
-    import importlib
-
-    found = []
-    for name in ("restore.command", "data.synth", "train.command", "evaluate.command", "demo", "export"):
-        try:
-            found.append(importlib.import_module(f"vsrdb.{name}").add_subcommand)
-        except ModuleNotFoundError as e:
-            if e.name != f"vsrdb.{name}":
-                raise
-    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from .models import import_model_module
+
+        for module in args.model_module:
+            import_model_module(module)
         return int(args.func(args) or 0)
-    except CLIError as e:
-        print(f"vsrdb {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # checkpoint and input errors already name the file and problem
+    except VsrdbError as e:
         print(f"vsrdb {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

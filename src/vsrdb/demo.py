@@ -9,17 +9,17 @@ the paper's metrics, and writes a side-by-side video and the HTML report.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from .precision import add_precision_argument, resolve_precision
+from .errors import InputError
+from .files import replace_atomically
+from .precision import resolve_precision
 
-__all__ = ["add_subcommand", "make_demo_clip", "run_demo"]
+__all__ = ["make_demo_clip", "run_demo"]
 
 DEMO_SEED = 7
 
@@ -64,24 +64,20 @@ def run_demo(output: str | None = None, *, overwrite: bool = False, frames: int 
     """The whole demo; returns the JSON-ready scores of the model and of bicubic."""
     import shutil
 
-    from .checkpoints import load_checkpoint
-    from .cli import CLIError
+    from .checkpoints import BUILTIN, load_checkpoint
     from .data.datasets import find_clips
     from .evaluate.methods import ModelMethod, baseline
-    from .evaluate.report import fmanet_maps, markdown_tables, write_report
+    from .evaluate.report import markdown_tables, model_maps, write_report
     from .evaluate.runs import clip_window, evaluate_methods
     from .evaluate.scoring import ScoreOptions
-    from .checkpoints import builtin_weights as _builtin_weights
 
     if output is None:
         folder = _free_folder(Path("vsrdb-demo"))
     else:
         folder = Path(output)
         if folder.exists() and not overwrite:
-            raise CLIError(f"{folder}: exists; pass --overwrite to replace it, or choose another folder")
-    weights = weights or _builtin_weights()
-    if weights is None:
-        raise CLIError("no built-in model ships with this installation (vsrdb/weights/builtin is missing)")
+            raise InputError(f"{folder}: exists; pass --overwrite to replace it, or choose another folder")
+    model = load_checkpoint(weights or BUILTIN)
     start = time.perf_counter()
     tmp = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -90,22 +86,19 @@ def run_demo(output: str | None = None, *, overwrite: bool = False, frames: int 
         print(f"making a {frames}-frame blurry low-resolution clip from a procedural scene ...")
         data = make_demo_clip(tmp / "data", frames=frames)
         clips = find_clips("reds", data, split="all")
-        model = load_checkpoint(weights)
         chosen = resolve_precision(precision, "cpu")
         print(f"restoring with the built-in model, {chosen.describe()} ...")
         methods = [ModelMethod("vsrdb-builtin", model, precision=chosen), baseline("bicubic")]
-        options = ScoreOptions(num_seq=model.config.num_seq)
+        options = ScoreOptions(num_seq=model.frames.window)
         outputs: dict[str, list[Tensor]] = {m.name: [] for m in methods}
         results = evaluate_methods(methods, clips, options, progress=progress,
                                    on_frame=lambda m, c, i, out: outputs[m].append(out))
         _write_side_by_side(tmp / "side_by_side.mp4", outputs["bicubic"], outputs["vsrdb-builtin"], clips[0].sharp)
         key = next(iter(results[0].samples))
-        window = clip_window(clips[0], key[1], model.config.num_seq)
+        window = clip_window(clips[0], key[1], model.frames.window)
         write_report(results, tmp / "report", options, title="vsrdb demo: built-in model vs bicubic",
-                     command="vsrdb demo", maps={key: fmanet_maps(model, window)})
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
+                     command="vsrdb demo", maps={key: model_maps(model, window)})
+        replace_atomically(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(markdown_tables(results, options).split("\n\nPer clip:")[0])
@@ -125,30 +118,3 @@ def _write_side_by_side(path: Path, bicubic: list[Tensor], restored: list[Tensor
             row = np.concatenate([_label(to_array(b), "bicubic x4"), _label(to_array(r), "vsrdb built-in"),
                                   _label(read_image(s)[:, :, :3], "ground truth")], axis=1)
             writer.write(row)
-
-
-def add_subcommand(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="restore a generated blurry clip with the built-in model and report it",
-                       description="No arguments needed: makes a blurry low-resolution clip from a procedural "
-                                   "scene, restores it with the built-in model, prints PSNR/SSIM/tOF against "
-                                   "bicubic and writes a side-by-side video and an HTML report.")
-    p.add_argument("-o", "--output", help="folder to write (default: ./vsrdb-demo, or the next free vsrdb-demo-N)")
-    p.add_argument("--frames", type=int, default=12, help="clip length (default 12)")
-    p.add_argument("--weights", help="another checkpoint instead of the built-in model")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_precision_argument(p)
-    p.set_defaults(func=_cmd_demo)
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .cli import CLIError
-
-    if args.frames < 3:
-        raise CLIError(f"--frames {args.frames}: the demo needs at least 3 frames")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    run_demo(args.output, overwrite=args.overwrite, frames=args.frames, progress=not args.quiet,
-             weights=args.weights, precision=args.precision)
-    return 0

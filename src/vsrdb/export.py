@@ -11,7 +11,6 @@ takes and gives RGB. Sliding windows over a video, tiling and blending stay with
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -19,27 +18,30 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .data.video import InputError, replace_atomically
+from .errors import InputError
+from .files import replace_atomically
+from .models.family import RestorationModel
 
-__all__ = ["export_onnx", "add_subcommand"]
+__all__ = ["export_onnx"]
 
 
 class _WindowRestore(nn.Module):
-    """``lr [B, 3, T, H, W]`` RGB -> ``[B, 3, sH, sW]`` RGB through ``model.restore``."""
+    """``lr [B, 3, T, H, W]`` RGB (and the family's input flow ``[B, T, 2, H, W]``) ->
+    ``[B, 3, sH, sW]`` RGB through ``model.restore``."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: RestorationModel) -> None:
         super().__init__()
         self.model = model
-        self.bgr = getattr(model, "channel_order", "RGB") == "BGR"
+        self.bgr = model.channel_order == "BGR"
 
-    def forward(self, lr: Tensor) -> Tensor:
+    def forward(self, lr: Tensor, flows: Tensor | None = None) -> Tensor:
         if self.bgr:
             lr = lr.flip(1)
-        out = self.model.restore(lr)
+        out = self.model.restore(lr) if flows is None else self.model.restore(lr, flows=flows)
         return out.flip(1) if self.bgr else out
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = 18, example: tuple[int, int] = (32, 48),
+def export_onnx(model: RestorationModel, path: str | os.PathLike, *, opset: int = 18, example: tuple[int, int] = (32, 48),
                 overwrite: bool = False) -> Path:
     """Write ``model``'s window restoration to ``path`` as ONNX (fp32, CPU export).
 
@@ -53,49 +55,31 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = 18, e
         raise InputError(f"{path}: exists; pass --overwrite to replace it")
     if not path.absolute().parent.is_dir():
         raise InputError(f"{path}: its folder {path.absolute().parent} does not exist")
-    if getattr(model, "recurrent", False):
-        raise InputError(f"{path}: {type(model).__name__} is recurrent (it carries its last output from frame to "
-                         "frame); only window models export")
+    if model.frames.mode != "window":
+        raise InputError(f"{path}: {model.preset} is {model.frames.mode} (it carries state from frame to frame); "
+                         "only window models export")
     try:
         import onnx  # noqa: F401  (the exporter needs it; say so plainly if missing)
         import onnxscript  # noqa: F401
     except ImportError:
         raise InputError("ONNX export needs the onnx and onnxscript packages: pip install 'vsrdb[onnx]'") from None
     wrapper = _WindowRestore(model.float().cpu().eval()).eval()
-    t = model.config.num_seq
+    t = model.frames.length
     h, w = example
     # Batch 2 in the example: torch.export specialises dimensions of size 1.
     lr = torch.rand(2, 3, t, h, w, generator=torch.Generator().manual_seed(0))
     batch, height, width = torch.export.Dim("batch", max=64), torch.export.Dim("height"), torch.export.Dim("width")
+    args, names, shapes = (lr,), ["lr"], {"lr": {0: batch, 3: height, 4: width}}
+    if model.input_flow is not None:  # JFFRA: the estimator's flow is a second graph input
+        args, names = (lr, torch.zeros(2, t, 2, h, w)), ["lr", "flows"]
+        shapes["flows"] = {0: batch, 3: height, 4: width}
     tmp = path.with_name(f".{path.name}.partial")
     try:
         with torch.no_grad():
-            program = torch.onnx.export(wrapper, (lr,), dynamo=True, opset_version=opset, input_names=["lr"],
-                                        output_names=["output"],
-                                        dynamic_shapes={"lr": {0: batch, 3: height, 4: width}}, verbose=False)
+            program = torch.onnx.export(wrapper, args, dynamo=True, opset_version=opset, input_names=names,
+                                        output_names=["output"], dynamic_shapes=shapes, verbose=False)
         program.save(str(tmp))
         replace_atomically(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def add_subcommand(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a model's inference as ONNX (for ONNX Runtime, TensorRT)",
-                       description="Export the window restoration (input lr [B, 3, T, H, W] RGB in [0, 1], output "
-                                   "[B, 3, 4H, 4W]) with dynamic batch, height and width.")
-    p.add_argument("--weights", default="builtin", help="checkpoint folder, the authors' folder, or builtin (default)")
-    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT.onnx if it exists")
-    p.set_defaults(func=_cmd_export)
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from .restore.command import load_weights
-
-    model = load_weights(args.weights)
-    out = export_onnx(model, args.onnx, opset=args.opset, overwrite=args.overwrite)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input lr [B, 3, {model.config.num_seq}, H, W] "
-          f"RGB in [0, 1] -> output [B, 3, {model.config.scale}H, {model.config.scale}W]")
-    return 0

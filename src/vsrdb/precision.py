@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import InputError
+
 __all__ = ["PRECISIONS", "DTYPES", "Precision", "resolve_precision", "cpu_capabilities", "cpu_name",
-           "describe_cpu", "add_precision_argument"]
+           "describe_cpu"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -81,19 +83,19 @@ def _cpu_feature_text(caps: dict) -> str:
 def resolve_precision(name: str, device: torch.device | str, *, capabilities: dict | None = None) -> Precision:
     """``auto``/``fp32``/``bf16``/``fp16`` on ``device`` -> a Precision.
 
-    ``capabilities`` overrides the CPU query (for tests). Raises ValueError for an unknown
+    ``capabilities`` overrides the CPU query (for tests). Raises InputError for an unknown
     name or fp16 on a CPU without native fp16 (emulated fp16 is many times slower than fp32).
     """
     name = (name or "auto").lower()
     if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r} (use one of {', '.join(PRECISIONS)})")
+        raise InputError(f"unknown precision {name!r} (use one of {', '.join(PRECISIONS)})")
     device = torch.device(device)
     if device.type == "cuda":
         bf16 = torch.cuda.is_bf16_supported() if capabilities is None else bool(capabilities.get("bf16"))
         if name == "auto":
             return Precision("bf16", "GPU supports bf16") if bf16 else Precision("fp16", "GPU without bf16")
         if name == "bf16" and not bf16:
-            raise ValueError(f"precision bf16: {device} does not support bf16; use fp16 or fp32")
+            raise InputError(f"precision bf16: {device} does not support bf16; use fp16 or fp32")
         return Precision(name, "chosen")
     if device.type != "cpu":  # MPS and others: bf16 support varies, so auto stays fp32
         return Precision("fp32", f"{device.type}: fp32") if name == "auto" else Precision(name, "chosen")
@@ -104,14 +106,7 @@ def resolve_precision(name: str, device: torch.device | str, *, capabilities: di
             return Precision("bf16", f"CPU with {feature}")
         return Precision("fp32", f"CPU with {feature}")
     if name == "fp16" and not caps.get("fp16"):
-        raise ValueError("precision fp16: this CPU has no native fp16 (AVX512-FP16/AMX-FP16); use bf16 or fp32")
+        raise InputError("precision fp16: this CPU has no native fp16 (AVX512-FP16/AMX-FP16); use bf16 or fp32")
     if name == "bf16" and not caps.get("bf16"):
         return Precision("bf16", f"CPU with {feature}: emulated, slower than fp32")
     return Precision(name, "chosen")
-
-
-def add_precision_argument(parser) -> None:
-    """The ``--precision`` flag shared by restore, evaluate and demo."""
-    parser.add_argument("--precision", default="auto", type=str.lower, choices=PRECISIONS,
-                        help="numeric precision: auto (bf16 on CPUs with native bf16 and on GPUs, else fp32), "
-                             "fp32 (the release's numbers), bf16, fp16 (GPU)")

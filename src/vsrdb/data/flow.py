@@ -1,4 +1,4 @@
-"""Pseudo-ground-truth optical flow for FMA-Net's flow loss, from a pluggable estimator.
+"""Optical flow from a pluggable estimator: FMA-Net's pseudo-ground-truth flow, JFFRA's initial flow.
 
 Convention (the model's): the flow of frame t goes from the centre frame to frame t, in
 pixels (dx, dy), so backward-warping frame t by it reproduces the centre frame. The paper
@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["FLOW_ESTIMATORS", "estimate_flow", "window_flows", "register_flow_estimator"]
+from ..errors import ConfigError
+
+__all__ = ["FLOW_ESTIMATORS", "estimate_flow", "window_flows", "initial_flows", "register_flow_estimator"]
 
 # name -> fn(centre_gray uint8 [H, W], other_gray uint8 [H, W]) -> float32 [H, W, 2]
 FLOW_ESTIMATORS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {}
@@ -54,7 +56,7 @@ def _gray(frame: Tensor | np.ndarray) -> np.ndarray:
 def estimate_flow(centre: Tensor | np.ndarray, other: Tensor | np.ndarray, method: str = "dis") -> Tensor:
     """Flow from ``centre`` to ``other`` as float32 ``[2, H, W]`` (dx, dy)."""
     if method not in FLOW_ESTIMATORS:
-        raise ValueError(f"unknown flow estimator {method!r}; known: {', '.join(sorted(FLOW_ESTIMATORS))}")
+        raise ConfigError(f"unknown flow estimator {method!r}; known: {', '.join(sorted(FLOW_ESTIMATORS))}")
     a, b = _gray(centre), _gray(other)
     h, w = a.shape
     if min(h, w) < MIN_SIZE:  # DIS refuses frames under 12 px (tiny patches, JFFRA's smallest levels)
@@ -79,3 +81,13 @@ def window_flows(frames: Tensor, method: str = "dis") -> Tensor:
     flows = [torch.zeros(2, *frames.shape[-2:]) if i == c else estimate_flow(frames[:, c], frames[:, i], method)
              for i in range(t)]
     return torch.stack(flows, dim=1)
+
+
+def initial_flows(lr: Tensor, method: str = "dis") -> Tensor:
+    """The estimator's flow from the centre frame to each frame of a batch of windows, for
+    families with an ``input_flow`` (JFFRA): ``[B, 3, T, H, W]`` -> ``[B, T, 2, H, W]`` fp32 on
+    ``lr``'s device (zero for the centre). Computed on the CPU, with no gradient."""
+    with torch.no_grad():
+        frames = lr.detach().float().cpu()
+        flows = torch.stack([window_flows(frames[i], method) for i in range(frames.shape[0])])
+    return flows.transpose(1, 2).to(lr.device, torch.float32)  # pixel offsets need fp32

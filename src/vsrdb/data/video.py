@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import InputError
+from ..files import replace_atomically
 from .colour import ColourSpec, HdrMetadata, describe
 
 __all__ = ["VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "OUTPUT_CONTAINERS", "InputError", "FrameSource", "open_frames",
@@ -36,10 +38,6 @@ OUTPUT_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matro
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 DEFAULT_FPS = Fraction(30)
 SRGB = ColourSpec(0, 2, 1, 13)  # RGB images: sRGB
-
-
-class InputError(ValueError):
-    """Bad input or output path: the message names the file and the problem."""
 
 
 def natural_key(name: str) -> list:
@@ -337,22 +335,6 @@ class FrameWriter:
             self.close()
         else:
             self.abort()
-
-
-def replace_atomically(tmp: Path, final: Path) -> None:
-    """Move ``tmp`` (a file or folder) onto ``final``; an existing final (file or folder) is only
-    removed once tmp is in place, so a crash leaves either the old or the new result."""
-    tmp, final = Path(tmp), Path(final)
-    if (final.exists() or final.is_symlink()) and (final.is_dir() or tmp.is_dir()):
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        final.rename(old)
-        tmp.rename(final)
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
-    else:
-        os.replace(tmp, final)
 
 
 class PNGFolderWriter(FrameWriter):

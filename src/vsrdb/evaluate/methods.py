@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.resize import imresize
+from ..errors import InputError
+from ..models.family import RestorationModel
 
 __all__ = ["BASELINES", "Method", "ModelMethod", "FrameMethod", "baseline", "richardson_lucy", "lanczos"]
 
@@ -54,12 +56,11 @@ class FrameMethod(Method):
 class ModelMethod(Method):
     """A restoration model driven by the streaming ``Restorer`` (exactly what ``vsrdb restore`` does)."""
 
-    def __init__(self, name: str, model: nn.Module, *, device: str = "cpu", **restorer_args) -> None:
+    def __init__(self, name: str, model: RestorationModel, *, device: str = "cpu", **restorer_args) -> None:
         from ..restore import Restorer
 
         self.name, self.model = name, model
-        # A recurrent model has no window: every frame has its whole past.
-        self.num_seq = 1 if getattr(model, "recurrent", False) else model.config.num_seq
+        self.num_seq = model.frames.window  # 1 for recurrent families: every frame has its whole past
         self.parameters = sum(p.numel() for p in model.parameters())
         self.restorer = Restorer(model, device=device, **restorer_args)
 
@@ -111,5 +112,5 @@ BASELINES: dict[str, Callable[[Tensor], Tensor]] = {
 
 def baseline(name: str) -> FrameMethod:
     if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r} (choose from {', '.join(BASELINES)})")
+        raise InputError(f"unknown baseline {name!r} (choose from {', '.join(BASELINES)})")
     return FrameMethod(name, BASELINES[name])

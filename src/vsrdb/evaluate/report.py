@@ -22,124 +22,32 @@ from torch import Tensor
 
 from ..data.resize import imresize
 from ..data.video import to_array
-from ..ops.dynamic_filter import normalize_downsampling_kernels, normalize_upsampling_kernels
+from ..ops.pictures import ERROR_RANGE, detail_crop, error_map
 from .runs import MethodResult
 from .scoring import MOTION_BINS, ScoreOptions
 
-__all__ = ["markdown_tables", "write_report", "colorize_flow", "error_map", "kernel_mosaic", "fmanet_maps",
-           "detail_crop"]
-
-ERROR_RANGE = 0.2  # |output - target| mapped to the full colour scale; fixed so maps compare across methods
-
-
-# ---------------------------------------------------------------- pictures
-
-def colorize_flow(flow: np.ndarray, max_norm: float | None = None) -> np.ndarray:
-    """``[2, H, W]`` flow -> ``[H, W, 3]`` uint8: hue is direction, saturation is magnitude (Middlebury style)."""
-    import cv2
-
-    u, v = flow[0].astype(np.float32), flow[1].astype(np.float32)
-    mag, ang = cv2.cartToPolar(u, v, angleInDegrees=True)
-    top = max_norm if max_norm else max(float(mag.max()), 1e-6)
-    hsv = np.zeros((*u.shape, 3), np.uint8)
-    hsv[..., 0] = (ang / 2).astype(np.uint8)
-    hsv[..., 1] = np.clip(mag / top * 255, 0, 255).astype(np.uint8)
-    hsv[..., 2] = 255
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-
-
-def error_map(output: Tensor, target: Tensor) -> np.ndarray:
-    """Per-pixel mean absolute error as an inferno-coloured ``[H, W, 3]`` uint8 (black = exact)."""
-    import cv2
-
-    err = (output.float() - target.float()).abs().mean(0).clamp(0, ERROR_RANGE) / ERROR_RANGE
-    grey = (err.numpy() * 255).round().astype(np.uint8)
-    return cv2.applyColorMap(grey, cv2.COLORMAP_INFERNO)[:, :, ::-1].copy()
-
-
-def kernel_mosaic(kernels: np.ndarray, cell: int = 12, gap: int = 2) -> np.ndarray:
-    """``[R, C, k, k]`` kernels -> one ``uint8 RGB`` picture; red positive, blue negative, white zero.
-
-    Each kernel is scaled by the largest magnitude in the whole mosaic, so rows compare.
-    """
-    r, c, k, _ = kernels.shape
-    top = max(float(np.abs(kernels).max()), 1e-12)
-    size = k * cell
-    out = np.full((r * (size + gap) + gap, c * (size + gap) + gap, 3), 96, np.uint8)
-    for i in range(r):
-        for j in range(c):
-            a = np.clip(kernels[i, j] / top, -1, 1)
-            rgb = np.empty((k, k, 3))
-            rgb[..., 0] = np.where(a < 0, 1 + a, 1.0)
-            rgb[..., 1] = 1 - np.abs(a)
-            rgb[..., 2] = np.where(a > 0, 1 - a, 1.0)
-            big = np.kron((rgb * 255).round().astype(np.uint8), np.ones((cell, cell, 1), np.uint8))
-            y, x = gap + i * (size + gap), gap + j * (size + gap)
-            out[y:y + size, x:x + size] = big
-    return out
-
-
-def detail_crop(target: Tensor, size: int) -> tuple[int, int, int]:
-    """``(top, left, size)`` of the square with the most gradient energy in the target: where blur shows."""
-    g = target.float().mean(0)
-    h, w = g.shape
-    size = max(8, min(size, h, w))
-    energy = (g[1:, :-1] - g[:-1, :-1]).abs() + (g[:-1, 1:] - g[:-1, :-1]).abs()
-    pooled = torch.nn.functional.avg_pool2d(energy[None, None], size - 1, stride=max(1, size // 4))[0, 0]
-    idx = int(pooled.argmax())
-    stride = max(1, size // 4)
-    top, left = (idx // pooled.shape[1]) * stride, (idx % pooled.shape[1]) * stride
-    return min(top, h - size), min(left, w - size), size
+__all__ = ["markdown_tables", "write_report", "model_maps"]
 
 
 @torch.no_grad()
-def fmanet_maps(model: torch.nn.Module, window: list[Tensor], *, crop: int = 64) -> dict[str, np.ndarray]:
-    """Image flows and FGDF kernels of an FMA-Net on one LR window (the paper's Figs. 10-11).
+def model_maps(model: torch.nn.Module, window: list[Tensor], *, crop: int = 64) -> dict[str, np.ndarray]:
+    """The model family's diagnostic pictures (``RestorationModel.diagnostic_maps``) on one LR window.
 
-    Runs the non-streaming forward on a ``crop`` x ``crop`` LR region at the window's centre
-    (maps of a whole large frame are neither needed nor cheap). Kernels are shown at the pixel
-    with the largest NetD flow, where the flow guidance matters most, and at the crop's centre.
-    Returns named ``uint8 [H, W, 3]`` pictures.
+    ``window``: T RGB frames ``[3, H, W]``. Runs on a ``crop`` x ``crop`` region at the window's
+    centre: maps of a whole large frame are neither needed nor cheap.
     """
-    if getattr(model, "net_d", None) is None:
-        return {}
-    cfg = model.config
     h, w = window[0].shape[-2:]
     ch, cw = min(crop, h), min(crop, w)
     y0, x0 = (h - ch) // 2, (w - cw) // 2
-    x = torch.stack([f[:, y0:y0 + ch, x0:x0 + cw] for f in window])[None].float()  # [1, T, 3, h, w]
-    if getattr(model, "channel_order", "RGB") == "BGR":
-        x = x.flip(2)
-    model = model.eval()
-    x = x.to(next(model.parameters()).device)
-    d = model.net_d(x)
-    t = cfg.num_seq
-    flows = d.image_flow[0, :, :2].float().cpu().numpy()  # [T, 2, h, w]: centre -> each frame
-    top = max(float(np.sqrt((flows ** 2).sum(1)).max()), 1e-6)
-    maps = {"NetD image flow f^Y (centre to each frame)": np.concatenate(
-        [colorize_flow(flows[i], top) for i in range(t)], axis=1)}
-    mag = np.sqrt((flows ** 2).sum(1)).max(0)
-    py, px = np.unravel_index(int(mag.argmax()), mag.shape)
-    points = [(int(py), int(px)), (ch // 2, cw // 2)]
-    kd = normalize_downsampling_kernels(d.kernels)[0]
-    kd = kd.reshape(t, cfg.ds_kernel_size, cfg.ds_kernel_size, ch, cw).cpu().numpy()
-    maps["K^D degradation kernels (rows: two pixels; columns: frames)"] = kernel_mosaic(
-        np.stack([[kd[i, :, :, py_, px_] for i in range(t)] for py_, px_ in points]), cell=6)
-    if getattr(model, "net_r", None) is not None:
-        r = model.net_r(x, d)
-        flows_r = r.image_flow[0, :, :2].float().cpu().numpy()
-        maps["NetR image flow f^X (centre to each frame)"] = np.concatenate(
-            [colorize_flow(flows_r[i], top) for i in range(t)], axis=1)
-        s, k = cfg.scale, cfg.us_kernel_size
-        kr = normalize_upsampling_kernels(r.kernels, s)[0].cpu().numpy()  # [T, s*s, k*k, h, w]
-        # The s*s sub-pixel kernels of each frame laid out as an s x s mosaic of k x k kernels.
-        rows = []
-        for py_, px_ in points:
-            rows.append([kr[i, :, :, py_, px_].reshape(s, s, k, k).transpose(0, 2, 1, 3).reshape(s * k, s * k)
-                         for i in range(t)])
-        maps["K^R restoration kernels (s x s sub-pixel kernels per frame; blue = negative)"] = kernel_mosaic(
-            np.stack(rows), cell=4)
-    return maps
+    x = torch.stack([f[:, y0:y0 + ch, x0:x0 + cw] for f in window], dim=1)[None].float()  # [1, 3, T, h, w]
+    if model.channel_order == "BGR":
+        x = x.flip(1)
+    inputs = {}
+    if model.input_flow is not None:
+        from ..data.flow import initial_flows
+
+        inputs["flows"] = initial_flows(x, model.input_flow)
+    return model.eval().diagnostic_maps(x, **inputs)
 
 
 # ---------------------------------------------------------------- tables

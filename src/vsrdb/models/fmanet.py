@@ -13,26 +13,28 @@ inside, sequences are frames-major ``[B, T, C, H, W]`` (see ``blocks``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Any, NamedTuple, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import InputError
 from ..ops.dynamic_filter import (dynamic_downsample, dynamic_upsample, dynamic_upsample_streamed,
                                   normalize_downsampling_kernels, normalize_upsampling_kernels)
+from ..ops.pictures import colorize_flow, kernel_mosaic
 from ..ops.warp import image_flow_warp
+from ..train.losses import LossWeights, fmanet_loss, temporal_terms
 from .blocks import (FRMA, RRDB, FrameConv, TemporalConv3d, cat_channels, channels_last, channels_to_seq,
                      compute_dtype, lrelu)
+from .family import FrameNeed, LossFn, RestorationModel, TrainingStage
 from .inputs import check_video_inputs
 from .registry import from_preset, register_model
 
-__all__ = ["FMANetConfig", "NetD", "NetR", "FMANet", "RELEASED_CONFIG_NAMES"]
-
-# The release's config names that differ from ours (ours are lower-case field names).
-RELEASED_CONFIG_NAMES = {"num_RDB": "num_rdb", "num_FRMA": "num_frma", "LayerNorm_type": "layernorm_type"}
+__all__ = ["FMANetConfig", "NetD", "NetR", "FMANet"]
 
 
 @dataclass(frozen=True)
@@ -97,18 +99,6 @@ class FMANetConfig:
             if not ok:
                 raise ValueError(f"FMANetConfig: {message}")
 
-    @classmethod
-    def from_released(cls, released: dict[str, Any], **extra: Any) -> "FMANetConfig":
-        """From the release's config names (``num_RDB``, ``LayerNorm_type``, ...)."""
-        names = {f.name for f in fields(cls)}
-        kwargs = {}
-        for key, value in released.items():
-            key = RELEASED_CONFIG_NAMES.get(key, key)
-            if key not in names:
-                raise ValueError(f"FMANetConfig: unknown released config key {key!r}")
-            kwargs[key] = value
-        return cls(**{**kwargs, **extra})
-
     @property
     def center(self) -> int:
         return self.num_seq // 2
@@ -122,8 +112,8 @@ class FMANetConfig:
         return 8 * self.num_seq * self.dim + 12 * self.dim
 
 
-def _heads(c_in: int, c_mid: int, c_out: int, bias: bool) -> nn.Sequential:
-    """conv, LeakyReLU, conv, all per frame: the shape of every small head in FMA-Net."""
+def _head(c_in: int, c_mid: int, c_out: int, bias: bool) -> nn.Sequential:
+    """One small head: conv, LeakyReLU, conv, all per frame (every head in FMA-Net has this shape)."""
     return nn.Sequential(FrameConv(c_in, c_mid, 3, bias=bias), lrelu(), FrameConv(c_mid, c_out, 3, bias=bias))
 
 
@@ -161,9 +151,9 @@ class NetD(nn.Module):
             FrameConv(cfg.in_channels, c, 3, bias=cfg.bias), lrelu(),
             RRDB(c, cfg.growth_rate, cfg.num_dense_layer, cfg.num_rdb, bias=cfg.bias))
         self.frma_blocks = _frma_stack(cfg, restoration=False)
-        self.kernel_head = _heads(c // cfg.num_seq, c, cfg.ds_kernel_size ** 2, cfg.bias)
-        self.flow_head = _heads(n3, n3, 3, cfg.bias)
-        self.anchor_head = _heads(c, c, cfg.in_channels, cfg.bias)
+        self.kernel_head = _head(c // cfg.num_seq, c, cfg.ds_kernel_size ** 2, cfg.bias)
+        self.flow_head = _head(n3, n3, 3, cfg.bias)
+        self.anchor_head = _head(c, c, cfg.in_channels, cfg.bias)
 
     def encode(self, lr: Tensor) -> Tensor:
         """Initial features F^{D,0}: ``[B, T, 3, H, W]`` -> ``[B, T, C, H, W]``.
@@ -248,11 +238,12 @@ class HighFrequencyReconstruction(nn.Module):
         return self.conv_out(act(self.conv3(x)))
 
 
-class NetROutput(NamedTuple):
-    output: Tensor       # Y_hat_c    [B, 3, sH, sW]
-    lr_warp: Tensor      # X_w        [B, T, 3, H, W]
-    anchor: Tensor       # X^R_sharp  [B, T, 3, H, W]
-    image_flow: Tensor   # f^X        [B, T, 3, H, W]
+@dataclass
+class NetROutput:
+    output: Tensor          # Y_hat_c    [B, 3, sH, sW]
+    lr_warp: Tensor         # X_w        [B, T, 3, H, W]
+    anchor: Tensor | None   # X^R_sharp  [B, T, 3, H, W]; None without anchor=True
+    image_flow: Tensor      # f^X        [B, T, 3, H, W]
     kernels: Tensor | None  # K^R logits [B, T, s^2 k_r^2, H, W]; None in lean inference
 
 
@@ -266,16 +257,16 @@ class NetR(nn.Module):
         self.feature_extractor = nn.Sequential(
             FrameConv(cfg.in_channels + c, c, 3, bias=cfg.bias), lrelu(),
             RRDB(c, cfg.growth_rate, cfg.num_dense_layer, cfg.num_rdb, bias=cfg.bias))
-        self.flow_in = _heads(n3, n3, n3, cfg.bias)
+        self.flow_in = _head(n3, n3, n3, cfg.bias)
         # Full 3x3x3 convs: unlike every other conv here these mix neighbouring frames.
         self.kd_embed = nn.Sequential(TemporalConv3d(kd2, c, bias=cfg.bias), lrelu(),
                                       TemporalConv3d(c, c, bias=cfg.bias))
         self.frma_blocks = _frma_stack(cfg, restoration=True)
         self.high_freq = HighFrequencyReconstruction(c, cfg.in_channels, bias=cfg.bias)
-        self.kernel_head = _heads(c // cfg.num_seq, c, cfg.scale ** 2 * cfg.us_kernel_size ** 2, cfg.bias)
-        self.pre_flow_head = _heads(n3, n3, 3, cfg.bias)
-        self.flow_head = _heads(n3 + 2 * cfg.in_channels, n3, 3, cfg.bias)
-        self.anchor_head = _heads(c, c, cfg.in_channels, cfg.bias)
+        self.kernel_head = _head(c // cfg.num_seq, c, cfg.scale ** 2 * cfg.us_kernel_size ** 2, cfg.bias)
+        self.pre_flow_head = _head(n3, n3, 3, cfg.bias)
+        self.flow_head = _head(n3 + 2 * cfg.in_channels, n3, 3, cfg.bias)
+        self.anchor_head = _head(c, c, cfg.in_channels, cfg.bias)
 
     def forward(self, lr: Tensor, d: NetDOutput, *, anchor: bool = True,
                 kernel_head: nn.Module | None = None) -> NetROutput:
@@ -328,7 +319,7 @@ def _seq(x: Tensor) -> Tensor:
     return x.transpose(1, 2)
 
 
-class FMANet(nn.Module):
+class FMANet(RestorationModel):
     """FMA-Net: NetD (stage 1) or NetD + NetR (stage 2), one class with a ``stage`` setting.
 
     ``forward(lr, hr=None)`` takes ``lr [B, 3, T, H, W]`` (blurry LR window) and optionally
@@ -345,7 +336,14 @@ class FMANet(nn.Module):
       ``hr_warp`` ``[B, 3, T, 4H, 4W]`` (masked HR frames warped to the centre).
 
     ``channel_order`` says which colour order the weights expect ("BGR" for the authors').
+
+    Training (the paper's two stages): ``netd`` trains NetD alone with L_D (Eq. 8); ``joint``
+    starts from that NetD and trains both networks, each with its own optimiser, with
+    L_total (Eq. 9). The occlusion-aware temporal loss (``loss.temporal``) is off by default;
+    when on, the centre's two neighbours are restored too, from a window two frames wider.
     """
+
+    preset = "fmanet"
 
     def __init__(self, config: FMANetConfig | None = None, **overrides: Any) -> None:
         super().__init__()
@@ -355,13 +353,26 @@ class FMANet(nn.Module):
         self.net_r = NetR(self.config) if self.config.stage == 2 else None
         self.channel_order = "RGB"
 
+    # ------------------------------------------------------------------ the family interface
+
+    @property
+    def frames(self) -> FrameNeed:
+        return FrameNeed("window", self.config.num_seq)
+
     @property
     def min_size(self) -> int:
         # The k_r x k_r restoration window must fit inside a frame.
         return max(2, self.config.us_kernel_size)
 
+    @property
+    def can_restore(self) -> bool:
+        return self.net_r is not None
+
+    def inference_values_per_pixel(self) -> int:
+        return self.config.inference_values_per_pixel()
+
     def check_inputs(self, lr: Tensor, hr: Tensor | None = None) -> None:
-        """Raise ValueError naming what was expected and what came."""
+        """Raise InputError naming what was expected and what came."""
         cfg = self.config
         check_video_inputs(lr, hr, in_channels=cfg.in_channels, scale=cfg.scale, min_size=self.min_size,
                            num_seq=cfg.num_seq)
@@ -375,29 +386,29 @@ class FMANet(nn.Module):
         """NetD's initial features of single frames: ``[B, 3, H, W]`` -> ``[B, C, H, W]``.
 
         They depend on one frame only, so a sliding window computes them once per frame
-        and passes them to ``restore`` / ``forward`` as ``feat0``.
+        and passes them to ``restore`` / ``forward`` as ``features``.
         """
         return self.net_d.encode(channels_last(frame).unsqueeze(1))[:, 0]
 
-    def restore(self, lr: Tensor, *, feat0: Sequence[Tensor] | None = None) -> Tensor:
+    def restore(self, lr: Tensor, *, features: Sequence[Tensor] | None = None, flows: Tensor | None = None) -> Tensor:
         """Inference: ``lr [B, 3, T, H, W]`` -> restored centre frame ``[B, 3, 4H, 4W]``.
 
         The same output as ``forward(lr)["output"]``, without the TA anchors (training only).
-        ``feat0``: the T frames' ``encode_frame`` outputs, if already computed.
+        ``features``: the T frames' ``encode_frame`` outputs, if already computed.
         """
         self.check_inputs(lr)
         if self.net_r is None:
-            raise ValueError("a stage-1 model (NetD alone) cannot restore; it needs NetR (stage 2)")
+            raise InputError("a stage-1 model (NetD alone) cannot restore; it needs NetR (stage 2)")
         x = self._frames_major(lr)
-        f0 = torch.stack(list(feat0), dim=1) if feat0 is not None else None
+        f0 = torch.stack(list(features), dim=1) if features is not None else None
         d = self.net_d(x, f0, anchor=False, kernels=False)
         return self.net_r(x, d, anchor=False, kernel_head=self.net_d.kernel_head).output
 
-    def forward(self, lr: Tensor, hr: Tensor | None = None, *, feat0: Tensor | None = None) -> dict[str, Tensor]:
-        """See the class docstring. ``feat0``: cached ``net_d.encode`` features ``[B, T, C, H, W]``."""
+    def forward(self, lr: Tensor, hr: Tensor | None = None, *, features: Tensor | None = None) -> dict[str, Tensor]:
+        """See the class docstring. ``features``: cached ``net_d.encode`` features ``[B, T, C, H, W]``."""
         self.check_inputs(lr, hr)
         x = self._frames_major(lr)
-        d = self.net_d(x, feat0)
+        d = self.net_d(x, features)
         out = {"anchor_d": _seq(d.anchor), "image_flow": _seq(d.image_flow[:, :, :2]), "kernels_d": _seq(d.kernels)}
         if hr is not None:
             recon, hr_warp = self.net_d.degrade(hr.transpose(1, 2), d)
@@ -407,6 +418,95 @@ class FMANet(nn.Module):
             out.update(output=r.output, lr_warp=_seq(r.lr_warp), anchor_r=_seq(r.anchor),
                        image_flow_lr=_seq(r.image_flow[:, :, :2]))
         return out
+
+    # ------------------------------------------------------------------ training recipe
+
+    def training_stages(self, weights: LossWeights) -> list[TrainingStage]:
+        t = self.config.num_seq
+        # With the temporal loss the centre's neighbours are restored too: two more frames.
+        wide = t + 2 if weights.temporal else t
+        return [TrainingStage("netd", "stage1_netd", t, {"stage": 1}, replaced_by_init=True, legacy_key="stage1"),
+                TrainingStage("joint", "model", wide, {"stage": 2}, legacy_key="stage2")]
+
+    def trainable_parts(self, stage: TrainingStage) -> list[tuple[str, nn.Module]]:
+        parts = [("d", self.net_d)]
+        return parts + [("r", self.net_r)] if self.net_r is not None else parts
+
+    def start_stage(self, stage: TrainingStage, previous: nn.Module | None) -> None:
+        if previous is not None and self.net_r is not None:
+            self.net_d.load_state_dict(previous.net_d.state_dict())
+
+    def training_loss(self, forward: LossFn, batch: Mapping[str, Tensor], stage: TrainingStage,
+                      weights: LossWeights) -> tuple[Tensor, dict[str, Tensor]]:
+        lr, hr, lr_sharp, flow = batch["lr"], batch["hr"], batch["lr_sharp"], batch["flow"]
+        joint = self.net_r is not None
+        t = self.config.num_seq
+        restored = None
+        if lr.shape[2] > t:  # the temporal loss's wider window: frames c-1, c, c+1 restored
+            b = lr.shape[0]
+            subs = [slice(j, j + t) for j in range(3)]
+            if joint:
+                out3 = forward(torch.cat([lr[:, :, s] for s in subs]), torch.cat([hr[:, :, s] for s in subs]))
+                restored = torch.stack(out3["output"].float().chunk(3), dim=2)
+                out = {k: v[b:2 * b] for k, v in out3.items()}
+            else:
+                out = forward(lr[:, :, subs[1]], hr[:, :, subs[1]])
+            lr, hr, lr_sharp, flow = (z[:, :, subs[1]] for z in (lr, hr, lr_sharp, flow))
+        else:
+            out = forward(lr, hr)
+        loss, terms = fmanet_loss({k: v.float() for k, v in out.items()}, lr=lr, hr=hr, lr_sharp=lr_sharp,
+                                  flow_gt=flow, stage=2 if joint else 1, weights=weights)
+        if restored is not None:
+            c = t // 2 + 1
+            temporal = temporal_terms(restored, batch["hr"][:, :, c - 1:c + 2], batch["flow"][:, :, c - 1:c + 2],
+                                      weights.temporal_alpha)
+            loss = loss + weights.temporal * temporal
+            terms = {**terms, "temporal": temporal.detach(), "total": loss.detach()}
+        return loss, terms
+
+    def validation_pair(self, lr: Tensor, hr: Tensor, stage: TrainingStage, **inputs: Tensor) -> tuple[Tensor, Tensor]:
+        if self.net_r is None:  # NetD is scored on re-degrading the sharp window into the blurry centre
+            return self(lr, hr)["recon"][0], lr[0, :, self.config.center]
+        return super().validation_pair(lr, hr, stage, **inputs)
+
+    # ------------------------------------------------------------------ pictures
+
+    @torch.no_grad()
+    def diagnostic_maps(self, window: Tensor, **inputs: Tensor) -> dict[str, np.ndarray]:
+        """Image flows and FGDF kernels on one window ``[1, 3, T, h, w]`` (the paper's Figs. 10-11).
+
+        Kernels are shown at the pixel with the largest NetD flow, where the flow guidance
+        matters most, and at the window's centre.
+        """
+        cfg = self.config
+        x = self._frames_major(window.float().to(next(self.parameters()).device))
+        h, w = x.shape[-2:]
+        d = self.net_d(x)
+        t = cfg.num_seq
+        flows = d.image_flow[0, :, :2].float().cpu().numpy()  # [T, 2, h, w]: centre -> each frame
+        top = max(float(np.sqrt((flows ** 2).sum(1)).max()), 1e-6)
+        maps = {"NetD image flow f^Y (centre to each frame)": np.concatenate(
+            [colorize_flow(flows[i], top) for i in range(t)], axis=1)}
+        mag = np.sqrt((flows ** 2).sum(1)).max(0)
+        py, px = np.unravel_index(int(mag.argmax()), mag.shape)
+        points = [(int(py), int(px)), (h // 2, w // 2)]
+        kd = normalize_downsampling_kernels(d.kernels.float())[0]
+        kd = kd.reshape(t, cfg.ds_kernel_size, cfg.ds_kernel_size, h, w).cpu().numpy()
+        maps["K^D degradation kernels (rows: two pixels; columns: frames)"] = kernel_mosaic(
+            np.stack([[kd[i, :, :, py_, px_] for i in range(t)] for py_, px_ in points]), cell=6)
+        if self.net_r is not None:
+            r = self.net_r(x, d)
+            flows_r = r.image_flow[0, :, :2].float().cpu().numpy()
+            maps["NetR image flow f^X (centre to each frame)"] = np.concatenate(
+                [colorize_flow(flows_r[i], top) for i in range(t)], axis=1)
+            s, k = cfg.scale, cfg.us_kernel_size
+            kr = normalize_upsampling_kernels(r.kernels.float(), s)[0].cpu().numpy()  # [T, s*s, k*k, h, w]
+            # The s*s sub-pixel kernels of each frame laid out as an s x s mosaic of k x k kernels.
+            rows = [[kr[i, :, :, py_, px_].reshape(s, s, k, k).transpose(0, 2, 1, 3).reshape(s * k, s * k)
+                     for i in range(t)] for py_, px_ in points]
+            maps["K^R restoration kernels (s x s sub-pixel kernels per frame; blue = negative)"] = kernel_mosaic(
+                np.stack(rows), cell=4)
+        return maps
 
 
 def _preset(base: FMANetConfig, overrides: dict[str, Any]) -> FMANet:

@@ -37,7 +37,7 @@ Public tensors are ``[B, C, T, H, W]`` in [0, 1]; flows point from frame t into 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
@@ -45,7 +45,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops.warp import flow_warp, resize_flow
+from ..train.losses import LossWeights, hoffr_loss, temporal_terms
 from .blocks import compute_dtype, lrelu
+from .family import FrameNeed, LossFn, RestorationModel, TrainingStage
 from .inputs import check_video_inputs
 from .layers import RCAB, ResidualBlock, Upsampler, conv3x3
 from .registry import from_preset, register_model
@@ -63,8 +65,9 @@ class HOFFRConfig:
         num_rcab: RCABs in the attention fusion; reduction: their channel-attention ratio.
         flow_dim: POF channels at LR (doubled at each coarser level).
         flow_levels: POF scales on the LR side (LR, LR/2, LR/4 for 3).
-        num_seq: frames the recurrence is unrolled over in training (the paper: 8). At
-            inference the recurrence runs over the whole video.
+        unroll: frames the recurrence is unrolled over in training (the paper: 8). At
+            inference the recurrence runs over the whole video. (Called ``num_seq`` before;
+            checkpoints that say so still load.)
     """
 
     in_channels: int = 3
@@ -76,7 +79,7 @@ class HOFFRConfig:
     flow_dim: int = 32
     flow_levels: int = 3
     scale: int = 4
-    num_seq: int = 8
+    unroll: int = 8
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -182,7 +185,7 @@ class ParallelFeatures(nn.Module):
         return self.db(f), self.sr(f)
 
 
-class HOFFR(nn.Module):
+class HOFFR(RestorationModel):
     """HOFFR; see the module docstring.
 
     ``forward(lr, hr=None)`` unrolls the recurrence over ``lr [B, 3, T, H, W]`` and returns:
@@ -193,9 +196,12 @@ class HOFFR(nn.Module):
       flow (to itself) is included but not trained.
 
     ``step`` is one recurrence step for streaming inference (``vsrdb.restore.Restorer``).
+
+    Training: one stage, unrolled over ``unroll`` frames, with the note's loss (``hoffr_loss``)
+    plus the occlusion-aware temporal loss when ``loss.temporal`` is set.
     """
 
-    recurrent = True
+    preset = "hoffr"
 
     def __init__(self, config: HOFFRConfig | None = None, **overrides: Any) -> None:
         super().__init__()
@@ -212,8 +218,15 @@ class HOFFR(nn.Module):
         self.channel_order = "RGB"
 
     @property
+    def frames(self) -> FrameNeed:
+        return FrameNeed("recurrent", self.config.unroll)
+
+    @property
     def min_size(self) -> int:
         return 2 ** (self.config.flow_levels - 1)
+
+    def inference_values_per_pixel(self) -> int:
+        return self.config.inference_values_per_pixel()
 
     def _step(self, prev: Tensor, cur: Tensor, hr_prev: Tensor | None) -> tuple[Tensor, Tensor, list[Tensor]]:
         """One frame: ``prev``, ``cur`` ``[N, 3, H, W]``, ``hr_prev [N, 3, 4H, 4W]`` (None: a black
@@ -234,9 +247,10 @@ class HOFFR(nn.Module):
         base = F.interpolate(cur, scale_factor=s, mode="bicubic", align_corners=False)
         return base + self.upsample(fused), deblurred, flows[:-1]
 
-    def step(self, prev: Tensor, cur: Tensor, hr_prev: Tensor | None) -> Tensor:
-        """Inference: the restored ``cur`` ``[N, 3, 4H, 4W]``. ``hr_prev`` None starts a sequence."""
-        return self._step(prev, cur, hr_prev)[0]
+    def step(self, prev: Tensor, cur: Tensor, state: Tensor | None) -> Tensor:
+        """Inference: the restored ``cur`` ``[N, 3, 4H, 4W]``. ``state`` (the previous output) None
+        starts a sequence."""
+        return self._step(prev, cur, state)[0]
 
     def check_inputs(self, lr: Tensor, hr: Tensor | None = None) -> None:
         """Raise ValueError naming what was expected and what came (any number of frames T)."""
@@ -258,7 +272,7 @@ class HOFFR(nn.Module):
         return {"outputs": outs, "output": outs[:, :, t // 2], "deblurred": torch.stack(deblurred, dim=2),
                 "flows": [torch.stack(level, dim=2) for level in zip(*flows)]}
 
-    def restore(self, lr: Tensor, **_: Any) -> Tensor:
+    def restore(self, lr: Tensor, *, features: list[Tensor] | None = None, flows: Tensor | None = None) -> Tensor:
         """``lr [B, 3, T, H, W]`` -> frame T // 2 restored with frames 0..T//2 as its history."""
         self.check_inputs(lr)
         c = lr.shape[2] // 2
@@ -267,9 +281,25 @@ class HOFFR(nn.Module):
             hr_prev = self.step(lr[:, :, max(i - 1, 0)], lr[:, :, i], hr_prev)
         return hr_prev
 
+    def training_stages(self, weights: LossWeights) -> list[TrainingStage]:
+        return [TrainingStage("main", "model", self.config.unroll)]
+
+    def training_loss(self, forward: LossFn, batch: Mapping[str, Tensor], stage: TrainingStage,
+                      weights: LossWeights) -> tuple[Tensor, dict[str, Tensor]]:
+        lr, hr, flow = batch["lr"], batch["hr"], batch["flow"]
+        out = forward(lr, hr)
+        loss, terms = hoffr_loss(out, hr=hr, lr_sharp=batch["lr_sharp"], weights=weights)
+        if weights.temporal:
+            c = lr.shape[2] // 2
+            temporal = temporal_terms(out["outputs"][:, :, c - 1:c + 2], hr[:, :, c - 1:c + 2],
+                                      flow[:, :, c - 1:c + 2], weights.temporal_alpha)
+            loss = loss + weights.temporal * temporal
+            terms = {**terms, "temporal": temporal.detach(), "total": loss.detach()}
+        return loss, terms
+
 
 def _preset(base: HOFFRConfig, overrides: dict[str, Any]) -> HOFFR:
-    return from_preset(HOFFR, base, overrides)
+    return from_preset(HOFFR, base, overrides, renamed={"num_seq": "unroll"})
 
 
 @register_model("hoffr")

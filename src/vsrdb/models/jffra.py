@@ -5,8 +5,9 @@ For a window of T = 2N+1 blurry LR frames around frame t:
 
 1. Temporal context: 3-D convolutions over the stacked frames give per-frame features F^0.
 2. Initial flow Delta^0 from frame t to each neighbour, from a pluggable estimator run on
-   the input frames (``vsrdb.data.flow``; DIS by default, the paper uses RAFT). It is an
-   input, not learned: no gradient flows into it.
+   the input frames (``vsrdb.data.flow.initial_flows``; DIS by default, the paper uses RAFT).
+   It is an input, not learned: no gradient flows into it. The caller computes it (the
+   family's ``input_flow`` names the estimator), so the model is a pure tensor function.
 3. JFFR modules (Eq. 1) at every level of a U-Net, encoder and decoder. Each one, per
    neighbour: warps the neighbour's features by the current flow (Eq. 2), builds the L1
    cost volume against the centre's features over a 9x9 window (Eqs. 3-4), lets a flow
@@ -36,22 +37,25 @@ Public tensors are ``[B, C, T, H, W]`` in [0, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import InputError
 from ..ops.attention import window_attention
 from ..ops.cost_volume import l1_cost_volume
 from ..ops.warp import flow_warp, resize_flow
+from ..train.losses import LossWeights, jffra_loss
 from .blocks import compute_dtype, lrelu
+from .family import FrameNeed, LossFn, RestorationModel, TrainingStage
 from .inputs import check_video_inputs
 from .layers import Upsampler, conv3x3
 from .registry import from_preset, register_model
 
-__all__ = ["JFFRAConfig", "JFFR", "JFFRA", "initial_flows"]
+__all__ = ["JFFRAConfig", "JFFR", "JFFRA"]
 
 
 @dataclass(frozen=True)
@@ -140,28 +144,23 @@ class JFFR(nn.Module):
         return feats, new_flows
 
 
-def initial_flows(lr: Tensor, method: str = "dis") -> Tensor:
-    """The estimator's flow from the centre frame to each frame: ``[B, 3, T, H, W]`` ->
-    ``[B, T, 2, H, W]`` (zero for the centre), on the CPU with no gradient."""
-    from ..data.flow import window_flows
-
-    with torch.no_grad():
-        frames = lr.detach().float().cpu()
-        flows = torch.stack([window_flows(frames[i], method) for i in range(frames.shape[0])])
-    return flows.transpose(1, 2).to(lr.device, torch.float32)  # pixel offsets need fp32
-
-
-class JFFRA(nn.Module):
+class JFFRA(RestorationModel):
     """JFFRA for x4 joint SR and deblurring; see the module docstring.
 
-    ``forward(lr, hr=None, flows=None)`` with ``lr [B, 3, T, H, W]`` returns:
+    ``forward(lr, hr=None, *, flows)`` with ``lr [B, 3, T, H, W]`` and the initial flows
+    ``[B, T, 2, H, W]`` (``vsrdb.data.flow.initial_flows(lr, model.input_flow)``) returns:
 
     - ``outputs`` ``[B, 3, T, 4H, 4W]``: every frame of the window restored;
     - ``output`` ``[B, 3, 4H, 4W]``: the centre frame;
     - ``flows`` ``[B, 2, T, H, W]``: the refined flows at LR from the centre to each frame.
 
-    ``flows`` (``[B, T, 2, H, W]``) replaces the estimator's initial flow when given.
+    Training: one stage, Eq. 15 (L1 on the centre plus the occlusion-aware temporal loss on
+    its two neighbours, weight 0.2 unless ``loss.temporal`` says otherwise).
     """
+
+    preset = "jffra"
+
+    TEMPORAL_WEIGHT = 0.2  # Eq. 15's w1 = w2
 
     def __init__(self, config: JFFRAConfig | None = None, **overrides: Any) -> None:
         super().__init__()
@@ -185,8 +184,19 @@ class JFFRA(nn.Module):
         self.channel_order = "RGB"
 
     @property
+    def frames(self) -> FrameNeed:
+        return FrameNeed("window", self.config.num_seq)
+
+    @property
     def min_size(self) -> int:
         return 2 ** (len(self.config.dims) - 1)
+
+    @property
+    def input_flow(self) -> str | None:
+        return self.config.flow_estimator
+
+    def inference_values_per_pixel(self) -> int:
+        return self.config.inference_values_per_pixel()
 
     def check_inputs(self, lr: Tensor, hr: Tensor | None = None) -> None:
         """Raise ValueError naming what was expected and what came."""
@@ -198,7 +208,10 @@ class JFFRA(nn.Module):
         """Finest-level refined features ``[B, T, C, H, W]`` and flows ``[B, T, 2, H, W]``."""
         b, _, t, h, w = lr.shape
         if flows is None:
-            flows = initial_flows(lr, self.config.flow_estimator)
+            raise InputError("JFFRA takes its initial flow as an input: pass flows=vsrdb.data.flow.initial_flows("
+                             "lr, model.input_flow)")
+        if tuple(flows.shape) != (b, t, 2, h, w):
+            raise InputError(f"flows must have shape {(b, t, 2, h, w)} ([B, T, 2, H, W]), got {tuple(flows.shape)}")
         m = self.min_size
         ph, pw = -h % m, -w % m
         x = lr
@@ -234,12 +247,23 @@ class JFFRA(nn.Module):
         outs = outs.transpose(1, 2)
         return {"outputs": outs, "output": outs[:, :, t // 2], "flows": refined.transpose(1, 2)}
 
-    def restore(self, lr: Tensor, *, flows: Tensor | None = None, **_: Any) -> Tensor:
-        """Inference: ``lr [B, 3, T, H, W]`` -> the restored centre frame ``[B, 3, 4H, 4W]``."""
+    def restore(self, lr: Tensor, *, features: list[Tensor] | None = None, flows: Tensor | None = None) -> Tensor:
+        """Inference: ``lr [B, 3, T, H, W]`` and its initial ``flows`` -> the restored centre frame
+        ``[B, 3, 4H, 4W]``."""
         self.check_inputs(lr)
         c = lr.shape[2] // 2
         feats, _ = self._features(lr, flows)
         return self._tail(feats[:, c], lr[:, :, c])
+
+    def training_stages(self, weights: LossWeights) -> list[TrainingStage]:
+        return [TrainingStage("main", "model", self.config.num_seq)]
+
+    def training_loss(self, forward: LossFn, batch: Mapping[str, Tensor], stage: TrainingStage,
+                      weights: LossWeights) -> tuple[Tensor, dict[str, Tensor]]:
+        out = forward(batch["lr"], batch["hr"], flows=batch["input_flow"])
+        temporal = self.TEMPORAL_WEIGHT if weights.temporal is None else weights.temporal
+        return jffra_loss(out, hr=batch["hr"], flow_gt=batch["flow"], temporal=temporal,
+                          alpha=weights.temporal_alpha)
 
 
 def _preset(base: JFFRAConfig, overrides: dict[str, Any]) -> JFFRA:

@@ -1,40 +1,73 @@
 """Model registry: named presets built by ``build(name, **overrides)``.
 
-A preset is a function taking config overrides and returning a model whose ``config``
-attribute is a dataclass; ``build`` records the preset name on the model as
-``model.preset`` so checkpoints can name it.
+A preset is a function taking config overrides and returning a ``RestorationModel`` whose
+``config`` attribute is a frozen dataclass; ``build`` records the preset name on the model
+as ``model.preset`` so checkpoints can name it.
+
+Families outside vsrdb register the same way (``vsrdb.register_model``) from their own
+module, which vsrdb imports when asked: ``--model-module my_family.py`` on the command line,
+``import_model_module`` from Python, or an entry point in the ``vsrdb.models`` group of an
+installed package. Families that read another project's checkpoint files register a reader
+with ``register_release_format``.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
 from dataclasses import fields, replace
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
-import torch.nn as nn
+from ..errors import ConfigError
+from .family import RestorationModel
 
-__all__ = ["register_model", "build", "list_models", "model_family", "from_preset"]
+__all__ = ["register_model", "build", "list_models", "from_preset", "register_release_format",
+           "release_formats", "import_model_module"]
 
-_PRESETS: dict[str, Callable[..., nn.Module]] = {}
+_PRESETS: dict[str, Callable[..., RestorationModel]] = {}
+# name -> (is_release_folder(folder) -> bool, load(folder) -> RestorationModel)
+_RELEASE_FORMATS: dict[str, tuple[Callable[[Path], bool], Callable[[Path], RestorationModel]]] = {}
+ENTRY_POINT_GROUP = "vsrdb.models"
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _PRESETS:
-            raise ValueError(f"model preset {name!r} is registered twice")
+def register_model(name: str) -> Callable[[Callable[..., RestorationModel]], Callable[..., RestorationModel]]:
+    """Decorator: register a preset function ``fn(**overrides) -> RestorationModel`` under ``name``."""
+    def decorator(fn: Callable[..., RestorationModel]) -> Callable[..., RestorationModel]:
+        if name in _PRESETS and _PRESETS[name] is not fn:
+            raise ConfigError(f"model preset {name!r} is registered twice")
         _PRESETS[name] = fn
         return fn
     return decorator
 
 
-def from_preset(model_cls: Callable[..., nn.Module], base: Any, overrides: dict[str, Any]) -> nn.Module:
-    """``model_cls(base with overrides)``; an override that is not a field of the config is a
-    ValueError naming it and the known fields."""
+def register_release_format(name: str, detect: Callable[[Path], bool],
+                            load: Callable[[Path], RestorationModel]) -> None:
+    """Let ``load_checkpoint`` read another project's checkpoint folders (the authors' FMA-Net files)."""
+    _RELEASE_FORMATS[name] = (detect, load)
+
+
+def release_formats() -> Mapping[str, tuple[Callable[[Path], bool], Callable[[Path], RestorationModel]]]:
+    _import_families()
+    return dict(_RELEASE_FORMATS)
+
+
+def from_preset(model_cls: Callable[..., RestorationModel], base: Any, overrides: dict[str, Any], *,
+                renamed: Mapping[str, str] | None = None) -> RestorationModel:
+    """``model_cls(base with overrides)``; ``renamed`` maps old field names (in older checkpoints)
+    to current ones. An override that is not a field is a ConfigError naming it and the known fields."""
+    if renamed:
+        overrides = {renamed.get(k, k): v for k, v in overrides.items()}
     names = {f.name for f in fields(base)}
     unknown = [k for k in overrides if k not in names]
     if unknown:
-        raise ValueError(f"unknown {type(base).__name__} field(s): {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(names))}")
-    return model_cls(replace(base, **overrides))
+        raise ConfigError(f"unknown {type(base).__name__} field(s): {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(names))}")
+    try:
+        return model_cls(replace(base, **overrides))
+    except ValueError as e:  # the config's own checks (__post_init__)
+        raise ConfigError(str(e)) from None
 
 
 def list_models() -> list[str]:
@@ -42,26 +75,63 @@ def list_models() -> list[str]:
     return sorted(_PRESETS)
 
 
-def build(name: str, **overrides: Any) -> nn.Module:
+def build(name: str, **overrides: Any) -> RestorationModel:
     """Build a registered model, e.g. ``build("fmanet")`` or ``build("fmanet", num_flow=5)``.
 
     Raises:
-        ValueError: unknown name, or an override that is not a field of the model's config.
+        ConfigError: unknown name, or an override that is not a field of the model's config.
     """
     _import_families()
     if name not in _PRESETS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(_PRESETS))}")
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(sorted(_PRESETS))} "
+                          "(a family in your own file: --model-module FILE)")
     model = _PRESETS[name](**overrides)
+    if not isinstance(model, RestorationModel):
+        raise ConfigError(f"model preset {name!r} returned a {type(model).__name__}, not a "
+                          "vsrdb.models.RestorationModel subclass")
     model.preset = name
     return model
 
 
-def model_family(model: nn.Module) -> str:
-    """The preset name a model was built under (or its class name as a fallback)."""
-    return getattr(model, "preset", type(model).__name__.lower())
+def import_model_module(spec: str) -> None:
+    """Import a module that registers model families: a ``.py`` file path or a module name."""
+    path = Path(spec)
+    if spec.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"{spec}: model module not found")
+        name = f"vsrdb_user_models.{path.stem}"
+        if name in sys.modules:
+            return
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return
+    try:
+        importlib.import_module(spec)
+    except ModuleNotFoundError as e:
+        if e.name == spec.split(".")[0] or e.name == spec:
+            raise ConfigError(f"{spec}: no such model module (a .py file or an importable module name)") from None
+        raise
+
+
+_IMPORTED = False
 
 
 def _import_families() -> None:
     # Model files register themselves on import; importing here keeps `build` usable
     # without the caller knowing which file defines which preset.
-    from . import fmanet, hoffr, jffra  # noqa: F401
+    global _IMPORTED
+    if _IMPORTED:
+        return
+    _IMPORTED = True
+    from . import fmanet, fmanet_release, hoffr, jffra  # noqa: F401
+
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()

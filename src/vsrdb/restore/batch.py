@@ -24,10 +24,11 @@ import torch
 import torch.nn as nn
 
 from ..data.video import IMAGE_EXTENSIONS, OUTPUT_CONTAINERS, VIDEO_EXTENSIONS, InputError, natural_key
+from ..devices import pick_device
 from .job import Job, RestoreOptions, model_fingerprint, work_folder
-from .restorer import Restorer, pick_device
+from .restorer import Restorer
 
-__all__ = ["expand_inputs", "run_jobs", "Dist", "JobResult"]
+__all__ = ["expand_inputs", "run_jobs", "restore_video", "Dist", "JobResult"]
 
 
 @dataclass
@@ -253,3 +254,15 @@ def threads_for(dist: Dist, device: torch.device) -> int | None:
     if dist.local_world > 1 and device.type == "cpu":
         return max(1, (os.cpu_count() or 1) // dist.local_world)
     return None
+
+
+def restore_video(input_path: str, output_path: str, model, *, device: str = "auto", progress: bool = True,
+                  overwrite: bool = False, resume: bool = False, **options) -> dict:
+    """Restore one video file or frame folder into a video file or PNG folder (one process).
+    ``options`` are ``RestoreOptions`` fields. Returns a summary; raises InputError."""
+    opts = RestoreOptions(**options)
+    start = time.perf_counter()
+    [result] = run_jobs([(Path(input_path), Path(output_path))], model, opts, batch=False, device=device,
+                        overwrite=overwrite, resume=resume, progress=progress)
+    elapsed = time.perf_counter() - start
+    return {"frames": result.frames, "seconds": elapsed, "seconds_per_frame": elapsed / max(result.frames, 1)}

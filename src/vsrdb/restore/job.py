@@ -65,7 +65,7 @@ def model_fingerprint(model: nn.Module) -> str:
     """A hash of the model's configuration and weights: resumed work must come from the same model."""
     h = hashlib.sha256()
     h.update(json.dumps(vars(model.config), sort_keys=True, default=str).encode())
-    h.update(str(getattr(model, "channel_order", "RGB")).encode())
+    h.update(model.channel_order.encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         # numpy has no bf16: low-precision weights are hashed as their fp32 values.

@@ -6,8 +6,10 @@ Recurrent models (HOFFR) instead take one frame at a time with their previous ou
 - Every input frame gives an output frame: the window of frame i holds frames
   clamp(i - N .. i + N), so the first and last frames see replicated neighbours.
 - Streaming: only the T frames of the current window (and their cached features) are held.
-- NetD's initial features depend on one frame only, so each frame's are computed once (per
-  tile) and reused by the T windows that contain it (models with ``encode_frame``).
+- Features that depend on one frame only (FMA-Net's NetD initial features: the family's
+  ``encode_frame``) are computed once per frame and tile and reused by the T windows that
+  contain it.
+- Families with an ``input_flow`` (JFFRA) get it computed here, per window and tile.
 - Any resolution: frames larger than the memory budget allows are restored in overlapping
   tiles blended with smooth weights; the budget comes from the memory available (or
   ``--max-memory``), or the tile size is given (``--tile``).
@@ -20,59 +22,19 @@ import math
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
-import torch.nn as nn
 from torch import Tensor
 
+from ..data.flow import initial_flows
+from ..data.windows import window_indices
+from ..devices import available_memory
+from ..errors import InputError
+from ..models.family import RestorationModel
 from ..precision import Precision, resolve_precision
 
-__all__ = ["Restorer", "TilePlan", "plan_tiles", "estimate_forward_bytes", "pick_device", "use_heap_allocator"]
-
-
-def pick_device(name: str = "auto", *, local_rank: int | None = None) -> torch.device:
-    """``auto``: CUDA, else Apple MPS, else CPU. ``local_rank``: under torchrun, that GPU.
-
-    Raises ValueError for a name torch does not know or a device this build or machine lacks."""
-    if name != "auto":
-        try:
-            device = torch.device(name)
-        except (RuntimeError, ValueError):
-            raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
-        if device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ValueError(f"device {name!r}: this PyTorch build or machine has no CUDA GPU "
-                                 f"(torch {torch.__version__}); use --device cpu")
-            if device.index is None and local_rank is not None:
-                device = torch.device("cuda", local_rank)
-            if (device.index or 0) >= torch.cuda.device_count():
-                raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-        elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError(f"device {name!r}: MPS is not available here")
-        elif device.type not in ("cpu", "cuda", "mps"):
-            raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank or 0)
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def available_memory(device: torch.device) -> int:
-    """Bytes this process may still use on ``device`` (free GPU memory, or MemAvailable)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 << 30
+__all__ = ["Restorer", "TilePlan", "plan_tiles", "use_heap_allocator"]
 
 
 # On CPU, tiles down to about 20k LR pixels restore as fast as whole frames (measured with
@@ -87,17 +49,6 @@ def default_budget(device: torch.device) -> int:
     if device.type == "cpu":
         return min(CPU_DEFAULT_BUDGET, available_memory(device) // 2)
     return int(0.8 * available_memory(device))
-
-
-def estimate_forward_bytes(cfg, height: int, width: int, *, bytes_per_value: int = 4) -> int:
-    """Peak working memory of one window's inference forward at LR size height x width:
-    the model config's ``inference_values_per_pixel``, with a quarter added for the allocator."""
-    return int(height * width * cfg.inference_values_per_pixel() * bytes_per_value * 1.25)
-
-
-def feature_bytes(cfg, height: int, width: int, *, bytes_per_value: int = 4) -> int:
-    """Memory of one frame's cached NetD features."""
-    return height * width * cfg.dim * bytes_per_value
 
 
 @dataclass(frozen=True)
@@ -135,21 +86,22 @@ def _starts(length: int, size: int, overlap: int) -> tuple[int, ...]:
     return tuple(round(i * (length - size) / (n - 1)) for i in range(n))
 
 
-def plan_tiles(height: int, width: int, *, tile: int | None, overlap: int, config=None, budget: int | None = None,
-               bytes_per_value: int = 4, min_size: int = 8) -> TilePlan:
+def plan_tiles(height: int, width: int, *, tile: int | None, overlap: int,
+               tile_bytes: Callable[[int, int], int] | None = None, budget: int | None = None,
+               min_size: int = 8) -> TilePlan:
     """Choose LR tiles.
 
     ``tile`` given: tiles of at most tile x tile. Otherwise the grid (ny x nx) whose tiles'
-    forward passes each fit ``budget`` bytes with the least total area, overlaps included;
-    one tile when the whole frame fits. The T frames' cached features
-    (``feature_bytes`` each) and the output frame come on top.
+    forward passes each fit ``budget`` bytes (``tile_bytes(h, w)``: the model's
+    ``inference_bytes``) with the least total area, overlaps included; one tile when the whole
+    frame fits. The T frames' cached features and the output frame come on top.
     """
     if tile is not None:
         if tile < max(height, width) and tile <= 2 * overlap:
-            raise ValueError(f"tile {tile} must exceed twice the overlap ({overlap})")
+            raise InputError(f"tile {tile} must exceed twice the overlap ({overlap})")
         return TilePlan.grid(height, width, min(tile, height), min(tile, width), overlap)
     best = (1, 1)
-    if config is not None and budget is not None:
+    if tile_bytes is not None and budget is not None:
         best, best_area = (64, 64), None
         for ny in range(1, 65):
             for nx in range(1, 65):
@@ -158,7 +110,7 @@ def plan_tiles(height: int, width: int, *, tile: int | None, overlap: int, confi
                 if (ny > 1 and sy < max(min_size, 2 * overlap + 1)) or (nx > 1 and sx < max(min_size, 2 * overlap + 1)):
                     continue
                 area = ny * nx * sy * sx
-                fits = estimate_forward_bytes(config, sy, sx, bytes_per_value=bytes_per_value) <= budget
+                fits = tile_bytes(sy, sx) <= budget
                 if fits and (best_area is None or area < best_area):
                     best, best_area = (ny, nx), area
     return TilePlan.grid(height, width, _tile_len(height, best[0], overlap), _tile_len(width, best[1], overlap),
@@ -183,20 +135,20 @@ def _ramp(length: int, start_soft: bool, end_soft: bool, overlap: int, device, d
 
 
 class _Frame:
-    """One input frame in the window, with its NetD features cached per tile."""
+    """One input frame in the window, with its per-frame features (``encode_frame``) cached per tile."""
 
-    __slots__ = ("lr", "feats")
+    __slots__ = ("lr", "features")
 
     def __init__(self, lr: Tensor) -> None:
         self.lr = lr  # [3, H, W] on the device, in the model's channel order
-        self.feats: dict[int, Tensor] = {}
+        self.features: dict[int, Tensor | None] = {}
 
 
 class Restorer:
     """Restore a stream of frames with any registry model.
 
     Window models (FMA-Net, JFFRA) get each frame's T-window through ``model.restore``;
-    recurrent ones (``model.recurrent``, HOFFR) get each frame with its predecessor and
+    recurrent ones (``model.frames.mode == "recurrent"``, HOFFR) get each frame with its predecessor and
     their previous output through ``model.step``.
 
     Args:
@@ -209,19 +161,20 @@ class Restorer:
         overlap: LR pixels shared by neighbouring tiles.
     """
 
-    def __init__(self, model: nn.Module, *, device: torch.device | str = "cpu", precision: str | Precision = "fp32",
+    def __init__(self, model: RestorationModel, *, device: torch.device | str = "cpu", precision: str | Precision = "fp32",
                  tile: int | None = None, overlap: int = 8, max_memory: int | None = None) -> None:
-        if getattr(model, "net_r", True) is None:
-            raise ValueError("model is stage 1 (NetD alone): it re-degrades frames but cannot restore them")
+        if not model.can_restore:
+            raise InputError(f"{model.preset} is a partial model (FMA-Net's stage-1 NetD): it trains but cannot "
+                             "restore frames")
         self.device = torch.device(device)
         self.precision = precision if isinstance(precision, Precision) else resolve_precision(precision, self.device)
         self.dtype = self.precision.dtype
         self.model = model.to(self.device, self.dtype).eval()
-        self.cfg = model.config
         self.tile = tile
         self.overlap = overlap
         self.max_memory = max_memory
-        self.bgr = getattr(model, "channel_order", "RGB") == "BGR"
+        self.bgr = model.channel_order == "BGR"
+        self.scale = model.scale
         self.plan: TilePlan | None = None  # chosen from the first frame's size, or given
         self._blend: list[Tensor] = []
         self.state: Tensor | None = None  # a recurrent model's last output
@@ -229,14 +182,14 @@ class Restorer:
     def make_plan(self, height: int, width: int) -> TilePlan:
         """The tiles for frames of this LR size under the memory budget (or ``tile``)."""
         budget = self.max_memory if self.max_memory is not None else default_budget(self.device)
-        return plan_tiles(height, width, tile=self.tile, overlap=self.overlap, config=self.cfg, budget=budget,
-                          bytes_per_value=self.dtype.itemsize,
+        return plan_tiles(height, width, tile=self.tile, overlap=self.overlap, budget=budget,
+                          tile_bytes=lambda h, w: self.model.inference_bytes(h, w, bytes_per_value=self.dtype.itemsize),
                           min_size=max(8, self.model.min_size))
 
     @torch.no_grad()
     def _restore_window(self, window: list[_Frame]) -> Tensor:
         plan = self.plan
-        scale = self.cfg.scale
+        scale = self.scale
         lr = torch.stack([f.lr for f in window], dim=1).unsqueeze(0)  # [1, 3, T, H, W]
         if not plan.tiled:
             return self._run(window, lr, 0, (0, 0, plan.height, plan.width))[0]
@@ -250,7 +203,7 @@ class Restorer:
 
     def _blend_weights(self, plan: TilePlan) -> list[Tensor]:
         """Per tile, its HR blending weights divided by the sum over all tiles (made once per plan)."""
-        scale = self.cfg.scale
+        scale = self.scale
         ov = self.overlap * scale
         ramps, total = [], torch.zeros(plan.height * scale, plan.width * scale, device=self.device)
         for y, x, h, w in plan.tiles():
@@ -263,22 +216,25 @@ class Restorer:
 
     def _run(self, window: list[_Frame], lr: Tensor, idx: int, box: tuple[int, int, int, int]) -> Tensor:
         y, x, h, w = box
-        if not hasattr(self.model, "encode_frame"):
-            return self.model.restore(lr)
-        feats = []
+        inputs = {}
+        if self.model.input_flow is not None:
+            inputs["flows"] = initial_flows(lr, self.model.input_flow)
+        features = []
         for frame in window:
-            if idx not in frame.feats:
+            if idx not in frame.features:
                 crop = frame.lr[:, y:y + h, x:x + w]
-                frame.feats[idx] = self.model.encode_frame(crop.unsqueeze(0))
-            feats.append(frame.feats[idx])
-        return self.model.restore(lr, feat0=feats)
+                frame.features[idx] = self.model.encode_frame(crop.unsqueeze(0))
+            features.append(frame.features[idx])
+        if any(f is None for f in features):  # the family caches nothing per frame
+            return self.model.restore(lr, **inputs)
+        return self.model.restore(lr, features=features, **inputs)
 
     @torch.no_grad()
     def _recurrent(self, frames: Iterator[tuple[int, _Frame]], start: int, stop: int | None,
                    state: Tensor | None) -> Iterator[Tensor]:
         """One ``model.step`` per frame and tile; each tile's previous output is its crop of the
         previous blended frame, so tiles stay consistent across their seams over time."""
-        plan, scale = self.plan, self.cfg.scale
+        plan, scale = self.plan, self.scale
         prev: _Frame | None = None
         hr_prev = state
         for index, cur in frames:
@@ -307,15 +263,12 @@ class Restorer:
 
     @property
     def recurrent(self) -> bool:
-        return bool(getattr(self.model, "recurrent", False))
+        return self.model.frames.mode == "recurrent"
 
     @property
     def context(self) -> tuple[int, int]:
         """Frames before and after a frame that its restoration reads (the window's reach)."""
-        if self.recurrent:
-            return 1, 0
-        t = self.cfg.num_seq
-        return t // 2, t - 1 - t // 2
+        return self.model.frames.context
 
     def run(self, frames: Iterable[Tensor], *, first: int = 0, start: int | None = None, stop: int | None = None,
             state: Tensor | None = None) -> Iterator[Tensor]:
@@ -327,26 +280,26 @@ class Restorer:
         ``context`` frames, equals restoring it whole; ``first`` must be ``max(0, start - before)``
         or less. Recurrent models take ``state``, the previous output (``self.state`` after a run).
 
-        Raises ValueError when frames change size or are smaller than the model allows.
+        Raises InputError when frames change size or are smaller than the model allows.
         """
         start = first if start is None else start
         before, after = self.context
         if first > max(0, start - before):
-            raise ValueError(f"frame {start}'s window needs frames from {max(0, start - before)}; given from {first}")
+            raise InputError(f"frame {start}'s window needs frames from {max(0, start - before)}; given from {first}")
         it = iter(frames)
         head = next(it, None)
         if head is None:
-            raise ValueError("has no frames")
+            raise InputError("has no frames")
         height, width = head.shape[-2:]
         if min(height, width) < self.model.min_size:
-            raise ValueError(f"frames are {width}x{height}; the model needs at least "
+            raise InputError(f"frames are {width}x{height}; the model needs at least "
                              f"{self.model.min_size}x{self.model.min_size}")
         if self.plan is None or (self.plan.height, self.plan.width) != (height, width):
             self.use_plan(self.make_plan(height, width))
 
         def prepare(img: Tensor) -> _Frame:
             if img.shape[-2:] != (height, width):
-                raise ValueError(f"a frame is {img.shape[-1]}x{img.shape[-2]}, the first is {width}x{height}")
+                raise InputError(f"a frame is {img.shape[-1]}x{img.shape[-2]}, the first is {width}x{height}")
             img = img.to(self.device, torch.float32, non_blocking=True)  # images stay fp32 (see precision)
             return _Frame(img.flip(0) if self.bgr else img)
 
@@ -373,8 +326,7 @@ class Restorer:
             fill(i + after)
             if end is not None and i >= end:
                 break
-            last = end - 1 if end is not None else i + after
-            window = [buffer[min(max(j, 0), last)] for j in range(i - before, i + after + 1)]
+            window = [buffer[j] for j in window_indices(i, before + after + 1, end)]
             out = self._restore_window(window).float()
             yield (out.flip(0) if self.bgr else out).cpu()
             i += 1

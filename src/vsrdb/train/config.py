@@ -12,13 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from .losses import LossWeights
 
 __all__ = ["DataConfig", "StageConfig", "TrainConfig", "load_config", "config_to_dict", "ConfigError"]
-
-
-class ConfigError(ValueError):
-    """A bad configuration: names the file and the key."""
 
 
 @dataclass
@@ -49,8 +46,11 @@ class TrainConfig:
     model: str = "fmanet"
     model_args: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
-    stage1: StageConfig = field(default_factory=StageConfig)
-    stage2: StageConfig = field(default_factory=StageConfig)
+    # Per training stage of the family, by the stage's name (FMA-Net: netd, joint; HOFFR and
+    # JFFRA: main). ``stage1``/``stage2`` are the older keys: the first of two stages, and the last.
+    stages: dict[str, StageConfig] = field(default_factory=dict)
+    stage1: StageConfig | None = None
+    stage2: StageConfig | None = None
     milestones: tuple[float, ...] = (0.7, 0.85, 0.95)  # of each stage's iterations; lr x gamma at each
     gamma: float = 0.5
     loss: LossWeights = field(default_factory=LossWeights)
@@ -80,6 +80,13 @@ def _build(cls, data: Any, path: str, source: str):
         if key not in names:
             raise ConfigError(f"{source}: unknown key {where!r} (known: {', '.join(sorted(names))})")
         hint = hints[key]
+        if key == "stages" and cls is TrainConfig:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: stages must be a mapping of stage name to {{iterations, lr}}")
+            kwargs[key] = {name: _build(StageConfig, v, f"stages.{name}", source) for name, v in value.items()}
+            continue
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) and isinstance(value, dict):
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, where, source)
         else:

@@ -44,8 +44,8 @@ class LossWeights:
     stage1: float = 0.1      # lambda_6: L_D inside the stage-2 loss
     hoffr_db: float = 1.0    # HOFFR's lambda_DB (the note gives no value)
     hoffr_flow: float = 1.0  # HOFFR's lambda_OF
-    # JFFRA's occlusion-aware temporal loss (w1 = w2; the paper: 0.2). None: the model's
-    # default, 0.2 for JFFRA and off for the others; a value switches it on for any model.
+    # JFFRA's occlusion-aware temporal loss (w1 = w2). None: the family's default (JFFRA's
+    # paper: 0.2; off for the others); a value switches it on for any model.
     temporal: float | None = None
     temporal_alpha: float = 0.2  # alpha of Eq. 13, on 8-bit pixel values (see temporal_consistency_loss)
 
@@ -158,21 +158,21 @@ def hoffr_loss(out: dict, *, hr: Tensor, lr_sharp: Tensor, weights: LossWeights 
     return total, {k: v.detach() for k, v in terms.items()}
 
 
-def jffra_loss(out: dict, *, hr: Tensor, flow_gt: Tensor, weights: LossWeights = LossWeights()
+def jffra_loss(out: dict, *, hr: Tensor, flow_gt: Tensor, temporal: float, alpha: float = 0.2
                ) -> tuple[Tensor, dict[str, Tensor]]:
     """JFFRA's Eq. 15 and its terms (detached).
 
     Args:
         out: ``JFFRA.forward``: outputs ``[B, 3, T, sH, sW]``.
         hr: sharp HR window; flow_gt: pseudo-GT flow at LR from the centre ``[B, 2, T, H, W]``.
+        temporal: the temporal terms' weight (w1 = w2; 0 switches them off); alpha: Eq. 13's.
     """
     c = hr.shape[2] // 2
-    w = 0.2 if weights.temporal is None else weights.temporal
     terms = {"restore": F.l1_loss(out["outputs"][:, :, c], hr[:, :, c])}
     total = terms["restore"]
-    if w:
+    if temporal:
         terms["temporal"] = temporal_terms(out["outputs"][:, :, c - 1:c + 2], hr[:, :, c - 1:c + 2],
-                                           flow_gt[:, :, c - 1:c + 2], weights.temporal_alpha)
-        total = total + w * terms["temporal"]
+                                           flow_gt[:, :, c - 1:c + 2], alpha)
+        total = total + temporal * terms["temporal"]
     terms["total"] = total
     return total, {k: v.detach() for k, v in terms.items()}

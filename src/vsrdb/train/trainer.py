@@ -1,14 +1,12 @@
-"""Training for every registry model: resumable, on one CPU or many GPUs (torchrun + DDP).
+"""Training for every model family: resumable, on one CPU or many GPUs (torchrun + DDP).
 
-FMA-Net trains in two stages (below). HOFFR and JFFRA train in one, run as "stage 2" (the
-final stage: its checkpoint is ``stage2_last.pt`` and its result ``model/``); their
-``stage1`` settings are ignored. Each family has its loss (``losses``); the occlusion-aware
-temporal loss is added to any of them with ``loss.temporal`` (JFFRA has it by default).
-
-Stage 1 trains NetD alone; stage 2 starts from the stage-1 NetD and trains both networks,
-each with its own Adam optimiser whose learning rate halves at 70/85/95 % of the stage's
-iterations (the release steps NetD's scheduler twice per epoch in stage 2 and NetR's never:
-a bug we do not copy).
+The family says how it trains (``RestorationModel.training_stages`` and friends): FMA-Net in
+two stages (``netd``: NetD alone; ``joint``: both networks from the trained NetD), HOFFR and
+JFFRA in one (``main``). Each stage's settings are ``stages.<name>`` in the config (the older
+``stage1``/``stage2`` keys still work). Every network a stage trains has its own Adam optimiser
+whose learning rate halves at 70/85/95 % of the stage's iterations (the FMA-Net release steps
+NetD's scheduler twice per epoch in stage 2 and NetR's never: a bug we do not copy). The
+occlusion-aware temporal loss is added to any family with ``loss.temporal``.
 
 Everything random is a function of (seed, step): the sampler gives each step's global batch
 from per-epoch permutations, the dataset draws crops and flips from (seed, epoch, index).
@@ -16,8 +14,8 @@ A run killed and resumed from its last checkpoint therefore follows the same tra
 and N processes with a global batch B reproduce one process with batch B.
 
 Run folder: ``config.yaml`` (resolved), ``log.csv``, ``tb/`` (TensorBoard),
-``checkpoints/stage{1,2}_last.pt`` (training state, written atomically), ``stage1_netd/``
-and ``model/`` (vsrdb checkpoints of the stage-1 NetD and the final model).
+``checkpoints/<stage>_last.pt`` (training state, written atomically) and each stage's model
+as a vsrdb checkpoint (FMA-Net: ``stage1_netd/``; the last stage: ``model/``).
 """
 
 from __future__ import annotations
@@ -36,36 +34,23 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..data.datasets import WindowDataset, find_clips, validate_clips
+from ..data.flow import initial_flows
 from ..data.resize import imresize
+from ..devices import pick_device
+from ..errors import CheckpointError, ConfigError, InputError
 from ..evaluate.metrics import psnr, ssim
-from ..models import FMANet, HOFFR, JFFRA, build
+from ..files import save_torch_atomically, replace_atomically, temporary_name
+from ..models import RestorationModel, TrainingStage, build
 from ..precision import resolve_precision
-from .config import TrainConfig, config_to_dict
-from .losses import fmanet_loss, hoffr_loss, jffra_loss, temporal_terms
+from .config import StageConfig, TrainConfig, config_to_dict
 
-__all__ = ["StepSampler", "Trainer", "train", "LOG_COLUMNS"]
+__all__ = ["StepSampler", "Trainer", "LOG_COLUMNS", "export_last"]
 
-LOG_COLUMNS = ["stage", "step", "lr_d", "lr_r", "seconds", "total", "loss_d", "recon", "hr_warp", "flow", "anchor_d",
+# Fixed columns, so log.csv is never rewritten while training; each network's learning rate
+# (lr_<part>) is added after "step" for the run's family.
+LOG_COLUMNS = ["stage", "step", "seconds", "total", "loss_d", "recon", "hr_warp", "flow", "anchor_d",
                "restore", "lr_warp", "anchor_r", "val_psnr", "val_ssim", "val_bicubic_psnr", "deblur", "flow_warp",
                "temporal"]
-
-
-def _two_stage(model: torch.nn.Module) -> bool:
-    return isinstance(model, FMANet)
-
-
-def temporal_weight(model: torch.nn.Module, weights) -> float:
-    """The occlusion-aware temporal loss weight in effect (JFFRA's default 0.2, else off)."""
-    if weights.temporal is not None:
-        return weights.temporal
-    return 0.2 if isinstance(model, JFFRA) else 0.0
-
-
-def _parts(model: torch.nn.Module, stage: int) -> list[torch.nn.Module]:
-    """The networks trained in ``stage``, each with its own optimiser (FMA-Net: NetD, NetR)."""
-    if _two_stage(model):
-        return [model.net_d] if stage == 1 else [model.net_d, model.net_r]
-    return [model]
 
 
 class StepSampler(Sampler):
@@ -77,7 +62,7 @@ class StepSampler(Sampler):
 
     def __init__(self, n: int, batch: int, *, seed: int, start: int, end: int, rank: int = 0, world: int = 1):
         if batch % world:
-            raise ValueError(f"global batch {batch} is not divisible by the {world} processes")
+            raise ConfigError(f"global batch {batch} is not divisible by the {world} processes")
         self.n, self.batch, self.seed, self.start, self.end = n, batch, seed, start, end
         self.rank, self.world = rank, world
         self._perms: dict[int, np.ndarray] = {}
@@ -106,24 +91,14 @@ def _setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
         dist.init_process_group(backend)
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
+    device = pick_device(device_name, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     return rank, world, device
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class Trainer:
-    """Runs both stages of a ``TrainConfig``; see the module docstring."""
+    """Runs every stage of a ``TrainConfig``'s model family in order; see the module docstring."""
 
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                  stop_after: int | None = None) -> None:
@@ -140,6 +115,13 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        probe = build(cfg.model, **cfg.model_args)
+        self.stages = probe.training_stages(cfg.loss)
+        self.stage_settings = _stage_settings(cfg, self.stages)
+        self.input_flow = probe.input_flow
+        self.scale = probe.scale
+        self.val_window = probe.frames.length
+        self.columns = _log_columns(probe, self.stages[-1])
         self._check_run_dir()
         self._prepare_data()
         self.tb = None
@@ -149,7 +131,7 @@ class Trainer:
     def _check_run_dir(self) -> None:
         started = self.ckpt_dir.exists() and any(self.ckpt_dir.iterdir())
         if started and not self.resume:
-            raise ValueError(f"{self.run_dir}: holds a started run; pass --resume to continue it "
+            raise InputError(f"{self.run_dir}: holds a started run; pass --resume to continue it "
                              f"or choose another run_dir")
         if self.main:
             import yaml
@@ -160,13 +142,7 @@ class Trainer:
 
     def _prepare_data(self) -> None:
         d = self.cfg.data
-        scale = 4
-        probe = build(self.cfg.model, **self.cfg.model_args)
-        self.num_seq = probe.config.num_seq
-        self.two_stage = _two_stage(probe)
-        # FMA-Net restores only the centre of its window: for the temporal loss it also
-        # restores both neighbours, from a window two frames wider.
-        self.extra = 2 if (self.two_stage and temporal_weight(probe, self.cfg.loss)) else 0
+        scale = self.scale
         train_split = "train" if (d.layout == "reds" and d.val_root is None) else "all"
         clips = find_clips(d.layout, d.root, hr_root=d.hr_root, split=train_split, scale=scale)
         validate_clips(clips, scale, min_frames=1)
@@ -177,9 +153,12 @@ class Trainer:
                                scale=scale)
         validate_clips(val_clips, scale, min_frames=1)
         cache = d.cache_dir or str(Path(d.root) / ".vsrdb-cache")
-        self.train_set = WindowDataset(clips, num_seq=self.num_seq + self.extra, patch=d.patch, flow=d.flow, cache_dir=cache,
+        # One data order for the whole run: the widest window any stage needs, from which a
+        # stage with a narrower one takes the middle frames.
+        self.train_window = max(s.window for s in self.stages)
+        self.train_set = WindowDataset(clips, num_seq=self.train_window, patch=d.patch, flow=d.flow, cache_dir=cache,
                                        augment=True, seed=self.cfg.seed)
-        self.val_set = WindowDataset(val_clips, num_seq=self.num_seq, patch=None, flow=None, augment=False)
+        self.val_set = WindowDataset(val_clips, num_seq=self.val_window, patch=None, flow=None, augment=False)
         n = len(self.val_set)
         k = min(d.val_windows, n)
         self.val_indices = [round(i * (n - 1) / max(k - 1, 1)) for i in range(k)]
@@ -187,37 +166,49 @@ class Trainer:
     # ------------------------------------------------------------------ stages
 
     def run(self) -> Path:
-        for stage in (1, 2):
-            self._run_stage(stage)
-            if self.stop_after is not None and self._stopped:
+        self._stopped = False
+        for index in range(len(self.stages)):
+            self._run_stage(index)
+            if self._stopped:
                 return self.run_dir
         if dist.is_initialized():
             dist.barrier()
-        return self.run_dir / "model"
+        return self.run_dir / self.stages[-1].result
 
-    def _stage_done(self, stage: int) -> bool:
-        return (self.run_dir / ("stage1_netd" if stage == 1 else "model") / "config.json").exists()
+    def _stage_done(self, stage: TrainingStage) -> bool:
+        return (self.run_dir / stage.result / "config.json").exists()
 
-    def _run_stage(self, stage: int) -> None:
+    def _number(self, index: int) -> int:
+        # Seeds are offset by the stage's place counted from the last (which is 2), so a
+        # one-stage family's run follows the same seeds as FMA-Net's final stage.
+        return index + 3 - len(self.stages)
+
+    def _state_path(self, index: int) -> Path:
+        path = self.ckpt_dir / f"{self.stages[index].name}_last.pt"
+        legacy = self.ckpt_dir / f"stage{self._number(index)}_last.pt"  # runs started before stages had names
+        return legacy if (self.resume and not path.exists() and legacy.exists()) else path
+
+    def _run_stage(self, index: int) -> None:
         cfg = self.cfg
-        scfg = cfg.stage1 if stage == 1 else cfg.stage2
+        stage = self.stages[index]
+        scfg = self.stage_settings[stage.name]
+        number = self._number(index)
+        last_stage = index == len(self.stages) - 1
         self._stopped = False
-        if self._stage_done(stage) or scfg.iterations <= 0 or (stage == 1 and (cfg.init or not self.two_stage)):
+        if self._stage_done(stage) or scfg.iterations <= 0 or (stage.replaced_by_init and cfg.init):
             return
-        torch.manual_seed(cfg.seed + stage)  # initial weights: part of the seeded trajectory
-        stage_arg = {"stage": stage} if self.two_stage else {}
-        model = build(cfg.model, **{**cfg.model_args, **stage_arg}).to(self.device)
-        if stage == 2 and cfg.init:
+        torch.manual_seed(cfg.seed + number)  # initial weights: part of the seeded trajectory
+        model = build(cfg.model, **{**cfg.model_args, **stage.build_args}).to(self.device)
+        if last_stage and cfg.init:
             _load_init(model, cfg.init)
-        elif stage == 2 and self.two_stage and cfg.stage1.iterations > 0:
-            netd = load_checkpoint(self.run_dir / "stage1_netd")
-            model.net_d.load_state_dict(netd.net_d.state_dict())
-        nets = _parts(model, stage)
-        optims = [torch.optim.Adam(n.parameters(), lr=scfg.lr) for n in nets]
+        elif index > 0 and self._stage_done(self.stages[index - 1]):
+            model.start_stage(stage, load_checkpoint(self.run_dir / self.stages[index - 1].result))
+        parts = model.trainable_parts(stage)
+        optims = [torch.optim.Adam(part.parameters(), lr=scfg.lr) for _, part in parts]
         milestones = sorted({max(1, int(round(f * scfg.iterations))) for f in cfg.milestones})
         scheds = [torch.optim.lr_scheduler.MultiStepLR(o, milestones=milestones, gamma=cfg.gamma) for o in optims]
         start = 0
-        last = self.ckpt_dir / f"stage{stage}_last.pt"
+        last = self._state_path(index)
         if self.resume and last.exists():
             state = torch.load(last, map_location="cpu", weights_only=True)
             model.load_state_dict(state["model"])
@@ -226,30 +217,31 @@ class Trainer:
             for sch, s in zip(scheds, state["schedulers"]):
                 sch.load_state_dict(s)
             start = int(state["step"])
-        self._trim_logs(stage, start)
+        last = self.ckpt_dir / f"{stage.name}_last.pt"
+        self._trim_logs(stage.name, start)
         net = model
         if self.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         model.train()
-        sampler = StepSampler(len(self.train_set), cfg.data.batch, seed=cfg.seed + 1000 * stage, start=start,
+        sampler = StepSampler(len(self.train_set), cfg.data.batch, seed=cfg.seed + 1000 * number, start=start,
                               end=scfg.iterations, rank=self.rank, world=self.world)
         loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=cfg.data.workers,
                             persistent_workers=False, pin_memory=self.device.type == "cuda")
         from tqdm import tqdm
 
-        bar = tqdm(total=scfg.iterations, initial=start, desc=f"stage {stage}", unit="it",
+        bar = tqdm(total=scfg.iterations, initial=start, desc=f"stage {stage.name}", unit="it",
                    disable=not self.progress, dynamic_ncols=True, file=sys.stderr)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp.name == "fp16")
         t0 = time.perf_counter()
         step = start
         for batch in loader:
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            batch = self._prepare_batch(batch, stage)
             # Weights and optimiser state stay fp32; autocast runs the convolutions and matmuls in
             # bf16/fp16, and the ops pinned to fp32 (warping, kernel normalisation) stay there.
             with torch.autocast(self.device.type, dtype=self.amp.dtype, enabled=self.amp.name != "fp32"):
-                loss, terms = self._loss(model, net, batch, stage)
+                loss, terms = model.training_loss(net, batch, stage, cfg.loss)
             for o in optims:
                 o.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -260,7 +252,7 @@ class Trainer:
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == scfg.iterations:
-                self._log(stage, step, terms, optims, time.perf_counter() - t0)
+                self._log(stage.name, step, terms, parts, optims, time.perf_counter() - t0)
                 bar.set_postfix_str(f"loss {terms['total'].item():.4f}")
             if step % cfg.checkpoint_every == 0 or step == scfg.iterations:
                 self._save_state(last, model, optims, scheds, step)
@@ -273,63 +265,29 @@ class Trainer:
         bar.close()
         if not self._stopped and self.main:
             model.eval()
-            if stage == 1:
-                save_checkpoint(model, self.run_dir / "stage1_netd", overwrite=True)
-            else:
-                save_checkpoint(model, self.run_dir / "model", overwrite=True)
+            save_checkpoint(model, self.run_dir / stage.result, overwrite=True)
         if dist.is_initialized():
             dist.barrier()
 
-    def _loss(self, model, net, batch: dict[str, torch.Tensor], stage: int) -> tuple[torch.Tensor, dict]:
-        """The family's loss (plus the temporal loss when switched on) for one batch."""
-        w = self.cfg.loss
-        tw = temporal_weight(model, w)
-        lr, hr, lr_sharp, flow = batch["lr"], batch["hr"], batch["lr_sharp"], batch["flow"]
-        if isinstance(model, FMANet):
-            restored = None
-            if self.extra:
-                t, b = self.num_seq, lr.shape[0]
-                subs = [slice(j, j + t) for j in range(3)]  # windows centred on frames c-1, c, c+1
-                if stage == 2:
-                    out3 = net(torch.cat([lr[:, :, s] for s in subs]), torch.cat([hr[:, :, s] for s in subs]))
-                    restored = torch.stack(out3["output"].float().chunk(3), dim=2)
-                    out = {k: v[b:2 * b] for k, v in out3.items()}
-                else:
-                    out = net(lr[:, :, subs[1]], hr[:, :, subs[1]])
-                lr, hr, lr_sharp, flow = (z[:, :, subs[1]] for z in (lr, hr, lr_sharp, flow))
-            else:
-                out = net(lr, hr)
-            loss, terms = fmanet_loss({k: v.float() for k, v in out.items()}, lr=lr, hr=hr, lr_sharp=lr_sharp,
-                                      flow_gt=flow, stage=stage, weights=w)
-            if restored is not None:
-                c = self.num_seq // 2 + 1
-                temporal = temporal_terms(restored, batch["hr"][:, :, c - 1:c + 2], batch["flow"][:, :, c - 1:c + 2],
-                                          w.temporal_alpha)
-                loss = loss + tw * temporal
-                terms = {**terms, "temporal": temporal.detach(), "total": loss.detach()}
-            return loss, terms
-        out = net(lr, hr)
-        if isinstance(model, JFFRA):
-            return jffra_loss(out, hr=hr, flow_gt=flow, weights=w)
-        if isinstance(model, HOFFR):
-            loss, terms = hoffr_loss(out, hr=hr, lr_sharp=lr_sharp, weights=w)
-            if tw:
-                c = self.num_seq // 2
-                temporal = temporal_terms(out["outputs"][:, :, c - 1:c + 2], hr[:, :, c - 1:c + 2],
-                                          flow[:, :, c - 1:c + 2], w.temporal_alpha)
-                loss = loss + tw * temporal
-                terms = {**terms, "temporal": temporal.detach(), "total": loss.detach()}
-            return loss, terms
-        raise TypeError(f"no training loss for {type(model).__name__}")
+    def _prepare_batch(self, batch: dict[str, torch.Tensor], stage: TrainingStage) -> dict[str, torch.Tensor]:
+        """On the device, cut to the stage's window, with the family's input flow added."""
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        extra = self.train_window - stage.window
+        if extra:
+            middle = slice(extra // 2, extra // 2 + stage.window)
+            batch = {k: v[:, :, middle] if v.dim() == 5 else v for k, v in batch.items()}
+        if self.input_flow is not None:
+            batch["input_flow"] = initial_flows(batch["lr"], self.input_flow)
+        return batch
 
     # ------------------------------------------------------------------ bookkeeping
 
     def _save_state(self, path: Path, model, optims, scheds, step: int) -> None:
         if not self.main:
             return
-        _atomic_save({"step": step, "model": model.state_dict(),
-                      "optimizers": [o.state_dict() for o in optims],
-                      "schedulers": [s.state_dict() for s in scheds]}, path)
+        save_torch_atomically({"step": step, "model": model.state_dict(),
+                               "optimizers": [o.state_dict() for o in optims],
+                               "schedulers": [s.state_dict() for s in scheds]}, path)
 
     def _reduce(self, value: torch.Tensor) -> float:
         if dist.is_initialized():
@@ -338,44 +296,48 @@ class Trainer:
             value /= self.world
         return value.item()
 
-    def _log(self, stage: int, step: int, terms: dict, optims, seconds: float) -> None:
+    def _log(self, stage: str, step: int, terms: dict, parts, optims, seconds: float) -> None:
         values = {k: self._reduce(v) for k, v in terms.items()}
         if not self.main:
             return
-        lrs = {f"lr_{name}": o.param_groups[0]["lr"] for name, o in zip(("d", "r"), optims)}
+        lrs = {f"lr_{name}": o.param_groups[0]["lr"] for (name, _), o in zip(parts, optims)}
         row = {"stage": stage, "step": step, **lrs, "seconds": round(seconds, 2),
                **{k: f"{v:.9g}" for k, v in values.items()}}
         self._write_csv(row)
         tb = self._tensorboard()
         if tb is not None:
-            for k, v in values.items():
-                tb.add_scalar(f"stage{stage}/{k}", v, step)
-            for k, v in lrs.items():
-                tb.add_scalar(f"stage{stage}/{k}", v, step)
+            for k, v in {**values, **lrs}.items():
+                tb.add_scalar(f"{stage}/{k}", v, step)
 
     def _write_csv(self, row: dict) -> None:
         """Append one row (fixed columns, so the file is never rewritten while training)."""
         path = self.run_dir / "log.csv"
         new = not path.exists()
         with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, restval="")
+            writer = csv.DictWriter(f, fieldnames=self.columns, restval="")
             if new:
                 writer.writeheader()
             writer.writerow(row)
 
-    def _trim_logs(self, stage: int, start: int) -> None:
+    def _trim_logs(self, stage: str, start: int) -> None:
         """On resume, drop log rows the killed run wrote after its last checkpoint."""
         path = self.run_dir / "log.csv"
         if not self.main or not path.exists():
             return
-        rows = [r for r in _read_csv(path)
-                if int(r["stage"]) < stage or (int(r["stage"]) == stage and int(r["step"]) <= start)]
-        tmp = path.with_name(".log.csv.tmp")
+        names = [s.name for s in self.stages]
+        here = names.index(stage)
+
+        def keep(row: dict) -> bool:
+            at = names.index(row["stage"]) if row["stage"] in names else -1
+            return at < here or (at == here and int(row["step"]) <= start)
+
+        rows = [r for r in _read_csv(path) if keep(r)]
+        tmp = temporary_name(path)
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, restval="")
+            writer = csv.DictWriter(f, fieldnames=self.columns, restval="", extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
+        replace_atomically(tmp, path)
 
     def _tensorboard(self):
         if self.tb is None:
@@ -388,37 +350,54 @@ class Trainer:
         return self.tb or None
 
     @torch.no_grad()
-    def _validate(self, model, stage: int, step: int) -> dict[str, float]:
+    def _validate(self, model: RestorationModel, stage: TrainingStage, step: int) -> None:
         if not self.main:
-            return {}
+            return
         model.eval()
         scores = {"psnr": [], "ssim": [], "bicubic_psnr": []}
-        c = self.num_seq // 2
+        c = self.val_window // 2
         for i in self.val_indices:
             item = self.val_set[i]
             lr, hr = item["lr"][None].to(self.device), item["hr"][None].to(self.device)
-            if stage == 1:  # NetD is scored on re-degrading the sharp window into the blurry centre
-                pred, target = model(lr, hr)["recon"][0], lr[0, :, c]
-            else:
-                pred, target = model.restore(lr)[0], hr[0, :, c]
-                scores["bicubic_psnr"].append(psnr(imresize(lr[0, :, c], 4.0).clamp(0, 1).cpu(), target.cpu()))
+            inputs = {"flows": initial_flows(lr, self.input_flow)} if self.input_flow is not None else {}
+            pred, target = model.validation_pair(lr, hr, stage, **inputs)
+            if model.can_restore:
+                bicubic = imresize(lr[0, :, c], float(self.scale)).clamp(0, 1)
+                scores["bicubic_psnr"].append(psnr(bicubic.cpu(), target.cpu()))
             scores["psnr"].append(psnr(pred.cpu(), target.cpu()))
             scores["ssim"].append(ssim(pred.cpu(), target.cpu()))
         result = {k: float(np.mean(v)) for k, v in scores.items() if v}
-        self._write_csv({"stage": stage, "step": step, **{f"val_{k}": f"{v:.4f}" for k, v in result.items()}})
+        self._write_csv({"stage": stage.name, "step": step, **{f"val_{k}": f"{v:.4f}" for k, v in result.items()}})
         tb = self._tensorboard()
         if tb is not None:
             for k, v in result.items():
-                tb.add_scalar(f"stage{stage}/val_{k}", v, step)
-        return result
+                tb.add_scalar(f"{stage.name}/val_{k}", v, step)
 
 
-def _load_init(model: torch.nn.Module, path: str) -> None:
+def _stage_settings(cfg: TrainConfig, stages: list[TrainingStage]) -> dict[str, StageConfig]:
+    """Each stage's iterations and learning rate: ``stages.<name>``, else the legacy key."""
+    names = [s.name for s in stages]
+    unknown = sorted(set(cfg.stages) - set(names))
+    if unknown:
+        raise ConfigError(f"stages.{unknown[0]}: {cfg.model} trains in stage(s) {', '.join(names)}")
+    settings = {}
+    for s in stages:
+        legacy = getattr(cfg, s.legacy_key, None)
+        settings[s.name] = cfg.stages.get(s.name) or legacy or StageConfig()
+    return settings
+
+
+def _log_columns(model: RestorationModel, last: TrainingStage) -> list[str]:
+    lrs = [f"lr_{name}" for name, _ in model.trainable_parts(last)]
+    return LOG_COLUMNS[:2] + lrs + LOG_COLUMNS[2:]
+
+
+def _load_init(model: RestorationModel, path: str) -> None:
     """Copy a checkpoint's weights into ``model``; the two must be the same architecture."""
     init = load_checkpoint(path)
     if init.config != model.config:
-        raise ValueError(f"init {path}: its config differs from the run's model "
-                         f"({_config_difference(init.config, model.config)})")
+        raise CheckpointError(f"init {path}: its config differs from the run's model "
+                              f"({_config_difference(init.config, model.config)})")
     model.load_state_dict(init.state_dict())
 
 
@@ -446,25 +425,24 @@ def _plain(obj):
 
 
 def export_last(cfg: TrainConfig, out: str | Path) -> Path:
-    """The run's most advanced training checkpoint (stage 2 before stage 1) as a model folder.
+    """The run's most advanced training checkpoint (the latest stage's) as a model folder.
 
     For looking at, or shipping, a run that was stopped before its final ``model/``. Refuses
     to overwrite ``out``.
     """
     ckpt_dir = Path(cfg.run_dir) / "checkpoints"
-    for stage in (2, 1):
-        path = ckpt_dir / f"stage{stage}_last.pt"
-        if path.exists():
+    probe = build(cfg.model, **cfg.model_args)
+    stages = probe.training_stages(cfg.loss)
+    for index in reversed(range(len(stages))):
+        stage = stages[index]
+        number = index + 3 - len(stages)
+        found = [p for p in (ckpt_dir / f"{stage.name}_last.pt", ckpt_dir / f"stage{number}_last.pt") if p.exists()]
+        if found:
             break
     else:
-        raise FileNotFoundError(f"{ckpt_dir}: no training checkpoint to export")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    probe = build(cfg.model, **cfg.model_args)
-    model = build(cfg.model, **{**cfg.model_args, "stage": stage}) if _two_stage(probe) else probe
+        raise InputError(f"{ckpt_dir}: no training checkpoint to export")
+    state = torch.load(found[0], map_location="cpu", weights_only=True)
+    model = build(cfg.model, **{**cfg.model_args, **stage.build_args})
     model.load_state_dict(state["model"])
     model.eval()
     return save_checkpoint(model, out)
-
-
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
-    return Trainer(cfg, resume=resume, progress=progress).run()

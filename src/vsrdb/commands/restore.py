@@ -1,4 +1,4 @@
-"""``vsrdb restore``: the command line over jobs and batches."""
+"""``vsrdb restore``: the command line over restoration jobs and batches (``vsrdb.restore``)."""
 
 from __future__ import annotations
 
@@ -6,53 +6,21 @@ import argparse
 import sys
 import time
 from fractions import Fraction
-from pathlib import Path
 
 import torch
 
 from ..checkpoints import BUILTIN, load_checkpoint
 from ..data.encode import CODECS
-from ..precision import add_precision_argument, resolve_precision
-from ..data.video import OUTPUT_CONTAINERS, InputError, check_output_path
-from .batch import Dist, expand_inputs, run_jobs, threads_for
-from .job import RestoreOptions, check_not_input, work_folder
-from .restorer import pick_device, use_heap_allocator
+from ..data.video import OUTPUT_CONTAINERS, check_output_path
+from ..devices import pick_device
+from ..errors import InputError
+from ..precision import resolve_precision
+from ..restore.batch import Dist, expand_inputs, run_jobs, threads_for
+from ..restore.job import RestoreOptions, check_not_input, work_folder
+from ..restore.restorer import use_heap_allocator
+from .common import add_device_argument, add_output_flags, add_precision_argument, positive_int
 
-__all__ = ["add_subcommand", "load_weights", "restore_video"]
-
-
-def load_weights(weights: str | None):
-    """A restoring model from ``weights`` (a folder, the authors' checkpoint folder, or
-    ``builtin``/None for the built-in model); InputError when missing, unusable or not finite."""
-    weights = weights or BUILTIN
-    model = load_checkpoint(weights)
-    bad = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
-    if bad:
-        raise InputError(f"{weights}: the weights hold NaN or Inf values ({len(bad)} tensors, e.g. {bad[0]}); "
-                         "the file is damaged or came from a diverged training run")
-    return model
-
-
-def restore_video(input_path: str, output_path: str, model, *, device: str = "auto", progress: bool = True,
-                  overwrite: bool = False, resume: bool = False, **options) -> dict:
-    """Restore one video file or frame folder into a video file or PNG folder (one process).
-    ``options`` are ``RestoreOptions`` fields. Returns a summary; raises InputError."""
-    opts = RestoreOptions(**options)
-    start = time.perf_counter()
-    [result] = run_jobs([(Path(input_path), Path(output_path))], model, opts, batch=False, device=device,
-                        overwrite=overwrite, resume=resume, progress=progress)
-    elapsed = time.perf_counter() - start
-    return {"frames": result.frames, "seconds": elapsed, "seconds_per_frame": elapsed / max(result.frames, 1)}
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be 1 or more")
-    return value
+__all__ = ["add_subcommand"]
 
 
 def _fps(text: str) -> Fraction:
@@ -79,7 +47,7 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output video file or PNG folder; a folder for batches")
     p.add_argument("--weights", help="checkpoint folder (ours or the authors' model_D/R_best.pt), or 'builtin' "
                                      "(the default)")
-    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, else CPU), cpu, cuda, cuda:1, mps")
+    add_device_argument(p)
     add_precision_argument(p)
     p.add_argument("--codec", choices=sorted(set(CODECS) | {"hevc"}),
                    help="video codec (default h264; vp9 for .webm); 10-bit sources give 10-bit output")
@@ -91,19 +59,18 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=_fps, help="frame rate of frame-folder inputs (default 30)")
     p.add_argument("--ext", help="batches: output extension for every input (default: the input's own container, "
                                  "else .mkv); 'png' for frame folders")
-    p.add_argument("--tile", type=_positive_int, help="LR tile size in pixels (default: from the memory available)")
+    p.add_argument("--tile", type=positive_int, help="LR tile size in pixels (default: from the memory available)")
     p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles (default 8)")
     p.add_argument("--max-memory", type=float,
                    help="GB for one tile's forward pass (default: 80%% of free GPU memory; on CPU "
                         "min(half the available memory, 0.3))")
-    p.add_argument("--segment", type=_positive_int, default=100,
+    p.add_argument("--segment", type=positive_int, default=100,
                    help="frames per work unit: the pieces that resume and parallel runs deal in (default 100)")
-    p.add_argument("--threads", type=_positive_int, help="CPU threads per process (default: all cores, shared "
+    p.add_argument("--threads", type=positive_int, help="CPU threads per process (default: all cores, shared "
                                                           "among torchrun's processes)")
     p.add_argument("--resume", action="store_true", help="continue the unfinished work of a killed run")
     p.add_argument("--restart", action="store_true", help="discard the unfinished work of an earlier run")
-    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never an input)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_output_flags(p, "outputs that exist (never an input)")
     p.set_defaults(func=_cmd_restore)
 
 
@@ -129,7 +96,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.precision, device)
     if dist.rank == 0 and not args.quiet:
         print(f"vsrdb restore: {precision.describe()}", file=sys.stderr)
-    model = load_weights(args.weights)
+    model = load_checkpoint(args.weights or BUILTIN)
     use_heap_allocator()
     opts = RestoreOptions(codec=args.codec, pix_fmt=args.pix_fmt, crf=args.crf, lossless=args.lossless,
                           audio=not args.no_audio, fps=args.fps, segment=args.segment, tile=args.tile,

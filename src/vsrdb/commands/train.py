@@ -6,13 +6,13 @@ import argparse
 
 
 def add_subcommand(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model (two stages for FMA-Net) from a YAML config",
+    p = sub.add_parser("train", help="train a model (the family's stages, e.g. two for FMA-Net) from a YAML config",
                        description="Train from a YAML config (see configs/). Multi-GPU or multi-process: "
                                    "torchrun --nproc_per_node=N -m vsrdb.train CONFIG.yaml")
     p.add_argument("config", help="YAML config (configs/fmanet_reds.yaml is the paper's recipe)")
     p.add_argument("--resume", action="store_true", help="continue the run in the config's run_dir")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set stage1.iterations=100 (YAML value)")
+                   help="override a config value, e.g. --set stages.joint.iterations=100 (YAML value)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--export", metavar="DIR",
                    help="do not train: write the run's latest training checkpoint as a model folder DIR")
@@ -22,8 +22,9 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     import yaml
 
-    from .config import ConfigError, load_config
-    from .trainer import Trainer
+    from ..errors import ConfigError
+    from ..train.config import load_config
+    from ..train.trainer import Trainer
 
     overrides = {}
     for item in args.set:
@@ -33,7 +34,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides[key] = yaml.safe_load(value)
     cfg = load_config(args.config, overrides)
     if args.export:
-        from .trainer import export_last
+        from ..train.trainer import export_last
 
         print(f"exported: {export_last(cfg, args.export)}")
         return 0

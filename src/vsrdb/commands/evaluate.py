@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
-from ..data.video import InputError
-from ..precision import add_precision_argument, resolve_precision
+from ..devices import pick_device
+from ..errors import InputError
+from ..files import write_atomically
+from ..precision import resolve_precision
+from .common import add_device_argument, add_output_flags, add_precision_argument, add_threads_argument
 
 __all__ = ["add_subcommand", "run_evaluate"]
 
@@ -50,11 +52,10 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                    help="T for the frame exclusion (default: the model's, else 3)")
     p.add_argument("--y-channel", action="store_true", help="PSNR/SSIM on luma (BT.601 Y), as some papers do")
     p.add_argument("--crop-border", type=int, default=0, help="pixels cropped from each side for PSNR/SSIM")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (models only)")
+    add_device_argument(p)
     add_precision_argument(p)
-    p.add_argument("--threads", type=int, help="CPU threads")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file or --report folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_argument(p)
+    add_output_flags(p, "an existing --json file or --report folder")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -69,12 +70,10 @@ def _check_outputs(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from ..cli import CLIError
-
     if bool(args.pred) != bool(args.gt):
-        raise CLIError("--pred and --gt go together")
+        raise InputError("--pred and --gt go together")
     if bool(args.pred) == bool(args.data):
-        raise CLIError("give either --pred DIR --gt DIR, or --data ROOT with --weights/--baseline")
+        raise InputError("give either --pred DIR --gt DIR, or --data ROOT with --weights/--baseline")
     _check_outputs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,10 +84,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
     """Do what the parsed command line asks; returns the text table it prints."""
-    from .methods import ModelMethod, baseline
-    from .report import fmanet_maps, markdown_tables, write_report
-    from .runs import clip_window, evaluate_methods, evaluate_predictions
-    from .scoring import ScoreOptions
+    from ..evaluate.methods import ModelMethod, baseline
+    from ..evaluate.report import markdown_tables, model_maps, write_report
+    from ..evaluate.runs import clip_window, evaluate_methods, evaluate_predictions
+    from ..evaluate.scoring import ScoreOptions
 
     progress = not args.quiet
     maps = {}
@@ -98,8 +97,6 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
         results = [evaluate_predictions(args.pred, args.gt, options, lr_dir=args.lr, progress=progress)]
         title = f"vsrdb evaluate: {args.pred} vs {args.gt}"
     else:
-        from ..restore import pick_device
-
         clips = _dataset(args)
         device = str(pick_device(args.device))
         precision = resolve_precision(args.precision, device)
@@ -114,11 +111,11 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
         options = ScoreOptions(num_seq=t, all_frames=args.all_frames, y_channel=args.y_channel,
                                border=args.crop_border)
         results = evaluate_methods(methods, clips, options, device=device, progress=progress)
-        if args.report:
+        if args.report:  # the first model's own pictures (FMA-Net: flows and kernels), where it has any
+            by_name = {c.name: c for c in clips}
             for m, r in zip(methods, results):
-                if m.model is not None and hasattr(m.model, "net_d"):
-                    by_name = {c.name: c for c in clips}
-                    maps = {key: fmanet_maps(m.model, clip_window(by_name[key[0]], key[1], m.num_seq))
+                if m.model is not None:
+                    maps = {key: model_maps(m.model, clip_window(by_name[key[0]], key[1], m.num_seq))
                             for key in r.samples}
                     break
         title = f"vsrdb evaluate: {args.data}"
@@ -164,9 +161,7 @@ def _dataset(args: argparse.Namespace):
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_no_nan(payload), indent=2, allow_nan=False))
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(_no_nan(payload), indent=2, allow_nan=False))
 
 
 def _no_nan(o):

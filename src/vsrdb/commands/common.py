@@ -1,0 +1,47 @@
+"""Flags several commands share, defined once."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..precision import PRECISIONS
+
+__all__ = ["add_precision_argument", "add_device_argument", "add_threads_argument", "add_output_flags",
+           "add_weights_argument", "positive_int"]
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """``--precision``: restore, evaluate and demo."""
+    parser.add_argument("--precision", default="auto", type=str.lower, choices=PRECISIONS,
+                        help="numeric precision: auto (bf16 on CPUs with native bf16 and on GPUs, else fp32), "
+                             "fp32 (the release's numbers), bf16, fp16 (GPU)")
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
+
+
+def add_output_flags(parser: argparse.ArgumentParser, what: str = "the output") -> None:
+    """``--overwrite`` and ``--quiet``."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} if it exists")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_weights_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    parser.add_argument("--weights", default=default,
+                        help="checkpoint folder (ours, or the authors' model_D/R_best.pt), or 'builtin' "
+                             "(the model shipped with vsrdb)" + (" (default)" if default == "builtin" else ""))
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be 1 or more")
+    return value

@@ -1,0 +1,65 @@
+"""Writing results without ever leaving half a file: write under a temporary name, then move.
+
+Every output vsrdb writes (checkpoints, training state, reports, JSON, videos) goes through
+``replace_atomically``, so a crash or kill leaves either the old result or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+__all__ = ["replace_atomically", "temporary_name", "write_atomically", "save_torch_atomically"]
+
+
+def temporary_name(final: str | os.PathLike, tag: str = "partial") -> Path:
+    """A hidden sibling of ``final`` to write into before ``replace_atomically``."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.{tag}-{os.getpid()}")
+
+
+def replace_atomically(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Move ``tmp`` (a file or folder) onto ``final``; an existing final (file or folder) is only
+    removed once tmp is in place, so a crash leaves either the old or the new result."""
+    tmp, final = Path(tmp), Path(final)
+    if (final.exists() or final.is_symlink()) and (final.is_dir() or tmp.is_dir()):
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        final.rename(old)
+        tmp.rename(final)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    else:
+        os.replace(tmp, final)
+
+
+def write_atomically(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write text or bytes to ``path`` through a temporary file."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data)
+        else:
+            tmp.write_bytes(data)
+        replace_atomically(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_torch_atomically(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through a temporary file (training state, the authors' checkpoint format)."""
+    import torch
+
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        torch.save(obj, tmp)
+        replace_atomically(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -41,8 +41,8 @@ class _WindowRestore(nn.Module):
         return out.flip(1) if self.bgr else out
 
 
-def export_onnx(model: RestorationModel, path: str | os.PathLike, *, opset: int = 18, example: tuple[int, int] = (32, 48),
-                overwrite: bool = False) -> Path:
+def export_onnx(model: RestorationModel, path: str | os.PathLike, *, opset: int = 18,
+                example: tuple[int, int] = (32, 48), overwrite: bool = False) -> Path:
     """Write ``model``'s window restoration to ``path`` as ONNX (fp32, CPU export).
 
     ``example`` is the (H, W) traced with; H and W stay dynamic in the graph. The file is

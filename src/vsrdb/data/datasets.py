@@ -25,7 +25,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .resize import imresize
-from .video import IMAGE_EXTENSIONS, InputError, read_image, natural_key, to_tensor
+from .video import InputError, list_frames, natural_key, read_image, to_tensor
+from .windows import window_indices
 
 __all__ = ["Clip", "REDS4", "reds_clips", "gopro_clips", "paired_clips", "find_clips", "validate_clips",
            "WindowDataset"]
@@ -42,11 +43,10 @@ class Clip:
     blur_is_hr: bool = False
 
 
-def _frames(folder: Path) -> tuple[Path, ...]:
+def _frame_files(folder: Path) -> tuple[Path, ...]:
     if not folder.is_dir():
         raise InputError(f"{folder}: missing folder")
-    files = tuple(sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS),
-                         key=lambda p: natural_key(p.name)))
+    files = tuple(list_frames(folder))
     if not files:
         raise InputError(f"{folder}: no frames in it")
     return files
@@ -68,8 +68,8 @@ def reds_clips(root: str | Path, split: str = "train", scale: int = 4) -> list[C
         name = folder.name
         if (split == "train" and name in REDS4) or (split == "val" and name not in REDS4):
             continue
-        sharp_lr = _frames(sharp_lr_root / name) if (sharp_lr_root / name).is_dir() else None
-        clips.append(Clip(name, _frames(folder), _frames(root / "train_sharp" / name), sharp_lr))
+        sharp_lr = _frame_files(sharp_lr_root / name) if (sharp_lr_root / name).is_dir() else None
+        clips.append(Clip(name, _frame_files(folder), _frame_files(root / "train_sharp" / name), sharp_lr))
     if not clips:
         raise InputError(f"{blur_root}: no {split} clips in it")
     return clips
@@ -77,7 +77,8 @@ def reds_clips(root: str | Path, split: str = "train", scale: int = 4) -> list[C
 
 def gopro_clips(root: str | Path) -> list[Clip]:
     root = Path(root)
-    clips = [Clip(d.name, _frames(d / "blur"), _frames(d / "sharp"), None, blur_is_hr=True) for d in _subdirs(root)]
+    clips = [Clip(d.name, _frame_files(d / "blur"), _frame_files(d / "sharp"), None, blur_is_hr=True)
+             for d in _subdirs(root)]
     if not clips:
         raise InputError(f"{root}: no GoPro clip folders (CLIP/blur, CLIP/sharp) in it")
     return clips
@@ -85,7 +86,7 @@ def gopro_clips(root: str | Path) -> list[Clip]:
 
 def paired_clips(lr_root: str | Path, hr_root: str | Path) -> list[Clip]:
     lr_root, hr_root = Path(lr_root), Path(hr_root)
-    clips = [Clip(d.name, _frames(d), _frames(hr_root / d.name)) for d in _subdirs(lr_root)]
+    clips = [Clip(d.name, _frame_files(d), _frame_files(hr_root / d.name)) for d in _subdirs(lr_root)]
     if not clips:
         raise InputError(f"{lr_root}: no clip folders in it")
     return clips
@@ -172,8 +173,7 @@ class WindowDataset(Dataset):
         self.epoch = epoch
 
     def _window(self, n: int, centre: int) -> list[int]:
-        c = self.t // 2
-        return [min(max(centre + k, 0), n - 1) for k in range(-c, self.t - c)]
+        return window_indices(centre, self.t, n)
 
     def _load(self, path: Path) -> Tensor:
         return to_tensor(read_image(path))

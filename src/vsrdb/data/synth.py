@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .resize import imresize
-from .video import IMAGE_EXTENSIONS, InputError, natural_key, open_frames, to_tensor
+from .video import IMAGE_EXTENSIONS, InputError, list_frames, open_frames, to_tensor
 
 __all__ = ["SynthConfig", "synthesize", "degrade_clip", "photo_clip", "video_clips", "write_clip"]
 
@@ -236,8 +236,7 @@ def synthesize(sources: list[str | Path], out: str | Path, cfg: SynthConfig = Sy
         if s.is_file() and s.suffix.lower() in IMAGE_EXTENSIONS:
             photos.append(s)
         elif s.is_dir() and _looks_like_photo_folder(s):
-            photos.extend(sorted((p for p in s.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS),
-                                 key=lambda p: natural_key(p.name)))
+            photos.extend(list_frames(s))
         else:
             videos.append(s)
     names = []

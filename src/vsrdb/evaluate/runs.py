@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..data.datasets import Clip
 from ..data.resize import imresize
+from ..data.windows import window_indices
 from ..data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, list_frames, natural_key, \
     open_frames, read_image, to_tensor
 from .methods import Method
@@ -132,7 +133,7 @@ def _frame_count(path: Path) -> int:
         return src.num_frames if src.num_frames else sum(1 for _ in src)
 
 
-def _frames(path: Path) -> Iterator[tuple[Tensor, str]]:
+def _read_clip_frames(path: Path) -> Iterator[tuple[Tensor, str]]:
     """Frames of a clip with a name for errors: the file, or 'video:frame'."""
     if path.is_dir():
         for p in list_frames(path):
@@ -170,7 +171,8 @@ def evaluate_predictions(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike,
     for name, length in counts.items():
         scorer = SequenceScorer(length, options)
         want = sample_index(length, options)
-        for i, ((out, out_name), (gt, gt_name)) in enumerate(zip(_frames(preds[name]), _frames(gts[name]))):
+        pairs = zip(_read_clip_frames(preds[name]), _read_clip_frames(gts[name]))
+        for i, ((out, out_name), (gt, gt_name)) in enumerate(pairs):
             if out.shape != gt.shape:
                 raise InputError(f"clip {name} frame {i}: {out_name} is {out.shape[2]}x{out.shape[1]}, "
                                  f"{gt_name} is {gt.shape[2]}x{gt.shape[1]}")
@@ -187,7 +189,7 @@ def evaluate_predictions(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike,
 
 
 def _nth_frame(path: Path, index: int) -> Tensor | None:
-    for i, (f, _) in enumerate(_frames(path)):
+    for i, (f, _) in enumerate(_read_clip_frames(path)):
         if i == index:
             return f
     return None
@@ -204,8 +206,7 @@ def clip_inputs(clip: Clip, scale: int = 4) -> Iterator[Tensor]:
 
 def clip_window(clip: Clip, index: int, num_seq: int, scale: int = 4) -> list[Tensor]:
     """The T LR frames centred on ``index``, clip ends replicated as the restorer does (for the report's maps)."""
-    c = num_seq // 2
-    wanted = [min(max(index + o, 0), len(clip.blur) - 1) for o in range(-c, num_seq - c)]
+    wanted = window_indices(index, num_seq, len(clip.blur))
     frames = {}
     for i, f in enumerate(clip_inputs(clip, scale)):
         if i in wanted:

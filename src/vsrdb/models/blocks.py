@@ -56,7 +56,7 @@ def compute_dtype(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
 
-def _frames(x: Tensor) -> Tensor:
+def flatten_frames(x: Tensor) -> Tensor:
     """``[B, T, C, H, W]`` -> channels-last ``[B*T, C, H, W]`` (a view when already laid out so)."""
     return channels_last(x.flatten(0, 1))
 
@@ -67,7 +67,7 @@ def cat_channels(*xs: Tensor) -> Tensor:
     (A 5-D ``torch.cat`` would fall back to a contiguous layout.)
     """
     b, t = xs[0].shape[:2]
-    return torch.cat([_frames(x) for x in xs], dim=1).unflatten(0, (b, t))
+    return torch.cat([flatten_frames(x) for x in xs], dim=1).unflatten(0, (b, t))
 
 
 class FrameConv(nn.Conv3d):
@@ -82,7 +82,7 @@ class FrameConv(nn.Conv3d):
 
     def forward(self, x: Tensor) -> Tensor:  # [B, T, Cin, H, W] -> [B, T, Cout, H, W]
         b, t = x.shape[:2]
-        y = F.conv2d(_frames(x), self.weight.squeeze(2), self.bias, padding=self.padding[1:])
+        y = F.conv2d(flatten_frames(x), self.weight.squeeze(2), self.bias, padding=self.padding[1:])
         return y.unflatten(0, (b, t))
 
 
@@ -100,11 +100,11 @@ class TemporalConv3d(nn.Conv3d):
     def forward(self, x: Tensor) -> Tensor:  # [B, T, Cin, H, W] -> [B, T, Cout, H, W]
         b, t = x.shape[:2]
         w = self.weight
-        out = F.conv2d(_frames(x), w[:, :, 1], self.bias, padding=1).unflatten(0, (b, t))
+        out = F.conv2d(flatten_frames(x), w[:, :, 1], self.bias, padding=1).unflatten(0, (b, t))
         if t > 1:
             # out[t] += W[0] * x[t-1] and W[2] * x[t+1]: each tap only on the frames it reaches.
-            prev = F.conv2d(_frames(x[:, :-1]), w[:, :, 0], padding=1).unflatten(0, (b, t - 1))
-            nxt = F.conv2d(_frames(x[:, 1:]), w[:, :, 2], padding=1).unflatten(0, (b, t - 1))
+            prev = F.conv2d(flatten_frames(x[:, :-1]), w[:, :, 0], padding=1).unflatten(0, (b, t - 1))
+            nxt = F.conv2d(flatten_frames(x[:, 1:]), w[:, :, 2], padding=1).unflatten(0, (b, t - 1))
             out = torch.cat((out[:, :1] + nxt[:, :1],
                              out[:, 1:-1] + prev[:, :-1] + nxt[:, 1:],
                              out[:, -1:] + prev[:, -1:]), dim=1) if t > 2 else torch.stack(
@@ -121,7 +121,7 @@ class TemporalConv3d(nn.Conv3d):
         w = self.weight
         out: list[Tensor | None] = [None] * t
         for i in range(t):
-            x = _frames(frame(i))
+            x = flatten_frames(frame(i))
             # out[j] = W0 * x[j-1] + W1 * x[j] + W2 * x[j+1]
             for tap, j in ((1, i), (0, i + 1), (2, i - 1)):
                 if 0 <= j < t:
@@ -171,7 +171,7 @@ class RDB(nn.Module):
         b, t, c = x.shape[:3]
         convs = [layer.conv for layer in self.layers]
         g, n = convs[0].out_channels, len(convs)
-        xf = _frames(x)
+        xf = flatten_frames(x)
         biases = [cv.bias for cv in convs]
         bias = torch.cat(biases) if biases[0] is not None else None
         partial = list(F.conv2d(xf, torch.cat([cv.weight[:, :c, 0] for cv in convs]), bias, padding=1).split(g, 1))
@@ -209,7 +209,7 @@ class RRDB(nn.Module):
         h = x
         for rdb, w in zip(self.rdbs, weights):
             h = rdb(h)
-            term = F.conv2d(_frames(h), w[:, :, None, None])
+            term = F.conv2d(flatten_frames(h), w[:, :, None, None])
             fused = term if fused is None else fused.add_(term) if not torch.is_grad_enabled() else fused + term
         if self.fuse.bias is not None:
             fused = fused + self.fuse.bias.view(1, -1, 1, 1)

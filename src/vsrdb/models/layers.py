@@ -5,6 +5,7 @@ All take and return ``[N, C, H, W]``.
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
@@ -34,7 +35,15 @@ class ChannelAttention(nn.Module):
     def __init__(self, dim: int, reduction: int) -> None:
         super().__init__()
         mid = max(1, dim // reduction)
-        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, mid, 1), nn.ReLU(inplace=True),
+        squeeze = nn.Conv2d(dim, mid, 1)
+        # The squeeze sees the frame's mean features, which barely differ between inputs, so a
+        # unit whose random weights make it negative at the start is negative for every input:
+        # its ReLU never passes a gradient and it never learns (with 4 units, 1 gate in 16 is
+        # wholly dead that way). Small weights and a positive bias start every unit alive.
+        with torch.no_grad():
+            squeeze.weight.mul_(0.1)
+            squeeze.bias.fill_(0.1)
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), squeeze, nn.ReLU(inplace=True),
                                   nn.Conv2d(mid, dim, 1), nn.Sigmoid())
 
     def forward(self, x: Tensor) -> Tensor:

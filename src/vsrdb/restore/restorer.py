@@ -161,7 +161,8 @@ class Restorer:
         overlap: LR pixels shared by neighbouring tiles.
     """
 
-    def __init__(self, model: RestorationModel, *, device: torch.device | str = "cpu", precision: str | Precision = "fp32",
+    def __init__(self, model: RestorationModel, *, device: torch.device | str = "cpu",
+                 precision: str | Precision = "fp32",
                  tile: int | None = None, overlap: int = 8, max_memory: int | None = None) -> None:
         if not model.can_restore:
             raise InputError(f"{model.preset} is a partial model (FMA-Net's stage-1 NetD): it trains but cannot "

@@ -36,15 +36,17 @@ def replace_atomically(tmp: str | os.PathLike, final: str | os.PathLike) -> None
         os.replace(tmp, final)
 
 
-def write_atomically(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write text or bytes to ``path`` through a temporary file."""
+def write_atomically(path: str | os.PathLike, data: str | bytes, *, durable: bool = False) -> Path:
+    """Write text or bytes to ``path`` through a temporary file; ``durable`` also flushes it to
+    disk first (markers that say finished work is on disk)."""
     path = Path(path)
     tmp = temporary_name(path)
     try:
-        if isinstance(data, str):
-            tmp.write_text(data)
-        else:
-            tmp.write_bytes(data)
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         replace_atomically(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

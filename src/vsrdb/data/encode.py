@@ -14,7 +14,6 @@ timestamp is its frame's and variable frame rate survives the join unchanged.
 from __future__ import annotations
 
 import heapq
-import os
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .colour import ColourSpec, HdrMetadata
+from ..files import replace_atomically
 from .video import OUTPUT_CONTAINERS, InputError, encoder_frame
 
 __all__ = ["OutputFormat", "choose_format", "SegmentEncoder", "join_segments", "CODECS", "set_display_rotation"]
@@ -202,7 +202,7 @@ class SegmentEncoder:
             for packet in self.stream.encode():
                 self.container.mux(packet)
         self.container.close()
-        os.replace(self.tmp, self.path)
+        replace_atomically(self.tmp, self.path)
 
     def abort(self) -> None:
         try:

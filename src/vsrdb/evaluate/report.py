@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..data.resize import imresize
 from ..data.video import to_array
+from ..files import write_atomically
 from ..ops.pictures import ERROR_RANGE, detail_crop, error_map
 from .runs import MethodResult
 from .scoring import MOTION_BINS, ScoreOptions
@@ -243,22 +244,18 @@ def write_report(results: list[MethodResult], folder: str | Path, options: Score
         parts.append("</div>")
         # The same pictures as files, for the Markdown report.
         strip = np.concatenate([crops[k] for k in crops], axis=1)
-        _write_bytes(images / f"{n:02d}_{clip}_crops.png", _png(strip))
+        write_atomically(images / f"{n:02d}_{clip}_crops.png", _png(strip))
         md_pics.append(f"![{clip} frame {index}: {' | '.join(crops)}](images/{n:02d}_{clip}_crops.png)")
         for j, (k, m) in enumerate(extra.items()):
-            _write_bytes(images / f"{n:02d}_{clip}_map{j}.png", _png(m))
+            write_atomically(images / f"{n:02d}_{clip}_map{j}.png", _png(m))
             md_pics.append(f"![{k}](images/{n:02d}_{clip}_map{j}.png)")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(parts)}<script>{_SCRIPT}</script></body></html>")
     md = f"# {title}\n\n" + (f"`{command}`\n\n" if command else "") + markdown_tables(results, options)
     if md_pics:
         md += "\n\nChosen frames (crops: " + ", ".join(frames) + "):\n\n" + "\n\n".join(md_pics)
-    _write_bytes(folder / "report.md", (md + "\n").encode())
-    _write_bytes(folder / "report.html", page.encode())
+    write_atomically(folder / "report.md", (md + "\n").encode())
+    write_atomically(folder / "report.html", page.encode())
     return folder / "report.html"
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError
+from ..files import save_torch_atomically
 from .fmanet import FMANet, FMANetConfig
 from .registry import register_release_format
 from .weights import WeightsMeta, attach_meta, load_state_strict
@@ -122,9 +123,7 @@ def save_official_checkpoint(model: FMANet, folder: str | os.PathLike, *, epoch:
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[70, 85, 95], gamma=0.5)
         blob = {"epoch": epoch, f"model_{tag}_state_dict": state, f"optimizer_{tag}_state_dict": opt.state_dict(),
                 f"scheduler_{tag}_state_dict": sched.state_dict()}
-        tmp = folder / f".{name}.tmp"
-        torch.save(blob, tmp)
-        os.replace(tmp, folder / name)
+        save_torch_atomically(blob, folder / name)
     return folder
 
 

@@ -31,11 +31,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from ..data.encode import OutputFormat, SegmentEncoder, choose_format, join_segments, set_display_rotation
 from ..data.video import InputError, check_output_path, open_frames, read_image, replace_atomically, to_array, \
     to_tensor
+from ..files import write_atomically
+from ..models.family import RestorationModel
 from .restorer import Restorer, TilePlan
 
 __all__ = ["JobSpec", "Job", "WORK_SUFFIX", "model_fingerprint", "check_not_input", "RestoreOptions"]
@@ -61,7 +62,7 @@ class RestoreOptions:
     precision: str = "fp32"  # auto, fp32, bf16, fp16 (see vsrdb.precision)
 
 
-def model_fingerprint(model: nn.Module) -> str:
+def model_fingerprint(model: RestorationModel) -> str:
     """A hash of the model's configuration and weights: resumed work must come from the same model."""
     h = hashlib.sha256()
     h.update(json.dumps(vars(model.config), sort_keys=True, default=str).encode())
@@ -208,7 +209,7 @@ class Job:
                 spec = old  # the tiles chosen then, whatever memory is free now
                 return cls(spec)
         (work / "frames").mkdir(parents=True)
-        _write_atomically(work / "job.json", spec.to_json().encode())
+        write_atomically(work / "job.json", spec.to_json().encode(), durable=True)
         return cls(spec)
 
     @staticmethod
@@ -308,7 +309,7 @@ class Job:
             if encoder is not None:
                 encoder.close()
                 encoder = None
-            _write_atomically(self.marker(k), json.dumps({"frames": got, "pts": pts}).encode())
+            write_atomically(self.marker(k), json.dumps({"frames": got, "pts": pts}).encode(), durable=True)
             if spec.kind == "video":
                 for j in range(start, start + got):
                     self.frame_path(j).unlink(missing_ok=True)
@@ -375,22 +376,13 @@ def _format_from(d: dict) -> OutputFormat:
     return OutputFormat(**d)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _write_png(path: Path, arr: np.ndarray, *, compression: int) -> None:
     import cv2
 
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, compression])
     if not ok:
         raise OSError(f"{path}: could not encode the frame")
-    _write_atomically(path, buf.tobytes())
+    write_atomically(path, buf.tobytes(), durable=True)
 
 
 class _Tap:

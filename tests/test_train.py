@@ -125,6 +125,8 @@ def test_kill_and_resume_follows_the_same_trajectory(tmp_path, dataset):
     proc.wait()
     assert ckpt.exists() and not (tmp_path / "b" / "model").exists()  # killed mid-run
     assert main(["train", str(cfg), "--quiet"]) == 2  # a started run is not silently restarted
+    # As an earlier vsrdb named it (before stages had names): a run it started resumes too.
+    ckpt.rename(ckpt.with_name("stage1_last.pt"))
     assert main(["train", str(cfg), "--resume", "--quiet"]) == 0
     assert losses(tmp_path / "b") == losses(tmp_path / "a")
 

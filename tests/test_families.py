@@ -25,7 +25,7 @@ from vsrdb.data.windows import window_indices
 from vsrdb.restore import Restorer
 from vsrdb.train.losses import LossWeights
 
-H, W = 12, 16
+H, W = 8, 12
 
 
 def _inputs(model, lr):

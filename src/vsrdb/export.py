@@ -75,9 +75,17 @@ def export_onnx(model: RestorationModel, path: str | os.PathLike, *, opset: int 
         shapes["flows"] = {0: batch, 3: height, 4: width}
     tmp = path.with_name(f".{path.name}.partial")
     try:
-        with torch.no_grad():
-            program = torch.onnx.export(wrapper, args, dynamo=True, opset_version=opset, input_names=names,
-                                        output_names=["output"], dynamic_shapes=shapes, verbose=False)
+        try:
+            with torch.no_grad():
+                program = torch.onnx.export(wrapper, args, dynamo=True, opset_version=opset, input_names=names,
+                                            output_names=["output"], dynamic_shapes=shapes, verbose=False)
+        except Exception as e:  # torch.export's failures are long; the user needs the gist
+            # Known: JFFRA's padded 8x8 window attention does not export with dynamic H and W
+            # (torch 2.13: inconsistent derived dimensions).
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip().startswith("<class")]
+            gist = lines[-1] if lines else type(e).__name__
+            raise InputError(f"{path}: torch.export cannot export {model.preset} with dynamic height and width "
+                             f"({gist})") from None
         program.save(str(tmp))
         replace_atomically(tmp, path)
     finally:

@@ -15,7 +15,8 @@ from torch import Tensor
 
 from ..errors import ConfigError
 
-__all__ = ["FLOW_ESTIMATORS", "estimate_flow", "window_flows", "initial_flows", "register_flow_estimator"]
+__all__ = ["FLOW_ESTIMATORS", "estimate_flow", "window_flows", "initial_flows", "neighbour_flows",
+           "register_flow_estimator"]
 
 # name -> fn(centre_gray uint8 [H, W], other_gray uint8 [H, W]) -> float32 [H, W, 2]
 FLOW_ESTIMATORS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {}
@@ -91,3 +92,20 @@ def initial_flows(lr: Tensor, method: str = "dis") -> Tensor:
         frames = lr.detach().float().cpu()
         flows = torch.stack([window_flows(frames[i], method) for i in range(frames.shape[0])])
     return flows.transpose(1, 2).to(lr.device, torch.float32)  # pixel offsets need fp32
+
+
+def neighbour_flows(frames: Tensor, method: str = "dis") -> Tensor:
+    """Flows from every frame to its next and previous frames, for sequence models (FMA-Net++'s
+    pseudo-ground truth): ``[B, 3, T, H, W]`` -> ``[B, 4, T, H, W]`` fp32 (dx, dy towards i+1,
+    then towards i-1; zero where the neighbour is the frame itself, at the sequence's ends)."""
+    with torch.no_grad():
+        x = frames.detach().float().cpu()
+        b, _, t, h, w = x.shape
+        out = torch.zeros(b, 4, t, h, w)
+        for k in range(b):
+            for i in range(t):
+                if i + 1 < t:
+                    out[k, 0:2, i] = estimate_flow(x[k, :, i], x[k, :, i + 1], method)
+                if i > 0:
+                    out[k, 2:4, i] = estimate_flow(x[k, :, i], x[k, :, i - 1], method)
+    return out.to(frames.device)

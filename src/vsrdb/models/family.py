@@ -51,11 +51,14 @@ class FrameNeed:
       is repeated.
     - ``recurrent``: the frame, its predecessor and the previous output; ``length`` is the
       number of frames unrolled per training sample.
-    - ``sequence``: chunks of ``length`` frames restored together.
+    - ``sequence``: all frames of a sequence restored together; ``length`` frames per training
+      sample, and each output frame depends on ``reach`` frames each way (the Restorer gives
+      every chunk that much context).
     """
 
     mode: Literal["window", "recurrent", "sequence"]
     length: int
+    reach: int = 0
 
     @property
     def context(self) -> tuple[int, int]:
@@ -64,7 +67,7 @@ class FrameNeed:
             return self.length // 2, self.length - 1 - self.length // 2
         if self.mode == "recurrent":
             return 1, 0
-        return self.length - 1, self.length - 1
+        return self.reach, self.reach
 
     @property
     def window(self) -> int:
@@ -139,6 +142,10 @@ class RestorationModel(nn.Module):
         return int(height * width * self.inference_values_per_pixel() * bytes_per_value * 1.25)
 
     # ------------------------------------------------------------------ inference
+
+    def restore_sequence(self, lr: Tensor) -> Tensor:
+        """Sequence families: every frame, ``lr [B, 3, T, H, W]`` -> ``[B, 3, T, sH, sW]``."""
+        raise NotImplementedError(f"{type(self).__name__} restores windows, not sequences")
 
     def restore(self, lr: Tensor, *, features: list[Tensor] | None = None, flows: Tensor | None = None) -> Tensor:
         """``lr [B, 3, T, H, W]`` -> the restored centre frame ``[B, 3, sH, sW]``.

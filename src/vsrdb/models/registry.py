@@ -129,7 +129,7 @@ def _import_families() -> None:
     if _IMPORTED:
         return
     _IMPORTED = True
-    from . import fmanet, fmanet_release, hoffr, jffra  # noqa: F401
+    from . import fmanet, fmanet_release, fmanetpp, hoffr, jffra  # noqa: F401
 
     from importlib.metadata import entry_points
 

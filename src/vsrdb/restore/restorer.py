@@ -179,13 +179,21 @@ class Restorer:
         self.plan: TilePlan | None = None  # chosen from the first frame's size, or given
         self._blend: list[Tensor] = []
         self.state: Tensor | None = None  # a recurrent model's last output
+        # Sequence families: output frames per chunk (each chunk also reads reach frames each way).
+        self.sequence_chunk = max(model.frames.length, 4 * model.frames.reach)
 
     def make_plan(self, height: int, width: int) -> TilePlan:
         """The tiles for frames of this LR size under the memory budget (or ``tile``)."""
         budget = self.max_memory if self.max_memory is not None else default_budget(self.device)
         return plan_tiles(height, width, tile=self.tile, overlap=self.overlap, budget=budget,
-                          tile_bytes=lambda h, w: self.model.inference_bytes(h, w, bytes_per_value=self.dtype.itemsize),
+                          tile_bytes=self._tile_bytes,
                           min_size=max(8, self.model.min_size))
+
+    def _tile_bytes(self, height: int, width: int) -> int:
+        if self.model.frames.mode == "sequence":
+            n = self.sequence_chunk + 2 * self.model.frames.reach
+            return self.model.inference_bytes(height, width, bytes_per_value=self.dtype.itemsize, frames=n)
+        return self.model.inference_bytes(height, width, bytes_per_value=self.dtype.itemsize)
 
     @torch.no_grad()
     def _restore_window(self, window: list[_Frame]) -> Tensor:
@@ -257,6 +265,59 @@ class Restorer:
             self.state = out
             yield (out.flip(0) if self.bgr else out).cpu()
 
+    @torch.no_grad()
+    def _sequence(self, frames: Iterator[tuple[int, _Frame]], start: int, stop: int | None) -> Iterator[Tensor]:
+        """Sequence families: chunks of ``sequence_chunk`` output frames, each restored together with
+        ``reach`` frames of context on both sides (fewer at the clip's ends, as in a whole-clip
+        forward), so every output equals the whole-sequence forward's."""
+        reach, chunk, scale = self.model.frames.reach, self.sequence_chunk, self.scale
+        buffer: dict[int, _Frame] = {}
+        end: int | None = None
+        upcoming = None
+        for index, frame in frames:  # frames before start - reach are never needed
+            if index >= start - reach:
+                buffer[index] = frame
+                upcoming = index + 1
+                break
+        else:
+            return
+
+        def fill(last: int) -> None:
+            nonlocal end, upcoming
+            while end is None and upcoming <= last:
+                nxt = next(frames, None)
+                if nxt is None:
+                    end = upcoming
+                    return
+                buffer[nxt[0]] = nxt[1]
+                upcoming += 1
+
+        a = start
+        while stop is None or a < stop:
+            b = a + chunk if stop is None else min(a + chunk, stop)
+            fill(b - 1 + reach)
+            if end is not None:
+                b = min(b, end)
+            if a >= b:
+                return
+            lo = max(min(buffer), a - reach)
+            hi = b + reach if end is None else min(end, b + reach)
+            lr = torch.stack([buffer[j].lr for j in range(lo, hi)], dim=1).unsqueeze(0)  # [1, 3, n, H, W]
+            plan = self.plan
+            out = torch.zeros(hi - lo, 3, plan.height * scale, plan.width * scale, device=self.device)
+            for idx, (y, x, h, w) in enumerate(plan.tiles()):
+                tile = self.model.restore_sequence(lr[..., y:y + h, x:x + w])[0].float().transpose(0, 1)
+                box = (slice(None), slice(None), slice(y * scale, (y + h) * scale), slice(x * scale, (x + w) * scale))
+                out[box] += tile * self._blend[idx] if plan.tiled else tile
+                del tile
+                _release_free_memory()
+            for i in range(a, b):
+                frame = out[i - lo]
+                yield (frame.flip(0) if self.bgr else frame).cpu()
+            a = b
+            for j in [j for j in buffer if j < a - reach]:
+                del buffer[j]
+
     def use_plan(self, plan: TilePlan) -> None:
         """Restore with these tiles from now on (a resumed or shared job keeps its first plan)."""
         self.plan = plan
@@ -307,6 +368,9 @@ class Restorer:
         indexed = ((first + k, prepare(img)) for k, img in enumerate(itertools.chain([head], it)))
         if self.recurrent:
             yield from self._recurrent(indexed, start, stop, state)
+            return
+        if self.model.frames.mode == "sequence":
+            yield from self._sequence(indexed, start, stop)
             return
         buffer: dict[int, _Frame] = {}
         end: int | None = None  # the clip's length, once the stream has ended

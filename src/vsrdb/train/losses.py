@@ -42,6 +42,7 @@ class LossWeights:
     lr_warp: float = 0.1     # lambda_4: warping loss in X
     anchor_r: float = 0.1    # lambda_5: NetR's temporal anchor
     stage1: float = 0.1      # lambda_6: L_D inside the stage-2 loss
+    hr_warp_pp: float = 1e-4  # FMA-Net++'s lambda_1 (its lambda_2 is ``flow``, lambda_3 ``stage1``)
     hoffr_db: float = 1.0    # HOFFR's lambda_DB (the note gives no value)
     hoffr_flow: float = 1.0  # HOFFR's lambda_OF
     # JFFRA's occlusion-aware temporal loss (w1 = w2). None: the family's default (JFFRA's

@@ -1,0 +1,544 @@
+"""FMA-Net++ (Youk, Oh and Kim, arXiv 2512.04390v2): sequence-level, exposure-aware joint VSRDB.
+
+Written from the paper and its supplement (no code or weights were released). All frames of a
+sequence are processed in parallel by stacks of HRBA blocks (hierarchical refinement with
+bidirectional aggregation): block j+1 refines each frame's features F_i and its multi-flow-mask
+pairs f_i towards frames i-1 and i+1 from the neighbours' features warped by f_i, so M blocks
+reach M frames each way. An exposure embedding u_i from a frozen ETE (a ResNet-18 trained with
+a supervised contrastive loss on exposure labels) modulates every block (ETM).
+
+- NetD: X -> initial features -> M HRBA blocks (f = 0, o = 1 at the start) -> image
+  flow-mask pairs f^Y (towards i-1 and i+1) and degradation kernels K^D (three k_d x k_d
+  kernels per LR pixel, for frames i-1, i, i+1). With the sharp HR frames, FGDF re-degrades
+  them into the blurry LR frame (Eqs. 5-7).
+- NetR: concat(X, F^{D,M}) -> conv + RDB -> M HRBA blocks (f initialised with f^{D,M}; DA
+  attention with queries from K^D) -> upsampling block -> residual over the bilinear x4 input
+  (Eq. 8).
+
+Choices where the paper is silent (each can be changed in ``FMANetPPConfig``):
+
+- Widths: C = ``dim`` = 108 with 6 heads; the ETE is ResNet-18's layout (2-2-2-2 basic
+  blocks) at half width (32-64-128-256 channels). The paper's counts, 9.8 M parameters without
+  ETE and 12.8 M with, leave about 3 M for ETE + ETM; a full-width ResNet-18 alone is 11.2 M.
+  Ours: 12,571,561 in all (1.8 % under 12.8 M), 9,443,817 without ETE and ETM.
+- The ETE sees each blurry LR frame alone and outputs a 128-d embedding; ETM is a two-layer
+  MLP per block from u_i to per-channel (alpha, beta), its last layer zero-initialised (ETM
+  starts as the identity).
+- Occlusion masks are logits through a sigmoid (as in FMA-Net); "o = 1" at the start is a
+  logit of 10 (sigmoid 0.99995).
+- HRBA: the two warped neighbours (n channel groups, one flow-mask pair each; FMA-Net's
+  multi-flow warping) are fused with the frame's own features by a 3x3 conv; the residual
+  Delta f comes from conv-LeakyReLU-conv on (fused features, f), its last layer zero-initialised;
+  at the sequence's ends the missing neighbour is the frame itself.
+- Multi-attention: Restormer MDTA self-attention and GDFN (the supplement), pre-norm residuals;
+  in NetR then DA cross-attention (queries from K^D embedded by a 3x3 conv) and a second GDFN.
+- K^D is normalised by one softmax over its 3 k_d^2 entries per pixel (FMA-Net's release
+  normalises its kernels jointly over the window the same way).
+- The upsampling block: conv, pixel shuffle x2, LeakyReLU, twice, then a conv to RGB.
+
+Public tensors are ``[B, C, T, H, W]`` in [0, 1]; inside, sequences are frames-major.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..ops.dynamic_filter import dynamic_downsample, normalize_downsampling_kernels
+from ..ops.warp import image_flow_warp, multi_flow_warp
+from .blocks import RDB, FrameConv, GatedFeedForward, GuidedTransposedAttention, LayerNorm2d, cat_channels, \
+    compute_dtype, flatten_frames, lrelu
+from ..data.flow import neighbour_flows
+from ..errors import InputError
+from ..train.losses import LossWeights
+from .family import FrameNeed, LossFn, RestorationModel, TrainingStage
+from .inputs import check_video_inputs
+from .registry import from_preset, register_model
+
+__all__ = ["FMANetPPConfig", "FMANetPP", "ExposureEncoder", "ExposureModulation", "HRBA", "NetDPP", "NetRPP",
+           "supervised_contrastive_loss", "degrade", "VISIBLE"]
+
+VISIBLE = 10.0  # occlusion-mask logit meaning "fully visible" (sigmoid 0.99995)
+
+
+@dataclass(frozen=True)
+class FMANetPPConfig:
+    """FMA-Net++ hyper-parameters; defaults are the paper's where it gives them.
+
+    Attributes:
+        dim: feature channels C (ours; divisible by num_flow and num_heads).
+        num_hrba: M, HRBA blocks in each network (paper: 4).
+        num_flow: n, multi-flow-mask pairs per direction (paper: 9).
+        ds_kernel_size: k_d (paper: 20); k_d - scale must be even.
+        num_heads, ffn_expansion_factor: MDTA heads and GDFN width.
+        growth_rate, num_dense_layer: NetR's input RDB.
+        ete_width: ETE channels of ResNet-18's first stage (64 is the full ResNet-18).
+        embed_dim: the exposure embedding u_i.
+        num_seq: frames per training sequence (paper: 10).
+        stage: 1 = ETE alone (its contrastive pretraining), 2 = ETE + NetD, 3 = all.
+        flow_estimator: pseudo-GT flow for Eq. 9's flow term (``vsrdb.data.flow``; the paper: RAFT).
+    """
+
+    in_channels: int = 3
+    dim: int = 108
+    num_hrba: int = 4
+    num_flow: int = 9
+    ds_kernel_size: int = 20
+    num_heads: int = 6
+    ffn_expansion_factor: float = 2.66
+    growth_rate: int = 24
+    num_dense_layer: int = 4
+    ete_width: int = 32
+    embed_dim: int = 128
+    num_seq: int = 10
+    scale: int = 4
+    stage: int = 3
+    flow_estimator: str = "dis"
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "dim", "num_hrba", "num_flow", "ds_kernel_size", "num_heads", "growth_rate",
+                     "num_dense_layer", "ete_width", "embed_dim", "num_seq"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"FMANetPPConfig.{name} must be a positive integer, got {value!r}")
+        checks = [
+            (self.dim % self.num_flow == 0, f"dim ({self.dim}) must be divisible by num_flow ({self.num_flow})"),
+            (self.dim % self.num_heads == 0, f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})"),
+            (self.scale == 4, f"scale must be 4 (two x2 pixel shuffles), got {self.scale}"),
+            (self.ds_kernel_size >= self.scale and (self.ds_kernel_size - self.scale) % 2 == 0,
+             f"ds_kernel_size - scale must be even and >= 0, got {self.ds_kernel_size} - {self.scale}"),
+            (self.stage in (1, 2, 3), f"stage must be 1, 2 or 3, got {self.stage!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"FMANetPPConfig: {message}")
+
+
+# ----------------------------------------------------------------------------- ETE and ETM
+
+class _BasicBlock(nn.Module):
+    """ResNet's basic block (two 3x3 convs with batch norm, plus the input)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.down = None
+        if stride != 1 or c_in != c_out:
+            self.down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(y + (x if self.down is None else self.down(x)))
+
+
+class ExposureEncoder(nn.Module):
+    """ETE: ResNet-18's layout (stem, 4 stages of 2 basic blocks, global pooling) and a linear
+    projection: frames ``[N, 3, H, W]`` -> exposure embeddings u ``[N, embed_dim]``.
+
+    The stem keeps full resolution (stride 1, no max-pool): LR frames are small, and blur is a
+    fine-scale cue that ImageNet's 4x stem would discard.
+    """
+
+    def __init__(self, in_channels: int, width: int, embed_dim: int) -> None:
+        super().__init__()
+        w = [width, 2 * width, 4 * width, 8 * width]
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, w[0], 3, 1, 1, bias=False), nn.BatchNorm2d(w[0]),
+                                  nn.ReLU(inplace=True))
+        layers, c = [], w[0]
+        for i, wi in enumerate(w):
+            layers += [_BasicBlock(c, wi, 1 if i == 0 else 2), _BasicBlock(wi, wi, 1)]
+            c = wi
+        self.layers = nn.Sequential(*layers)
+        self.project = nn.Linear(c, embed_dim)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        x = self.layers(self.stem(frames))
+        return self.project(x.mean(dim=(2, 3)))
+
+
+class ExposureModulation(nn.Module):
+    """ETM: (alpha, beta) = M(u); F -> (1 + alpha) * F + beta, per channel (an SFT layer).
+
+    The last layer starts at zero, so a new ETM is the identity.
+    """
+
+    def __init__(self, embed_dim: int, dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(embed_dim, dim), nn.LeakyReLU(0.2, inplace=True), nn.Linear(dim, 2 * dim))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, feat: Tensor, u: Tensor) -> Tensor:
+        """``feat [N, C, H, W]``, ``u [N, E]`` -> ``[N, C, H, W]``."""
+        alpha, beta = self.mlp(u.to(feat.dtype)).chunk(2, dim=1)
+        return feat * (1 + alpha[:, :, None, None]) + beta[:, :, None, None]
+
+
+def supervised_contrastive_loss(embeddings: Tensor, labels: Tensor, temperature: float = 0.5) -> Tensor:
+    """Eq. S1: for each anchor q, minus the mean over its positives p of
+    log(exp(q.p / a) / sum over the batch without q of exp(q.p' / a)), averaged over anchors
+    that have a positive. Embeddings are L2-normalised first.
+
+    Args:
+        embeddings: ``[N, E]``; labels: ``[N]`` exposure levels; temperature: alpha (paper: 0.5).
+    """
+    z = F.normalize(embeddings.float(), dim=1)
+    n = z.shape[0]
+    logits = z @ z.t() / temperature
+    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    count = positives.sum(1)
+    has = count > 0
+    if not has.any():
+        return z.sum() * 0.0
+    per_anchor = -(log_prob.masked_fill(~positives, 0.0).sum(1)[has] / count[has])
+    return per_anchor.mean()
+
+
+# ----------------------------------------------------------------------------- HRBA
+
+def _neighbours(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Frames i+1 and i-1 of a ``[B, T, ...]`` sequence for every i (ends: the frame itself)."""
+    nxt = torch.cat((x[:, 1:], x[:, -1:]), dim=1)
+    prev = torch.cat((x[:, :1], x[:, :-1]), dim=1)
+    return nxt, prev
+
+
+class HRBA(nn.Module):
+    """One HRBA block (Fig. 4): warp the neighbours by f, fuse, update f residually,
+    multi-attention, ETM.
+
+    ``f`` is ``[B, T, 6n, H, W]``: n (dx, dy, mask logit) triples towards frame i+1, then n
+    towards frame i-1.
+    """
+
+    def __init__(self, cfg: FMANetPPConfig, *, degradation_aware: bool, update_flow: bool = True) -> None:
+        super().__init__()
+        c, n6 = cfg.dim, 6 * cfg.num_flow
+        self.fuse = FrameConv(3 * c, c, 3, bias=True)
+        # NetR's last block has no flow update: nothing after it reads f.
+        self.flow_update = None
+        if update_flow:
+            self.flow_update = nn.Sequential(FrameConv(c + n6, c, 3, bias=True), lrelu(),
+                                             FrameConv(c, n6, 3, bias=True))
+            nn.init.zeros_(self.flow_update[-1].weight)
+            nn.init.zeros_(self.flow_update[-1].bias)
+        self.norm1 = LayerNorm2d(c, with_bias=True)
+        self.self_attn = GuidedTransposedAttention(c, cfg.num_heads, bias=False)
+        self.norm2 = LayerNorm2d(c, with_bias=True)
+        self.ffn1 = GatedFeedForward(c, cfg.ffn_expansion_factor, bias=False)
+        self.degradation_aware = degradation_aware
+        if degradation_aware:
+            self.norm3 = LayerNorm2d(c, with_bias=True)
+            self.da_attn = GuidedTransposedAttention(c, cfg.num_heads, bias=False)
+            self.norm4 = LayerNorm2d(c, with_bias=True)
+            self.ffn2 = GatedFeedForward(c, cfg.ffn_expansion_factor, bias=False)
+        self.etm = ExposureModulation(cfg.embed_dim, c)
+
+    def forward(self, feat: Tensor, flow: Tensor, u: Tensor, kd: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``feat [B, T, C, H, W]``, ``flow [B, T, 6n, H, W]``, ``u [B, T, E]``, ``kd [B, T, C, H, W]``
+        (NetR) -> refined (feat, flow)."""
+        b, t = feat.shape[:2]
+        nxt, prev = _neighbours(feat)
+        to_next, to_prev = flow.chunk(2, dim=2)
+        warped = cat_channels(feat, multi_flow_warp(nxt, to_next), multi_flow_warp(prev, to_prev))
+        fused = self.fuse(warped)
+        if self.flow_update is not None:
+            flow = flow + self.flow_update(cat_channels(fused, flow.to(fused.dtype))).float()
+        x = flatten_frames(fused)
+        x = x + self.self_attn(self.norm1(x), self.norm1(x))
+        x = x + self.ffn1(self.norm2(x))
+        if self.degradation_aware:
+            x = x + self.da_attn(self.norm3(x), flatten_frames(kd))
+            x = x + self.ffn2(self.norm4(x))
+        x = self.etm(x, u.flatten(0, 1))
+        return x.unflatten(0, (b, t)), flow
+
+
+def _head(c_in: int, c_mid: int, c_out: int) -> nn.Sequential:
+    """conv, LeakyReLU, conv, per frame."""
+    return nn.Sequential(FrameConv(c_in, c_mid, 3, bias=True), lrelu(), FrameConv(c_mid, c_out, 3, bias=True))
+
+
+# ----------------------------------------------------------------------------- NetD and NetR
+
+class NetDPP(nn.Module):
+    """Degradation learning network: X ``[B, T, 3, H, W]`` and u -> (F^{D,M}, f^{D,M}, f^Y, K^D logits)."""
+
+    def __init__(self, cfg: FMANetPPConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c, n6 = cfg.dim, 6 * cfg.num_flow
+        self.encode = nn.Sequential(FrameConv(cfg.in_channels, c, 3, bias=True), lrelu(),
+                                    FrameConv(c, c, 3, bias=True))
+        self.blocks = nn.ModuleList(HRBA(cfg, degradation_aware=False) for _ in range(cfg.num_hrba))
+        self.image_flow_head = _head(n6, n6, 6)       # f^Y: (dx, dy, mask) towards i+1, then i-1
+        self.kernel_head = _head(c, c, 3 * cfg.ds_kernel_size ** 2)  # K^D for frames i-1, i, i+1
+
+    def initial_flow(self, x: Tensor) -> Tensor:
+        """f = 0 and o = 1 for every pair: ``[B, T, 6n, H, W]``."""
+        b, t, _, h, w = x.shape
+        f = x.new_zeros(b, t, 6 * self.cfg.num_flow, h, w, dtype=torch.float32)
+        f[:, :, 2::3] = VISIBLE
+        return f
+
+    def forward(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        feat = self.encode(x.to(compute_dtype(self)))
+        flow = self.initial_flow(x)
+        for block in self.blocks:
+            feat, flow = block(feat, flow, u)
+        dt = feat.dtype
+        image_flow = self.image_flow_head(flow.to(dt)).float()
+        kernels = self.kernel_head(feat)
+        return feat, flow, image_flow, kernels
+
+
+class NetRPP(nn.Module):
+    """Restoration network: X, u and NetD's priors -> the restored HR sequence."""
+
+    def __init__(self, cfg: FMANetPPConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.dim
+        self.encode = FrameConv(cfg.in_channels + c, c, 3, bias=True)
+        self.rdb = RDB(c, cfg.growth_rate, cfg.num_dense_layer, bias=True)
+        self.kd_embed = FrameConv(3 * cfg.ds_kernel_size ** 2, c, 3, bias=True)
+        self.blocks = nn.ModuleList(HRBA(cfg, degradation_aware=True, update_flow=i + 1 < cfg.num_hrba)
+                                    for i in range(cfg.num_hrba))
+        self.upsample = nn.Sequential(
+            nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(c, cfg.in_channels, 3, padding=1))
+
+    def forward(self, x: Tensor, u: Tensor, feat_d: Tensor, flow_d: Tensor, kernels: Tensor) -> Tensor:
+        """``x [B, T, 3, H, W]`` (fp32) -> ``[B, T, 3, 4H, 4W]``."""
+        b, t, _, h, w = x.shape
+        dt = feat_d.dtype
+        feat = self.rdb(self.encode(cat_channels(x.to(dt), feat_d)))
+        # Softmax-normalised kernels as DA queries: the logits' scale is arbitrary.
+        k = normalize_downsampling_kernels(kernels.flatten(0, 1).unflatten(1, (3, -1)))  # [BT, 3, k^2, H, W]
+        kd = self.kd_embed(k.flatten(1, 2).unflatten(0, (b, t)).to(dt))
+        flow = flow_d
+        for block in self.blocks:
+            feat, flow = block(feat, flow, u, kd)
+        residual = self.upsample(flatten_frames(feat)).float().unflatten(0, (b, t))
+        s = self.cfg.scale
+        base = F.interpolate(x.flatten(0, 1).float(), scale_factor=s, mode="bilinear", align_corners=False)
+        return base.unflatten(0, (b, t)) + residual
+
+
+def degrade(hr: Tensor, image_flow: Tensor, kernels: Tensor, scale: int) -> tuple[Tensor, Tensor]:
+    """Eqs. 5-7: re-degrade each blurry LR frame from three sharp HR frames by exposure-aware FGDF.
+
+    Args:
+        hr: sharp HR sequence ``[B, T, 3, sH, sW]``.
+        image_flow: f^Y ``[B, T, 6, H, W]`` (towards i+1, then i-1).
+        kernels: K^D logits ``[B, T, 3 k_d^2, H, W]`` (frames i-1, i, i+1).
+    Returns:
+        (recon ``[B, T, 3, H, W]``, warped neighbours ``[B, T, 2, 3, sH, sW]``: Y_{i+1->i}, Y_{i-1->i}).
+    """
+    b, t = hr.shape[:2]
+    nxt, prev = _neighbours(hr)
+    to_next, to_prev = image_flow.chunk(2, dim=2)
+    v_next, w_next = image_flow_warp(nxt, to_next, scale)
+    v_prev, w_prev = image_flow_warp(prev, to_prev, scale)
+    ones = torch.ones_like(hr[:, :, :1]).expand_as(hr)
+    # Per frame i a window of three: (i-1 -> i, i, i+1 -> i), folded into the batch.
+    warped = torch.stack((w_prev, hr.float(), w_next), dim=2).flatten(0, 1)
+    validity = torch.stack((v_prev, ones, v_next), dim=2).flatten(0, 1)
+    k = normalize_downsampling_kernels(kernels.flatten(0, 1).unflatten(1, (3, -1)))
+    recon = dynamic_downsample(warped, validity, k, scale).unflatten(0, (b, t))
+    return recon, torch.stack((w_next, w_prev), dim=2)
+
+
+
+
+# ----------------------------------------------------------------------------- the family
+
+class FMANetPP(RestorationModel):
+    """FMA-Net++: ETE, NetD and NetR; ``stage`` 1 = ETE alone, 2 = ETE + NetD, 3 = all.
+
+    ``forward(lr, hr=None)`` with ``lr [B, 3, T, H, W]`` returns a dict:
+
+    - ``output`` ``[B, 3, T, 4H, 4W]``: every frame restored (stage 3);
+    - ``embedding`` ``[B, T, E]``: the ETE's exposure embeddings u;
+    - ``image_flow`` ``[B, 6, T, H, W]``, ``kernels_d`` ``[B, 3 k_d^2, T, H, W]``: NetD's priors (stages 2, 3);
+    - with ``hr``: ``recon`` ``[B, 3, T, H, W]`` (Eq. 5) and ``hr_warp`` ``[B, 3, 2, T, 4H, 4W]``
+      (the neighbours warped onto each frame: from i+1, from i-1).
+
+    ``restore_sequence`` restores every frame of a sequence; ``restore`` the centre frame of a
+    window (the family interface's call). The Restorer streams long videos in chunks whose
+    ends carry ``frames.reach`` frames of context, so a chunk's frames equal a whole-sequence
+    forward.
+    """
+
+    preset = "fmanetpp"
+
+    def __init__(self, config: FMANetPPConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        cfg = config or FMANetPPConfig()
+        self.config = replace(cfg, **overrides) if overrides else cfg
+        cfg = self.config
+        self.ete = ExposureEncoder(cfg.in_channels, cfg.ete_width, cfg.embed_dim)
+        self.net_d = NetDPP(cfg) if cfg.stage >= 2 else None
+        self.net_r = NetRPP(cfg) if cfg.stage >= 3 else None
+        self.channel_order = "RGB"
+
+    # ------------------------------------------------------------------ the family interface
+
+    @property
+    def frames(self) -> FrameNeed:
+        # Each HRBA block reaches one frame further each way: M in NetD, then M in NetR.
+        return FrameNeed("sequence", self.config.num_seq, reach=2 * self.config.num_hrba)
+
+    @property
+    def min_size(self) -> int:
+        return 1
+
+    @property
+    def can_restore(self) -> bool:
+        return self.net_r is not None
+
+    def inference_values_per_pixel(self) -> int:
+        """Per LR pixel and frame, at the peak of inference: NetR's features, its RDB's dense
+        stack, K^D's 3 k_d^2 logits and the x4 tail (16 RGB + 4 C at 2x), held for every frame."""
+        c, k2 = self.config.dim, self.config.ds_kernel_size ** 2
+        return 12 * c + 2 * 3 * k2
+
+    def inference_bytes(self, height: int, width: int, *, bytes_per_value: int = 4, frames: int | None = None) -> int:
+        n = frames if frames is not None else self.frames.length + 2 * self.frames.reach
+        return int(height * width * n * self.inference_values_per_pixel() * bytes_per_value * 1.25)
+
+    def check_inputs(self, lr: Tensor, hr: Tensor | None = None) -> None:
+        cfg = self.config
+        check_video_inputs(lr, hr, in_channels=cfg.in_channels, scale=cfg.scale, min_size=self.min_size)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Exposure embeddings u ``[B, T, E]`` of frames-major ``x [B, T, 3, H, W]``."""
+        b, t = x.shape[:2]
+        return self.ete(x.flatten(0, 1).to(compute_dtype(self))).float().unflatten(0, (b, t))
+
+    def forward(self, lr: Tensor, hr: Tensor | None = None) -> dict[str, Tensor]:
+        self.check_inputs(lr, hr)
+        x = lr.transpose(1, 2)  # frames-major
+        u = self.embed(x)
+        out = {"embedding": u}
+        if self.net_d is None:
+            return out
+        feat, flow, image_flow, kernels = self.net_d(x, u)
+        out.update(image_flow=image_flow.transpose(1, 2), kernels_d=kernels.transpose(1, 2))
+        if hr is not None:
+            recon, hr_warp = degrade(hr.transpose(1, 2), image_flow, kernels, self.config.scale)
+            out.update(recon=recon.transpose(1, 2), hr_warp=hr_warp.permute(0, 3, 2, 1, 4, 5))
+        if self.net_r is not None:
+            out["output"] = self.net_r(x, u, feat, flow, kernels).transpose(1, 2)
+        return out
+
+    def restore_sequence(self, lr: Tensor) -> Tensor:
+        """Every frame: ``lr [B, 3, T, H, W]`` -> ``[B, 3, T, 4H, 4W]``."""
+        self.check_inputs(lr)
+        if self.net_r is None:
+            raise InputError(f"a stage-{self.config.stage} FMA-Net++ (no NetR) cannot restore")
+        x = lr.transpose(1, 2)
+        u = self.embed(x)
+        feat, flow, _, kernels = self.net_d(x, u)
+        return self.net_r(x, u, feat, flow, kernels).transpose(1, 2)
+
+    def restore(self, lr: Tensor, *, features: list[Tensor] | None = None, flows: Tensor | None = None) -> Tensor:
+        return self.restore_sequence(lr)[:, :, lr.shape[2] // 2]
+
+    def train(self, mode: bool = True) -> "FMANetPP":
+        super().train(mode)
+        if self.config.stage >= 2:  # the ETE is frozen after its own stage: batch norm included
+            self.ete.eval()
+        return self
+
+    # ------------------------------------------------------------------ training recipe
+
+    def training_stages(self, weights: LossWeights) -> list[TrainingStage]:
+        t = self.config.num_seq
+        return [TrainingStage("ete", "stage1_ete", t, {"stage": 1}, replaced_by_init=True, legacy_key="stage0"),
+                TrainingStage("netd", "stage2_netd", t, {"stage": 2}, replaced_by_init=True, legacy_key="stage1"),
+                TrainingStage("joint", "model", t, {"stage": 3}, legacy_key="stage2")]
+
+    def trainable_parts(self, stage: TrainingStage) -> list[tuple[str, nn.Module]]:
+        if self.net_d is None:
+            return [("e", self.ete)]
+        for p in self.ete.parameters():
+            p.requires_grad_(False)
+        parts = [("d", self.net_d)]
+        return parts + [("r", self.net_r)] if self.net_r is not None else parts
+
+    def start_stage(self, stage: TrainingStage, previous: nn.Module | None) -> None:
+        if previous is None:
+            return
+        self.ete.load_state_dict(previous.ete.state_dict())
+        if self.net_r is not None and previous.net_d is not None:
+            self.net_d.load_state_dict(previous.net_d.state_dict())
+
+    def training_loss(self, forward: LossFn, batch: Mapping[str, Tensor], stage: TrainingStage,
+                      weights: LossWeights) -> tuple[Tensor, dict[str, Tensor]]:
+        lr, hr = batch["lr"], batch["hr"]
+        if self.net_d is None:
+            if "exposure" not in batch:
+                raise InputError("FMA-Net++'s ete stage needs exposure labels per frame (a dataset made with "
+                                 "vsrdb synth --exposure)")
+            u = forward(lr)["embedding"]
+            loss = supervised_contrastive_loss(u.flatten(0, 1), batch["exposure"].flatten(), self.ETE_TEMPERATURE)
+            return loss, {"contrastive": loss.detach(), "total": loss.detach()}
+        out = forward(lr, hr)
+        x, y = lr, hr
+        terms = {"recon": F.l1_loss(out["recon"].float(), x),
+                 "hr_warp": F.l1_loss(out["hr_warp"].float(), y.unsqueeze(2).expand_as(out["hr_warp"]))}
+        loss_d = terms["recon"] + weights.hr_warp_pp * terms["hr_warp"]
+        # Eq. 9's pseudo-GT flows (the paper: RAFT; here the run's estimator, DIS by default) from
+        # each sharp LR frame to its neighbours, computed here: the dataset gives centre-based flows.
+        target = batch.get("neighbour_flow")
+        if target is None:
+            target = neighbour_flows(batch["lr_sharp"], self.config.flow_estimator)
+        terms["flow"] = F.l1_loss(out["image_flow"].float()[:, [0, 1, 3, 4]], target)
+        loss_d = loss_d + weights.flow * terms["flow"]
+        terms["loss_d"] = loss_d
+        total = loss_d
+        if self.net_r is not None:
+            terms["restore"] = F.l1_loss(out["output"].float(), y)
+            total = terms["restore"] + weights.stage1 * loss_d
+        terms["total"] = total
+        return total, {k: v.detach() for k, v in terms.items()}
+
+    def validation_pair(self, lr: Tensor, hr: Tensor, stage: TrainingStage, **inputs: Tensor) -> tuple[Tensor, Tensor]:
+        c = lr.shape[2] // 2
+        if self.net_d is None:  # the ETE has no picture to score: the centre frame against itself
+            return lr[0, :, c], lr[0, :, c]
+        if self.net_r is None:
+            return self(lr, hr)["recon"][0, :, c], lr[0, :, c]
+        return self.restore_sequence(lr)[0, :, c], hr[0, :, c]
+
+    ETE_TEMPERATURE = 0.5  # Eq. S1's alpha (the supplement)
+
+
+def _preset(base: FMANetPPConfig, overrides: dict[str, Any]) -> FMANetPP:
+    return from_preset(FMANetPP, base, overrides)
+
+
+@register_model("fmanetpp")
+def fmanetpp(**overrides: Any) -> FMANetPP:
+    """FMA-Net++ at the paper's settings (M = 4, n = 9, k_d = 20, T = 10): 12,571,561 parameters."""
+    return _preset(FMANetPPConfig(), overrides)
+
+
+@register_model("fmanetpp-cpu")
+def fmanetpp_cpu(**overrides: Any) -> FMANetPP:
+    """A small FMA-Net++ for CPU training (ours): M = 2, n = 3, k_d = 12, C = 36."""
+    return _preset(FMANetPPConfig(dim=36, num_hrba=2, num_flow=3, ds_kernel_size=12, num_heads=2, growth_rate=12,
+                                  num_dense_layer=3, ete_width=16, embed_dim=64), overrides)

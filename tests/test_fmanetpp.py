@@ -102,3 +102,65 @@ def test_neighbour_flows_point_to_where_each_pixel_is_in_the_next_and_previous_f
     assert abs(flows[0, 0, 1][inner[1:]].median().item() - 2) < 0.3   # towards i+1: +2 px
     assert abs(flows[0, 2, 1][inner[1:]].median().item() + 2) < 0.3   # towards i-1: -2 px
     assert torch.equal(flows[0, 0:2, 2], torch.zeros(2, 48, 64))      # the last frame has no next
+
+
+def _gradient_energy(img):
+    return ((img[:, 1:] - img[:, :-1]).abs().mean() + (img[:, :, 1:] - img[:, :, :-1]).abs().mean()).item()
+
+
+def test_exposure_synthesis_blurs_more_at_longer_exposures_and_labels_every_frame(tmp_path):
+    import json
+
+    import numpy as np
+
+    from vsrdb.data.datasets import WindowDataset, find_clips
+    from vsrdb.data.procedural import procedural_image
+    from vsrdb.data.synth import SynthConfig, exposure_trajectory, synthesize
+    from vsrdb.data.video import read_image, to_tensor
+
+    cfg = SynthConfig(clip_frames=4, photo_size=(64, 80), photo_clips=1, photo_subframes=10, max_shift=12.0,
+                      exposure="me", seed=3)
+    import cv2
+    pic = procedural_image(128, 160, np.random.default_rng(5))
+    cv2.imwrite(str(tmp_path / "p.png"), (pic.permute(1, 2, 0).numpy()[:, :, ::-1] * 255).astype(np.uint8))
+    names = synthesize([tmp_path / "p.png"], tmp_path / "me", cfg, progress=False)
+    labels = json.loads((tmp_path / "me" / "exposure.json").read_text())["clips"]
+    assert len(names) == 5 and [labels[n] for n in names] == [[lvl] * 4 for lvl in (1, 2, 3, 4, 5)]
+    energy = []
+    for n in names:  # the same motion at five shutter lengths: sharpness falls as the shutter opens
+        frames = sorted((tmp_path / "me" / "train_blur_bicubic" / "X4" / n).glob("*.png"))
+        energy.append(np.mean([_gradient_energy(to_tensor(read_image(f))) for f in frames]))
+    assert all(a > b for a, b in zip(energy, energy[1:])), energy
+    item = WindowDataset(find_clips("reds", tmp_path / "me", split="all"), num_seq=3, patch=None, flow=None)[0]
+    assert item["exposure"].tolist() == [1, 1, 1]
+    # Algorithm S1: levels stay in 1..5 and move by at most one, only every 5 or 7 frames.
+    traj = exposure_trajectory(40, np.random.default_rng(0))
+    changes = [i for i in range(1, 40) if traj[i] != traj[i - 1]]
+    assert all(1 <= v <= 5 for v in traj) and all(abs(traj[i] - traj[i - 1]) == 1 for i in changes)
+    assert all(i % 5 == 0 for i in changes) or all(i % 7 == 0 for i in changes)
+
+
+def test_three_stages_train_from_exposure_labelled_data(tmp_path):
+    import csv
+
+    import yaml
+
+    from conftest import synth_photo_dataset
+    from vsrdb.cli import main
+
+    data = synth_photo_dataset(tmp_path, (64, 80), photo_size=(48, 64), exposure="re", clip_frames=10)
+    cfg = {"model": "fmanetpp-cpu", "model_args": {"num_seq": 4, "dim": 12, "num_heads": 2, "embed_dim": 16,
+                                                   "ete_width": 4},
+           "data": {"layout": "reds", "root": str(data), "val_root": str(data), "patch": 8, "batch": 2,
+                    "workers": 0, "val_windows": 1, "flow": None},
+           "stages": {"ete": {"iterations": 2}, "netd": {"iterations": 2}, "joint": {"iterations": 2}},
+           "run_dir": str(tmp_path / "run"), "checkpoint_every": 2, "val_every": 2, "log_every": 1, "threads": 1}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "c.yaml"), "--quiet"]) == 0
+    with open(tmp_path / "run" / "log.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["total"]]
+    assert [r["stage"] for r in rows] == ["ete"] * 2 + ["netd"] * 2 + ["joint"] * 2
+    assert all(float(r["contrastive"]) > 0 for r in rows[:2]) and all(float(r["flow"]) >= 0 for r in rows[2:])
+    ete = vsrdb.load_checkpoint(tmp_path / "run" / "stage1_ete").ete.state_dict()
+    final = vsrdb.load_checkpoint(tmp_path / "run" / "model")
+    assert all(torch.equal(v, final.ete.state_dict()[k]) for k, v in ete.items())  # frozen after its stage

@@ -41,6 +41,9 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                    help="also make clips from N procedural pictures (shapes, textures, letters)")
     p.add_argument("--procedural-size", default="x".join(map(str, defaults.procedural_size)),
                    help="HxW of the procedural pictures")
+    p.add_argument("--exposure", choices=("me", "re"),
+                   help="frame-wise exposure (FMA-Net++): me = every clip at the five duty cycles 5:1..5:5, "
+                        "re = random level trajectories (Algorithm S1); labels go to exposure.json")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_synth)
@@ -60,7 +63,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
                       subframes=args.subframes, photo_size=(h, w), photo_clips=args.photo_clips,
                       photo_subframes=args.photo_subframes, noise=args.noise,
                       jpeg=args.jpeg, max_shift=args.max_shift, min_shift=args.min_shift, procedural=args.procedural,
-                      procedural_size=_size_arg(args.procedural_size, "--procedural-size"), seed=args.seed)
+                      procedural_size=_size_arg(args.procedural_size, "--procedural-size"),
+                      exposure=args.exposure or "", seed=args.seed)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

@@ -41,6 +41,7 @@ class Clip:
     sharp: tuple[Path, ...]              # sharp HR frames
     sharp_lr: tuple[Path, ...] | None = None  # sharp LR frames when the dataset has them
     blur_is_hr: bool = False
+    exposure: tuple[int, ...] | None = None  # per-frame exposure level 1-5 (``vsrdb synth --exposure``)
 
 
 def _frame_files(folder: Path) -> tuple[Path, ...]:
@@ -64,15 +65,36 @@ def reds_clips(root: str | Path, split: str = "train", scale: int = 4) -> list[C
     blur_root = root / "train_blur_bicubic" / f"X{scale}"
     sharp_lr_root = root / "train_sharp_bicubic" / f"X{scale}"
     clips = []
+    exposure = _exposure_labels(root)
     for folder in _subdirs(blur_root):
         name = folder.name
         if (split == "train" and name in REDS4) or (split == "val" and name not in REDS4):
             continue
         sharp_lr = _frame_files(sharp_lr_root / name) if (sharp_lr_root / name).is_dir() else None
-        clips.append(Clip(name, _frame_files(folder), _frame_files(root / "train_sharp" / name), sharp_lr))
+        blur = _frame_files(folder)
+        levels = None
+        if exposure is not None:
+            levels = tuple(exposure.get(name, ()))
+            if len(levels) != len(blur):
+                raise InputError(f"{root / 'exposure.json'}: clip {name} has {len(levels)} exposure levels for "
+                                 f"{len(blur)} frames")
+        clips.append(Clip(name, blur, _frame_files(root / "train_sharp" / name), sharp_lr, exposure=levels))
     if not clips:
         raise InputError(f"{blur_root}: no {split} clips in it")
     return clips
+
+
+def _exposure_labels(root: Path) -> dict[str, list[int]] | None:
+    """``exposure.json``'s per-frame levels by clip, when the dataset has them."""
+    import json
+
+    path = root / "exposure.json"
+    if not path.exists():
+        return None
+    try:
+        return {str(k): [int(v) for v in vs] for k, vs in json.loads(path.read_text())["clips"].items()}
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: not an exposure label file ({e})") from None
 
 
 def gopro_clips(root: str | Path) -> list[Clip]:
@@ -232,5 +254,8 @@ class WindowDataset(Dataset):
             if rng.random() < 0.5:  # vertical flip: dy changes sign
                 lr, hr, lr_sharp, flow = (z.flip(-2) for z in (lr, hr, lr_sharp, flow))
                 flow = torch.stack((flow[0], -flow[1]))
-        return {"lr": lr.contiguous(), "hr": hr.contiguous(), "lr_sharp": lr_sharp.contiguous(),
+        item = {"lr": lr.contiguous(), "hr": hr.contiguous(), "lr_sharp": lr_sharp.contiguous(),
                 "flow": flow.contiguous()}
+        if clip.exposure is not None:
+            item["exposure"] = torch.tensor([clip.exposure[i] for i in idx])
+        return item

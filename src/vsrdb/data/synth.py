@@ -12,6 +12,11 @@ one (sharp), then shrinking both x4 with MATLAB's bicubic imresize. We do the sa
 
 Layout written (REDS): ``train_sharp/CLIP/%08d.png``, ``train_blur_bicubic/X4/CLIP/%08d.png``,
 ``train_sharp_bicubic/X4/CLIP/%08d.png``. Deterministic for a seed.
+
+Exposure (FMA-Net++'s REDS-ME and REDS-RE): each frame's shutter is open for N/5 of the
+interval between output frames (N = 1..5); ``exposure="me"`` writes every clip at all five
+levels (five clips from the same motion), ``"re"`` one clip whose level follows Algorithm S1
+(a step of -1, 0 or +1 every 5 or 7 frames). The levels go to ``exposure.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from torch import Tensor
 from .resize import imresize
 from .video import IMAGE_EXTENSIONS, InputError, list_frames, open_frames, to_tensor
 
-__all__ = ["SynthConfig", "synthesize", "degrade_clip", "photo_clip", "video_clips", "write_clip"]
+__all__ = ["SynthConfig", "synthesize", "degrade_clip", "photo_clip", "video_clips", "write_clip",
+           "exposure_trajectory", "EXPOSURE_LEVELS", "EXPOSURE_FILE"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class SynthConfig:
     jpeg: int = 0                  # JPEG quality for the blurry LR (0 = off)
     procedural: int = 0            # procedural pictures (``procedural.py``) added to the photos
     procedural_size: tuple[int, int] = (384, 512)
+    exposure: str = ""             # "", "me" (every clip at the five levels) or "re" (random trajectories)
     seed: int = 0
 
 
@@ -100,8 +107,10 @@ def _interpolate(a: Tensor, b: Tensor, n: int) -> list[Tensor]:
     return out
 
 
-def video_clips(path: Path, cfg: SynthConfig) -> Iterator[tuple[list[Tensor], list[Tensor]]]:
-    """(sharp HR frames, blurry HR frames) clips from a video file or frame folder."""
+def video_clips(path: Path, cfg: SynthConfig, exposures=None) -> Iterator[tuple]:
+    """(sharp HR frames, blurry HR frames) clips from a video file or frame folder; with
+    ``exposures`` (clip length -> per-frame level lists, one per version), (sharp, blurry,
+    levels) per version, the interval between output frames (``stride``) being level 5."""
     frames = [_crop_to_multiple(to_tensor(f), cfg.scale) for f in open_frames(path)]
     if cfg.subframes > 0:
         dense = []
@@ -115,6 +124,8 @@ def video_clips(path: Path, cfg: SynthConfig) -> Iterator[tuple[list[Tensor], li
         step = 1
     window = cfg.blur_frames * step - (step - 1)  # span of the averaged frames, interpolated included
     stride = cfg.stride * step
+    if exposures is not None:
+        window = stride
     starts = list(range(0, len(frames) - window + 1, stride))
     if len(starts) < 3:
         raise InputError(f"{path}: {len(frames)} frames make fewer than 3 output frames "
@@ -123,6 +134,11 @@ def video_clips(path: Path, cfg: SynthConfig) -> Iterator[tuple[list[Tensor], li
         group = starts[c0:c0 + cfg.clip_frames]
         if len(group) < 3:
             break
+        if exposures is not None:  # each frame's shutter open for level/5 of the interval between frames
+            for levels in exposures(len(group)):
+                pairs = [_expose(frames[s:s + stride], level) for s, level in zip(group, levels)]
+                yield [sh for sh, _ in pairs], [bl for _, bl in pairs], levels
+            continue
         sharp = [frames[s + window // 2] for s in group]
         blurry = [torch.stack(frames[s:s + window]).mean(0) for s in group]
         yield sharp, blurry
@@ -139,9 +155,11 @@ def _smooth_path(rng: np.random.Generator, n: int, max_step: float) -> np.ndarra
     return np.concatenate([[0.0], np.cumsum(velocity)[:-1]])
 
 
-def photo_clip(photo: Tensor, cfg: SynthConfig, rng: np.random.Generator,
-               patch_sources: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-    """One clip of a virtual camera over ``photo [3, H, W]`` with moving foreground patches."""
+def photo_clip(photo: Tensor, cfg: SynthConfig, rng: np.random.Generator, patch_sources: list[Tensor],
+               exposures: list[list[int]] | None = None):
+    """One clip of a virtual camera over ``photo [3, H, W]`` with moving foreground patches:
+    ``(sharp, blurry)`` frame lists, or with ``exposures`` (per-frame levels, one list per
+    version) one such pair per version, all from the same motion."""
     import cv2
 
     out_h, out_w = cfg.photo_size
@@ -195,13 +213,52 @@ def photo_clip(photo: Tensor, cfg: SynthConfig, rng: np.random.Generator,
             frame = frame * (1 - a) + layer * a
         return frame
 
-    sharp, blurry = [], []
-    for f in range(cfg.clip_frames):
-        subs = [render(f * cfg.photo_subframes + k) for k in range(cfg.photo_subframes)]
+    renders = [[render(f * cfg.photo_subframes + k) for k in range(cfg.photo_subframes)]
+               for f in range(cfg.clip_frames)]
+
+    def version(levels: list[int]) -> tuple[list[Tensor], list[Tensor]]:
         to_t = lambda a: torch.from_numpy(np.clip(a / 255, 0, 1).astype(np.float32)).permute(2, 0, 1)  # noqa: E731
-        sharp.append(to_t(subs[len(subs) // 2]))
-        blurry.append(to_t(np.mean(subs, axis=0)))
-    return sharp, blurry
+        pairs = [_expose(subs, level, np.mean) for subs, level in zip(renders, levels)]
+        return [to_t(sh) for sh, _ in pairs], [to_t(bl) for _, bl in pairs]
+
+    if exposures is None:
+        return version([5] * cfg.clip_frames)
+    return [version(levels) for levels in exposures]
+
+
+# ---------------------------------------------------------------------------- exposure
+
+EXPOSURE_LEVELS = (1, 2, 3, 4, 5)  # duty cycles 5:1 .. 5:5 (FMA-Net++'s REDS-ME)
+EXPOSURE_FILE = "exposure.json"    # {"clips": {clip: [level per frame]}} at the dataset's root
+
+
+def _expose(subframes: list, level: int, mean=lambda frames, axis: torch.stack(frames).mean(axis)):
+    """(sharp, blurry) of one frame whose shutter is open for ``level``/5 of its interval: the
+    middle one and the mean of the first level/5 of the interval's sub-frames (the sharp frame
+    stays centred in the exposure, as REDS keeps the middle frame). Level 5 is the whole interval."""
+    n = max(1, round(level * len(subframes) / 5))
+    window = subframes[:n]
+    return window[n // 2], mean(window, axis=0)
+
+
+def exposure_trajectory(n: int, rng: np.random.Generator) -> list[int]:
+    """Algorithm S1 (REDS-RE): a level in 1..5 that moves by -1, 0 or +1 every 5 or 7 frames."""
+    level = int(rng.integers(1, 6))
+    interval = int(rng.choice([5, 7]))
+    out = []
+    for i in range(n):
+        if i % interval == 0:
+            level = int(np.clip(level + int(rng.choice([-1, 0, 1])), 1, 5))
+        out.append(level)
+    return out
+
+
+def _trajectories(cfg: SynthConfig, n: int, rng: np.random.Generator) -> list[list[int]] | None:
+    if cfg.exposure == "me":
+        return [[level] * n for level in EXPOSURE_LEVELS]
+    if cfg.exposure == "re":
+        return [exposure_trajectory(n, rng)]
+    return None
 
 
 # ---------------------------------------------------------------------------- writing
@@ -243,13 +300,23 @@ def synthesize(sources: list[str | Path], out: str | Path, cfg: SynthConfig = Sy
     if not videos and not photos and cfg.procedural <= 0:
         raise InputError("nothing to synthesise from: give videos, photos or --procedural N")
     total = len(videos) + (len(photos) + cfg.procedural) * cfg.photo_clips
+    if cfg.exposure not in ("", "me", "re"):
+        raise InputError(f"exposure {cfg.exposure!r}: use me (every clip at the five levels) or re (random)")
+    labels: dict[str, list[int]] = {}
+
+    def emit(sharp, blurry, levels=None) -> None:
+        name = f"{len(names):03d}"
+        blur_lr, sharp_lr = degrade_clip(sharp, blurry, cfg, rng)
+        write_clip(out, name, sharp, blur_lr, sharp_lr, cfg.scale)
+        names.append(name)
+        if levels is not None:
+            labels[name] = list(levels)
+
     with tqdm(total=total, desc="synth", unit="source", disable=not progress) as bar:
         for v in videos:
-            for k, (sharp, blurry) in enumerate(video_clips(v, cfg)):
-                name = f"{len(names):03d}"
-                blur_lr, sharp_lr = degrade_clip(sharp, blurry, cfg, rng)
-                write_clip(out, name, sharp, blur_lr, sharp_lr, cfg.scale)
-                names.append(name)
+            exposures = (lambda n: _trajectories(cfg, n, rng)) if cfg.exposure else None
+            for clip in video_clips(v, cfg, exposures):
+                emit(*clip)
             bar.update(1)
         loaded = [_load_photo(p) for p in photos]
         if cfg.procedural > 0:
@@ -259,12 +326,17 @@ def synthesize(sources: list[str | Path], out: str | Path, cfg: SynthConfig = Sy
             loaded += [procedural_image(*cfg.procedural_size, pic_rng) for _ in range(cfg.procedural)]
         for img in loaded:
             for _ in range(cfg.photo_clips):
-                sharp, blurry = photo_clip(img, cfg, rng, loaded)
-                name = f"{len(names):03d}"
-                blur_lr, sharp_lr = degrade_clip(sharp, blurry, cfg, rng)
-                write_clip(out, name, sharp, blur_lr, sharp_lr, cfg.scale)
-                names.append(name)
+                trajectories = _trajectories(cfg, cfg.clip_frames, rng)
+                if trajectories is None:
+                    emit(*photo_clip(img, cfg, rng, loaded))
+                else:
+                    for (sharp, blurry), levels in zip(photo_clip(img, cfg, rng, loaded, trajectories), trajectories):
+                        emit(sharp, blurry, levels)
                 bar.update(1)
+    if labels:
+        import json
+
+        (out / EXPOSURE_FILE).write_text(json.dumps({"levels": "duty cycle N/5 per frame", "clips": labels}) + "\n")
     return names
 
 

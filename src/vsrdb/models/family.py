@@ -182,8 +182,10 @@ class RestorationModel(nn.Module):
         an ``input_flow``, ``input_flow``; each ``[B, C, stage.window, H, W]``."""
         raise NotImplementedError
 
-    def validation_pair(self, lr: Tensor, hr: Tensor, stage: TrainingStage, **inputs: Tensor) -> tuple[Tensor, Tensor]:
-        """(prediction, target) ``[3, H', W']`` that validation scores for one window ``[1, 3, T, ...]``."""
+    def validation_pair(self, lr: Tensor, hr: Tensor, stage: TrainingStage,
+                        **inputs: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(prediction, target) ``[3, H', W']`` that validation scores for one window ``[1, 3, T, ...]``,
+        or None for a stage with no picture to score."""
         c = lr.shape[2] // 2
         return self.restore(lr, **inputs)[0], hr[0, :, c]
 

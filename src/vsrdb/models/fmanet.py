@@ -464,7 +464,8 @@ class FMANet(RestorationModel):
             terms = {**terms, "temporal": temporal.detach(), "total": loss.detach()}
         return loss, terms
 
-    def validation_pair(self, lr: Tensor, hr: Tensor, stage: TrainingStage, **inputs: Tensor) -> tuple[Tensor, Tensor]:
+    def validation_pair(self, lr: Tensor, hr: Tensor, stage: TrainingStage,
+                        **inputs: Tensor) -> tuple[Tensor, Tensor] | None:
         if self.net_r is None:  # NetD is scored on re-degrading the sharp window into the blurry centre
             return self(lr, hr)["recon"][0], lr[0, :, self.config.center]
         return super().validation_pair(lr, hr, stage, **inputs)

@@ -516,10 +516,11 @@ class FMANetPP(RestorationModel):
         terms["total"] = total
         return total, {k: v.detach() for k, v in terms.items()}
 
-    def validation_pair(self, lr: Tensor, hr: Tensor, stage: TrainingStage, **inputs: Tensor) -> tuple[Tensor, Tensor]:
+    def validation_pair(self, lr: Tensor, hr: Tensor, stage: TrainingStage,
+                        **inputs: Tensor) -> tuple[Tensor, Tensor] | None:
         c = lr.shape[2] // 2
-        if self.net_d is None:  # the ETE has no picture to score: the centre frame against itself
-            return lr[0, :, c], lr[0, :, c]
+        if self.net_d is None:  # the ETE makes no picture
+            return None
         if self.net_r is None:
             return self(lr, hr)["recon"][0, :, c], lr[0, :, c]
         return self.restore_sequence(lr)[0, :, c], hr[0, :, c]

@@ -50,7 +50,7 @@ __all__ = ["StepSampler", "Trainer", "LOG_COLUMNS", "export_last"]
 # (lr_<part>) is added after "step" for the run's family.
 LOG_COLUMNS = ["stage", "step", "seconds", "total", "loss_d", "recon", "hr_warp", "flow", "anchor_d",
                "restore", "lr_warp", "anchor_r", "val_psnr", "val_ssim", "val_bicubic_psnr", "deblur", "flow_warp",
-               "temporal"]
+               "temporal", "contrastive"]
 
 
 class StepSampler(Sampler):
@@ -121,7 +121,7 @@ class Trainer:
         self.input_flow = probe.input_flow
         self.scale = probe.scale
         self.val_window = probe.frames.length
-        self.columns = _log_columns(probe, self.stages[-1])
+        self.columns = _log_columns(cfg, self.stages)
         self._check_run_dir()
         self._prepare_data()
         self.tb = None
@@ -360,7 +360,10 @@ class Trainer:
             item = self.val_set[i]
             lr, hr = item["lr"][None].to(self.device), item["hr"][None].to(self.device)
             inputs = {"flows": initial_flows(lr, self.input_flow)} if self.input_flow is not None else {}
-            pred, target = model.validation_pair(lr, hr, stage, **inputs)
+            pair = model.validation_pair(lr, hr, stage, **inputs)
+            if pair is None:  # a stage with no picture to score (FMA-Net++'s ETE)
+                return
+            pred, target = pair
             if model.can_restore:
                 bicubic = imresize(lr[0, :, c], float(self.scale)).clamp(0, 1)
                 scores["bicubic_psnr"].append(psnr(bicubic.cpu(), target.cpu()))
@@ -387,8 +390,12 @@ def _stage_settings(cfg: TrainConfig, stages: list[TrainingStage]) -> dict[str, 
     return settings
 
 
-def _log_columns(model: RestorationModel, last: TrainingStage) -> list[str]:
-    lrs = [f"lr_{name}" for name, _ in model.trainable_parts(last)]
+def _log_columns(cfg: TrainConfig, stages: list[TrainingStage]) -> list[str]:
+    """LOG_COLUMNS with one learning-rate column per network any stage trains (lr_d, lr_r, ...)."""
+    lrs: list[str] = []
+    for stage in stages:
+        model = build(cfg.model, **{**cfg.model_args, **stage.build_args})
+        lrs += [f"lr_{name}" for name, _ in model.trainable_parts(stage) if f"lr_{name}" not in lrs]
     return LOG_COLUMNS[:2] + lrs + LOG_COLUMNS[2:]
 
 

@@ -164,3 +164,20 @@ def test_three_stages_train_from_exposure_labelled_data(tmp_path):
     ete = vsrdb.load_checkpoint(tmp_path / "run" / "stage1_ete").ete.state_dict()
     final = vsrdb.load_checkpoint(tmp_path / "run" / "model")
     assert all(torch.equal(v, final.ete.state_dict()[k]) for k, v in ete.items())  # frozen after its stage
+
+
+def test_evaluate_reports_each_exposure_level(tmp_path):
+    import json
+
+    from conftest import synth_photo_dataset
+    from vsrdb.cli import main
+
+    data = synth_photo_dataset(tmp_path, (96, 112), photo_size=(48, 64), exposure="me", clip_frames=4,
+                               photo_clips=1, photo_subframes=10, max_shift=12.0)
+    assert main(["evaluate", "--data", str(data), "--layout", "reds", "--split", "all", "--baseline", "bicubic",
+                 "--all-frames", "--json", str(tmp_path / "e.json"), "--report", str(tmp_path / "r"), "--quiet"]) == 0
+    levels = json.loads((tmp_path / "e.json").read_text())["exposure_levels"]
+    assert list(levels) == ["5:1", "5:2", "5:3", "5:4", "5:5"] and all(v["frames"] == 4 for v in levels.values())
+    psnr = [levels[k]["psnr"] for k in levels]
+    assert psnr[0] > psnr[-1]  # bicubic suffers as the shutter opens
+    assert "By exposure level" in (tmp_path / "r" / "report.md").read_text()

@@ -103,6 +103,15 @@ def _motion_rows(results: list[MethodResult]) -> tuple[list[str], list[list[str]
     return header, rows
 
 
+def _exposure_rows(results: list[MethodResult]) -> tuple[list[str], list[list[str]]]:
+    """Per exposure level (duty cycle 5:N), PSNR / SSIM / tOF; empty without labels."""
+    per = [r.to_json().get("exposure_levels", {}) for r in results]
+    levels = sorted({k for p in per for k in p})
+    rows = [[r.name] + [f"{_fmt(p[k]['psnr'], 2)} / {_fmt(p[k]['ssim'], 4)} / {_fmt(p[k]['tof'], 3)}"
+                        if k in p else "-" for k in levels] for r, p in zip(results, per)]
+    return ["method"] + [f"exposure {k}" for k in levels], rows if levels else []
+
+
 def _protocol(options: ScoreOptions) -> str:
     frames = "every frame" if options.all_frames else (
         f"frames with a complete T={options.num_seq} window (first and last {options.num_seq // 2} excluded)")
@@ -116,8 +125,12 @@ def _protocol(options: ScoreOptions) -> str:
 def markdown_tables(results: list[MethodResult], options: ScoreOptions) -> str:
     header, rows = _clip_rows(results)
     mh, mrows = _motion_rows(results)
-    return "\n\n".join([_md_table(SUMMARY_HEADER, _summary_rows(results)), _protocol(options),
-                        "Per clip:", _md_table(header, rows), "By motion magnitude:", _md_table(mh, mrows)])
+    parts = [_md_table(SUMMARY_HEADER, _summary_rows(results)), _protocol(options),
+             "Per clip:", _md_table(header, rows), "By motion magnitude:", _md_table(mh, mrows)]
+    eh, erows = _exposure_rows(results)
+    if erows:
+        parts += ["By exposure level (duty cycle; PSNR / SSIM / tOF):", _md_table(eh, erows)]
+    return "\n\n".join(parts)
 
 
 # ---------------------------------------------------------------- the page
@@ -195,6 +208,9 @@ def write_report(results: list[MethodResult], folder: str | Path, options: Score
     parts += ["<h2>Per clip</h2>", _html_table(header, rows, "clips")]
     mh, mrows = _motion_rows(results)
     parts += ["<h2>By motion magnitude</h2>", _html_table(mh, mrows, "motion")]
+    eh, erows = _exposure_rows(results)
+    if erows:
+        parts += ["<h2>By exposure level (duty cycle)</h2>", _html_table(eh, erows, "exposure")]
     md_pics = []
     for n, key in enumerate(keys):
         clip, index = key

@@ -23,7 +23,7 @@ from ..data.windows import window_indices
 from ..data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, list_frames, natural_key, \
     open_frames, read_image, to_tensor
 from .methods import Method
-from .scoring import ClipScore, ScoreOptions, SequenceScorer, average, motion_bins
+from .scoring import ClipScore, ScoreOptions, SequenceScorer, average, exposure_levels, motion_bins
 
 __all__ = ["MethodResult", "list_sequences", "evaluate_predictions", "evaluate_methods", "sample_index",
            "PeakMemory", "clip_inputs", "clip_window"]
@@ -40,6 +40,7 @@ class MethodResult:
     peak_memory_mb: float | None = None
     # (clip, frame index) -> {"input": LR [3,h,w], "output": [3,H,W], "target": [3,H,W]}
     samples: dict[tuple[str, int], dict[str, Tensor]] = field(default_factory=dict)
+    exposure: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-frame levels by clip, if known
 
     def to_json(self) -> dict:
         clips = {name: s.summary() for name, s in self.scores.items()}
@@ -49,6 +50,8 @@ class MethodResult:
             out["seconds_per_frame"] = self.seconds_per_frame
         if self.peak_memory_mb is not None:
             out["peak_memory_mb"] = self.peak_memory_mb
+        if self.exposure:
+            out["exposure_levels"] = exposure_levels(self.scores, self.exposure)
         return out
 
 
@@ -228,7 +231,8 @@ def evaluate_methods(methods: list[Method], clips: list[Clip], options: ScoreOpt
     results = []
     total = sum(len(c.blur) for c in clips)
     for method in methods:
-        result = MethodResult(method.name, {}, parameters=method.parameters)
+        result = MethodResult(method.name, {}, parameters=method.parameters,
+                              exposure={c.name: c.exposure for c in clips if c.exposure is not None})
         bar = tqdm(total=total, desc=method.name, unit="frame", disable=not progress)
         spent = 0.0
         with PeakMemory(device) as mem:

@@ -17,7 +17,7 @@ from torch import Tensor
 from .metrics import crop_border, farneback, flow_difference, motion_magnitude, psnr, ssim, to_grey_u8, to_y
 
 __all__ = ["METRICS", "MOTION_BINS", "ScoreOptions", "ClipScore", "SequenceScorer", "excluded_ends", "average",
-           "motion_bins"]
+           "motion_bins", "exposure_levels"]
 
 METRICS = ("psnr", "ssim", "tof")
 MOTION_BINS = ((0.0, 20.0, "[0,20)"), (20.0, 40.0, "[20,40)"), (40.0, float("inf"), ">=40"))
@@ -143,6 +143,25 @@ def motion_bins(scores: dict[str, ClipScore]) -> dict[str, dict[str, float | int
         if n:
             out[label] = {"psnr": _mean(p), "ssim": _mean(s), "tof": _mean(t), "frames": n}
     return out
+
+
+def exposure_levels(scores: dict[str, ClipScore], levels: dict[str, tuple[int, ...]]) -> dict[str, dict]:
+    """PSNR/SSIM/tOF over all scored frames grouped by their exposure level (datasets made with
+    ``vsrdb synth --exposure``: REDS-ME clips have one level, REDS-RE clips change it); tOF goes
+    by the pair's second frame, as for the motion bins."""
+    groups: dict[int, tuple[list, list, list]] = {}
+    for name, sc in scores.items():
+        if name not in levels:
+            continue
+        tof_at = dict(zip(_pair_ends(sc), sc.tof_pairs))
+        for f, a, b in zip(sc.frames, sc.psnr, sc.ssim):
+            p, s_, t = groups.setdefault(levels[name][f], ([], [], []))
+            p.append(a)
+            s_.append(b)
+            if f in tof_at:
+                t.append(tof_at[f])
+    return {f"5:{lvl}": {"psnr": _mean(p), "ssim": _mean(s_), "tof": _mean(t), "frames": len(p)}
+            for lvl, (p, s_, t) in sorted(groups.items())}
 
 
 def _pair_ends(sc: ClipScore) -> list[int]:

@@ -181,3 +181,12 @@ def test_evaluate_reports_each_exposure_level(tmp_path):
     psnr = [levels[k]["psnr"] for k in levels]
     assert psnr[0] > psnr[-1]  # bicubic suffers as the shutter opens
     assert "By exposure level" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_report_pictures_come_from_the_family():
+    from vsrdb.evaluate.report import model_maps
+
+    maps = model_maps(vsrdb.build("fmanetpp-cpu").eval(), [torch.rand(3, 20, 24) for _ in range(5)])
+    flows, kernels = maps.values()
+    assert flows.dtype.name == kernels.dtype.name == "uint8"
+    assert flows.shape == (20, 5 * 24, 3) and kernels.shape[2] == 3

@@ -44,12 +44,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops.dynamic_filter import dynamic_downsample, normalize_downsampling_kernels
+from ..ops.pictures import colorize_flow, kernel_mosaic
 from ..ops.warp import image_flow_warp, multi_flow_warp
 from .blocks import RDB, FrameConv, GatedFeedForward, GuidedTransposedAttention, LayerNorm2d, cat_channels, \
     compute_dtype, flatten_frames, lrelu
@@ -456,6 +458,29 @@ class FMANetPP(RestorationModel):
 
     def restore(self, lr: Tensor, *, features: list[Tensor] | None = None, flows: Tensor | None = None) -> Tensor:
         return self.restore_sequence(lr)[:, :, lr.shape[2] // 2]
+
+    @torch.no_grad()
+    def diagnostic_maps(self, window: Tensor, **inputs: Tensor) -> dict[str, np.ndarray]:
+        """NetD's image flows f^Y towards the next frame, and the exposure-aware K^D (three
+        kernels: frames i-1, i, i+1) at the centre frame's pixel of largest motion and at its centre."""
+        if self.net_d is None:
+            return {}
+        x = window.float().to(next(self.parameters()).device).transpose(1, 2)
+        _, _, image_flow, kernels = self.net_d(x, self.embed(x))
+        t, h, w = x.shape[1], x.shape[-2], x.shape[-1]
+        flows = image_flow[0, :, :2].float().cpu().numpy()  # towards i+1, [T, 2, h, w]
+        top = max(float(np.sqrt((flows ** 2).sum(1)).max()), 1e-6)
+        maps = {"NetD image flow f^Y (each frame to the next)": np.concatenate(
+            [colorize_flow(flows[i], top) for i in range(t)], axis=1)}
+        c, k = t // 2, self.config.ds_kernel_size
+        kd = normalize_downsampling_kernels(kernels[0, c].float().unflatten(0, (3, k * k))[None])[0]
+        kd = kd.reshape(3, k, k, h, w).cpu().numpy()
+        mag = np.sqrt((flows[c] ** 2).sum(0))
+        py, px = np.unravel_index(int(mag.argmax()), mag.shape)
+        maps["K^D at the centre frame (rows: two pixels; columns: frames i-1, i, i+1)"] = kernel_mosaic(
+            np.stack([[kd[j, :, :, y, x_] for j in range(3)] for y, x_ in ((int(py), int(px)), (h // 2, w // 2))]),
+            cell=6)
+        return maps
 
     def train(self, mode: bool = True) -> "FMANetPP":
         super().train(mode)

@@ -41,13 +41,14 @@ def main() -> None:
     h, w = (int(v) for v in args.size.split("x"))
     gen = torch.Generator().manual_seed(0)
     frames = [torch.rand(3, h, w, generator=gen) for _ in range(args.frames)]
-    print(f"CPU: {describe_cpu()}; {args.threads} threads; {args.frames} frames of {w}x{h}; {args.precision}")
+    print(f"CPU: {describe_cpu()}; {args.threads} threads; {args.frames} frames of {w}x{h}; {args.precision}",
+          flush=True)
     times = {}
     for name in args.models.split(","):
         # FMA-Net++'s first chunk (its outputs come all at once) is the warm-up.
         warmup = Restorer(vsrdb.build(name)).sequence_chunk if name.startswith("fmanetpp") else 2
         times[name] = seconds_per_frame(name, frames, args.precision, warmup)
-        print(f"  {name:14s} {times[name]:.3f} s per output frame")
+        print(f"  {name:14s} {times[name]:.3f} s per output frame", flush=True)
     names = list(times)
     if len(names) == 2:
         print(f"  {names[1]} / {names[0]}: {times[names[1]] / times[names[0]]:.2f}x")

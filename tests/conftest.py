@@ -58,5 +58,6 @@ def synth_photo_dataset(root: Path, photo_hw: tuple[int, int], **cfg) -> Path:
     rng = np.random.default_rng(0)
     small = (rng.random((10, 12, 3)) * 255).astype(np.uint8)
     cv2.imwrite(str(root / "p.png"), cv2.resize(small, photo_hw[::-1], interpolation=cv2.INTER_CUBIC))
-    synthesize([root / "p.png"], root / "ds", SynthConfig(**{"clip_frames": 5, "photo_clips": 2, **cfg}), progress=False)
+    cfg = {"clip_frames": 5, "photo_clips": 2, **cfg}
+    synthesize([root / "p.png"], root / "ds", SynthConfig(**cfg), progress=False)
     return root / "ds"

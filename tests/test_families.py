@@ -83,7 +83,8 @@ def test_every_parameter_is_trained_by_a_stage(name):
                 o.step()
         owned = {id(p) for _, part in parts for p in part.parameters()}
         names = [n for n, p in model.named_parameters() if id(p) in owned]
-        missing = [n for n, p in model.named_parameters() if id(p) in owned and (p.grad is None or not p.grad.abs().max() > 0)]
+        missing = [n for n, p in model.named_parameters()
+                   if id(p) in owned and (p.grad is None or not p.grad.abs().max() > 0)]
         assert not missing, f"{name}/{stage.name}: no gradient for {missing[:5]}"
         frozen_with_grad = [n for n, p in model.named_parameters() if id(p) not in owned and p.grad is not None]
         assert not frozen_with_grad, f"{name}/{stage.name}: gradients reach frozen {frozen_with_grad[:5]}"

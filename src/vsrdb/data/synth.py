@@ -136,8 +136,8 @@ def video_clips(path: Path, cfg: SynthConfig, exposures=None) -> Iterator[tuple]
             break
         if exposures is not None:  # each frame's shutter open for level/5 of the interval between frames
             for levels in exposures(len(group)):
-                pairs = [_expose(frames[s:s + stride], level) for s, level in zip(group, levels)]
-                yield [sh for sh, _ in pairs], [bl for _, bl in pairs], levels
+                windows = [_exposure(frames[s:s + stride], level) for s, level in zip(group, levels)]
+                yield [w[len(w) // 2] for w in windows], [torch.stack(w).mean(0) for w in windows], levels
             continue
         sharp = [frames[s + window // 2] for s in group]
         blurry = [torch.stack(frames[s:s + window]).mean(0) for s in group]
@@ -218,8 +218,8 @@ def photo_clip(photo: Tensor, cfg: SynthConfig, rng: np.random.Generator, patch_
 
     def version(levels: list[int]) -> tuple[list[Tensor], list[Tensor]]:
         to_t = lambda a: torch.from_numpy(np.clip(a / 255, 0, 1).astype(np.float32)).permute(2, 0, 1)  # noqa: E731
-        pairs = [_expose(subs, level, np.mean) for subs, level in zip(renders, levels)]
-        return [to_t(sh) for sh, _ in pairs], [to_t(bl) for _, bl in pairs]
+        windows = [_exposure(subs, level) for subs, level in zip(renders, levels)]
+        return [to_t(w[len(w) // 2]) for w in windows], [to_t(np.mean(w, axis=0)) for w in windows]
 
     if exposures is None:
         return version([5] * cfg.clip_frames)
@@ -232,13 +232,11 @@ EXPOSURE_LEVELS = (1, 2, 3, 4, 5)  # duty cycles 5:1 .. 5:5 (FMA-Net++'s REDS-ME
 EXPOSURE_FILE = "exposure.json"    # {"clips": {clip: [level per frame]}} at the dataset's root
 
 
-def _expose(subframes: list, level: int, mean=lambda frames, axis: torch.stack(frames).mean(axis)):
-    """(sharp, blurry) of one frame whose shutter is open for ``level``/5 of its interval: the
-    middle one and the mean of the first level/5 of the interval's sub-frames (the sharp frame
-    stays centred in the exposure, as REDS keeps the middle frame). Level 5 is the whole interval."""
-    n = max(1, round(level * len(subframes) / 5))
-    window = subframes[:n]
-    return window[n // 2], mean(window, axis=0)
+def _exposure(subframes: list, level: int) -> list:
+    """The sub-frames a shutter open for ``level``/5 of the frame interval sees: the first
+    level/5 of them (level 5: all). Their mean is the blurry frame and their middle one the
+    sharp frame, which so stays centred in the exposure, as REDS keeps the middle frame."""
+    return subframes[:max(1, round(level * len(subframes) / 5))]
 
 
 def exposure_trajectory(n: int, rng: np.random.Generator) -> list[int]:

@@ -258,7 +258,8 @@ class HRBA(nn.Module):
         if self.flow_update is not None:
             flow = flow + self.flow_update(cat_channels(fused, flow.to(fused.dtype))).float()
         x = flatten_frames(fused)
-        x = x + self.self_attn(self.norm1(x), self.norm1(x))
+        n = self.norm1(x)
+        x = x + self.self_attn(n, n)
         x = x + self.ffn1(self.norm2(x))
         if self.degradation_aware:
             x = x + self.da_attn(self.norm3(x), flatten_frames(kd))
@@ -394,6 +395,8 @@ class FMANetPP(RestorationModel):
         self.ete = ExposureEncoder(cfg.in_channels, cfg.ete_width, cfg.embed_dim)
         self.net_d = NetDPP(cfg) if cfg.stage >= 2 else None
         self.net_r = NetRPP(cfg) if cfg.stage >= 3 else None
+        if cfg.stage >= 2:  # the ETE is trained in stage 1 only, then frozen
+            self.ete.requires_grad_(False)
         self.channel_order = "RGB"
 
     # ------------------------------------------------------------------ the family interface
@@ -499,8 +502,6 @@ class FMANetPP(RestorationModel):
     def trainable_parts(self, stage: TrainingStage) -> list[tuple[str, nn.Module]]:
         if self.net_d is None:
             return [("e", self.ete)]
-        for p in self.ete.parameters():
-            p.requires_grad_(False)
         parts = [("d", self.net_d)]
         return parts + [("r", self.net_r)] if self.net_r is not None else parts
 

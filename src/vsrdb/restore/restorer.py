@@ -144,6 +144,33 @@ class _Frame:
         self.features: dict[int, Tensor | None] = {}
 
 
+class _FrameBuffer:
+    """The frames of an indexed stream that a window or chunk still needs, read ahead on demand.
+
+    ``end`` is the clip's length once the stream has ended (None before).
+    """
+
+    def __init__(self, stream: Iterator[tuple[int, _Frame]]) -> None:
+        self.stream = stream
+        self.frames: dict[int, _Frame] = {}
+        self.end: int | None = None
+        self.upcoming: int | None = None  # index of the next frame the stream gives
+
+    def fill(self, last: int) -> None:
+        """Read frames up to index ``last`` (or to the stream's end)."""
+        while self.end is None and (self.upcoming is None or self.upcoming <= last):
+            nxt = next(self.stream, None)
+            if nxt is None:
+                self.end = self.upcoming or 0
+                return
+            self.frames[nxt[0]] = nxt[1]
+            self.upcoming = nxt[0] + 1
+
+    def drop_before(self, index: int) -> None:
+        for j in [j for j in self.frames if j < index]:
+            del self.frames[j]
+
+
 class Restorer:
     """Restore a stream of frames with any registry model.
 
@@ -271,38 +298,19 @@ class Restorer:
         ``reach`` frames of context on both sides (fewer at the clip's ends, as in a whole-clip
         forward), so every output equals the whole-sequence forward's."""
         reach, chunk, scale = self.model.frames.reach, self.sequence_chunk, self.scale
-        buffer: dict[int, _Frame] = {}
-        end: int | None = None
-        upcoming = None
-        for index, frame in frames:  # frames before start - reach are never needed
-            if index >= start - reach:
-                buffer[index] = frame
-                upcoming = index + 1
-                break
-        else:
-            return
-
-        def fill(last: int) -> None:
-            nonlocal end, upcoming
-            while end is None and upcoming <= last:
-                nxt = next(frames, None)
-                if nxt is None:
-                    end = upcoming
-                    return
-                buffer[nxt[0]] = nxt[1]
-                upcoming += 1
-
+        buffer = _FrameBuffer(frames)
         a = start
         while stop is None or a < stop:
             b = a + chunk if stop is None else min(a + chunk, stop)
-            fill(b - 1 + reach)
-            if end is not None:
-                b = min(b, end)
+            buffer.fill(b - 1 + reach)
+            buffer.drop_before(a - reach)
+            if buffer.end is not None:
+                b = min(b, buffer.end)
             if a >= b:
                 return
-            lo = max(min(buffer), a - reach)
-            hi = b + reach if end is None else min(end, b + reach)
-            lr = torch.stack([buffer[j].lr for j in range(lo, hi)], dim=1).unsqueeze(0)  # [1, 3, n, H, W]
+            lo = max(0, a - reach)  # run() checked that the stream starts at or before this
+            hi = b + reach if buffer.end is None else min(buffer.end, b + reach)
+            lr = torch.stack([buffer.frames[j].lr for j in range(lo, hi)], dim=1).unsqueeze(0)  # [1, 3, n, H, W]
             plan = self.plan
             out = torch.zeros(hi - lo, 3, plan.height * scale, plan.width * scale, device=self.device)
             for idx, (y, x, h, w) in enumerate(plan.tiles()):
@@ -315,8 +323,7 @@ class Restorer:
                 frame = out[i - lo]
                 yield (frame.flip(0) if self.bgr else frame).cpu()
             a = b
-            for j in [j for j in buffer if j < a - reach]:
-                del buffer[j]
+            buffer.drop_before(a - reach)
 
     def use_plan(self, plan: TilePlan) -> None:
         """Restore with these tiles from now on (a resumed or shared job keeps its first plan)."""
@@ -372,31 +379,17 @@ class Restorer:
         if self.model.frames.mode == "sequence":
             yield from self._sequence(indexed, start, stop)
             return
-        buffer: dict[int, _Frame] = {}
-        end: int | None = None  # the clip's length, once the stream has ended
-        upcoming = first
-
-        def fill(last: int) -> None:
-            nonlocal end, upcoming
-            while end is None and upcoming <= last:
-                nxt = next(indexed, None)
-                if nxt is None:
-                    end = upcoming
-                    return
-                buffer[nxt[0]] = nxt[1]
-                upcoming += 1
-
+        buffer = _FrameBuffer(indexed)
         i = start
         while stop is None or i < stop:
-            fill(i + after)
-            if end is not None and i >= end:
+            buffer.fill(i + after)
+            if buffer.end is not None and i >= buffer.end:
                 break
-            window = [buffer[j] for j in window_indices(i, before + after + 1, end)]
+            window = [buffer.frames[j] for j in window_indices(i, before + after + 1, buffer.end)]
             out = self._restore_window(window).float()
             yield (out.flip(0) if self.bgr else out).cpu()
             i += 1
-            for j in [j for j in buffer if j < i - before]:
-                del buffer[j]
+            buffer.drop_before(i - before)
 
 
 _LIBC = None

@@ -179,9 +179,7 @@ class Trainer:
         return (self.run_dir / stage.result / "config.json").exists()
 
     def _number(self, index: int) -> int:
-        # Seeds are offset by the stage's place counted from the last (which is 2), so a
-        # one-stage family's run follows the same seeds as FMA-Net's final stage.
-        return index + 3 - len(self.stages)
+        return _stage_number(index, len(self.stages))
 
     def _state_path(self, index: int) -> Path:
         path = self.ckpt_dir / f"{self.stages[index].name}_last.pt"
@@ -377,6 +375,12 @@ class Trainer:
                 tb.add_scalar(f"{stage.name}/val_{k}", v, step)
 
 
+def _stage_number(index: int, count: int) -> int:
+    """A stage's number for seeds and pre-naming checkpoint files: its place counted from the last
+    (which is 2), so a one-stage family's run follows the same seeds as FMA-Net's final stage."""
+    return index + 3 - count
+
+
 def _stage_settings(cfg: TrainConfig, stages: list[TrainingStage]) -> dict[str, StageConfig]:
     """Each stage's iterations and learning rate: ``stages.<name>``, else the legacy key."""
     names = [s.name for s in stages]
@@ -442,7 +446,7 @@ def export_last(cfg: TrainConfig, out: str | Path) -> Path:
     stages = probe.training_stages(cfg.loss)
     for index in reversed(range(len(stages))):
         stage = stages[index]
-        number = index + 3 - len(stages)
+        number = _stage_number(index, len(stages))
         found = [p for p in (ckpt_dir / f"{stage.name}_last.pt", ckpt_dir / f"stage{number}_last.pt") if p.exists()]
         if found:
             break

@@ -1,8 +1,10 @@
 """Per-frame restoration time of FMA-Net++ beside FMA-Net, in one run (issue: FMA-Net++).
 
 Both stream the same frames through the Restorer (FMA-Net: sliding T=3 windows with cached
-NetD features; FMA-Net++: chunks of frames with 2M frames of context each way), random
-weights (cost does not depend on them), fp32 unless --precision says otherwise.
+per-frame features; FMA-Net++: its stream, every frame computed once per HRBA block), random
+weights (cost does not depend on them), fp32 unless --precision says otherwise. Each model
+first restores a few frames untimed (oneDNN's first calls pick their kernels); then the
+whole clip is timed, from the first frame read to the last written, over its frame count.
 
     python benchmarks/sequence_speed.py --size 90x160 --frames 40
 """
@@ -19,14 +21,16 @@ from vsrdb.precision import describe_cpu
 from vsrdb.restore import Restorer
 
 
-def seconds_per_frame(name: str, frames: list[torch.Tensor], precision: str, warmup: int) -> float:
+def seconds_per_frame(name: str, frames: list[torch.Tensor], precision: str, chunk: int | None) -> float:
     model = vsrdb.build(name).eval()
     restorer = Restorer(model, precision=precision)
-    start = None
-    for i, _ in enumerate(restorer.run(iter(frames))):
-        if i + 1 == warmup:
-            start = time.perf_counter()
-    return (time.perf_counter() - start) / (len(frames) - warmup)
+    if chunk:
+        restorer.sequence_chunk = chunk
+    for _ in restorer.run(iter(frames[:4])):
+        pass
+    start = time.perf_counter()
+    count = sum(1 for _ in restorer.run(iter(frames)))
+    return (time.perf_counter() - start) / count
 
 
 def main() -> None:
@@ -36,6 +40,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--models", default="fmanet,fmanetpp")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="frames pushed to a sequence model's stream at once (default: the Restorer's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))
@@ -45,9 +51,7 @@ def main() -> None:
           flush=True)
     times = {}
     for name in args.models.split(","):
-        # FMA-Net++'s first chunk (its outputs come all at once) is the warm-up.
-        warmup = Restorer(vsrdb.build(name)).sequence_chunk if name.startswith("fmanetpp") else 2
-        times[name] = seconds_per_frame(name, frames, args.precision, warmup)
+        times[name] = seconds_per_frame(name, frames, args.precision, args.chunk)
         print(f"  {name:14s} {times[name]:.3f} s per output frame", flush=True)
     names = list(times)
     if len(names) == 2:

@@ -5,6 +5,7 @@ import torch
 
 import vsrdb
 from vsrdb.models.fmanetpp import ExposureModulation, degrade, supervised_contrastive_loss
+from vsrdb.models.family import RestorationModel
 from vsrdb.restore import Restorer
 
 
@@ -71,21 +72,46 @@ def test_fgdf_with_a_centre_delta_kernel_and_still_frames_is_subsampling():
     assert torch.allclose(warped[:, 0, 1], hr[:, 0], atol=1e-3) and torch.allclose(warped[:, 0, 0], hr[:, 1], atol=1e-3)
 
 
-def test_chunked_restoration_equals_the_whole_sequence():
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_streamed_restoration_equals_the_whole_sequence(chunk):
     torch.manual_seed(0)
     model = vsrdb.build("fmanetpp-cpu").eval()
     frames = [torch.rand(3, 10, 12) for _ in range(21)]
     with torch.no_grad():
         whole = model.restore_sequence(torch.stack(frames, dim=1)[None])[0]
     restorer = Restorer(model)
-    restorer.sequence_chunk = 4  # many chunks, each with reach frames of context
+    restorer.sequence_chunk = chunk  # frames pushed at once
     outs = list(restorer.run(iter(frames)))
     assert len(outs) == 21
     assert max((o - whole[:, i]).abs().max().item() for i, o in enumerate(outs)) < 1e-4
     # A resumed segment (frames 9..14, given from 9 - reach) gives the same frames.
     r = model.frames.reach
-    part = list(Restorer(model).run(iter(frames[9 - r:]), first=9 - r, start=9, stop=15))
+    part = list(restorer.run(iter(frames[9 - r:]), first=9 - r, start=9, stop=15))
     assert len(part) == 6 and all(torch.allclose(o, whole[:, 9 + i], atol=1e-4) for i, o in enumerate(part))
+
+
+def test_the_stream_computes_each_frame_once_per_block_and_the_generic_one_matches_it():
+    """FMA-Net++'s stream runs every HRBA block on each frame once; the interface's default
+    (chunks with reach frames of context, for any sequence family) recomputes but agrees."""
+    torch.manual_seed(0)
+    model = vsrdb.build("fmanetpp-cpu").eval()
+    lr = torch.rand(1, 3, 13, 8, 10)
+    frames_seen = []
+    hook = model.net_r.blocks[0].register_forward_hook(lambda m, args, out: frames_seen.append(args[0].shape[1]))
+    with torch.no_grad():
+        whole = model.restore_sequence(lr)[0]
+        frames_seen.clear()
+        stream = model.sequence_stream(1)
+        outs = [o for i in range(13) for o in stream.push(lr[:, :, i:i + 1])]
+        assert len(outs) == 13 - model.frames.reach  # each waits for reach frames after it
+        outs += stream.finish()
+        assert sum(frames_seen) == 13
+        hook.remove()
+        generic = RestorationModel.sequence_stream(model, 3)
+        outs2 = [o for i in range(0, 13, 2) for o in generic.push(lr[:, :, i:i + 2])] + generic.finish()
+    for got in (outs, outs2):
+        assert len(got) == 13
+        assert max((o[0] - whole[:, i]).abs().max().item() for i, o in enumerate(got)) < 1e-4
 
 
 def test_neighbour_flows_point_to_where_each_pixel_is_in_the_next_and_previous_frames():

@@ -18,7 +18,8 @@ What a family says about itself:
 What it does:
 
 - ``restore(lr, ...)``: inference on a window; ``step`` for recurrent families;
-  ``encode_frame`` for features that depend on one frame only (cached by the Restorer).
+  ``encode_frame`` for features that depend on one frame only (cached by the Restorer);
+  ``sequence_stream`` for sequence families (frames in, restored frames out, in order).
 - Training: ``training_stages`` (the recipe, in order), ``trainable_parts`` (one optimiser
   each), ``training_loss`` (the stage's loss and its terms), ``validation_pair``, and
   ``start_stage`` (what a stage takes over from the stage before).
@@ -34,10 +35,11 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
+import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["FrameNeed", "TrainingStage", "RestorationModel", "LossFn"]
+__all__ = ["FrameNeed", "TrainingStage", "RestorationModel", "LossFn", "SequenceStream", "ContextStream"]
 
 # The model (or its DDP wrapper) called as in training: (lr, hr, **inputs) -> outputs.
 LossFn = Callable[..., Mapping[str, Any]]
@@ -147,6 +149,15 @@ class RestorationModel(nn.Module):
         """Sequence families: every frame, ``lr [B, 3, T, H, W]`` -> ``[B, 3, T, sH, sW]``."""
         raise NotImplementedError(f"{type(self).__name__} restores windows, not sequences")
 
+    def sequence_stream(self, chunk: int) -> "SequenceStream":
+        """Sequence families: a stream that restores a clip fed ``chunk`` frames at a time and
+        gives every frame as ``restore_sequence`` of the whole clip would.
+
+        This default re-runs ``restore_sequence`` on chunks with ``frames.reach`` frames of
+        context each way; a family whose network allows it streams without recomputation.
+        """
+        return ContextStream(self, chunk)
+
     def restore(self, lr: Tensor, *, features: list[Tensor] | None = None, flows: Tensor | None = None) -> Tensor:
         """``lr [B, 3, T, H, W]`` -> the restored centre frame ``[B, 3, sH, sW]``.
 
@@ -198,3 +209,57 @@ class RestorationModel(nn.Module):
         """Named ``uint8 [H, W, 3]`` pictures of the model's internals on one window
         ``[1, 3, T, H, W]`` (in the model's channel order), for reports. None by default."""
         return {}
+
+
+class SequenceStream:
+    """Restores a clip fed in order, a few frames at a time, with bounded memory.
+
+    ``push(lr [B, 3, K, H, W])`` returns the frames that are final so far, each ``[B, 3, sH, sW]``
+    (none, at first: a frame is final once ``frames.reach`` frames after it were pushed);
+    ``finish()`` returns the rest at the clip's end. In order, they are the frames of
+    ``restore_sequence`` on the whole clip.
+    """
+
+    def push(self, lr: Tensor) -> list[Tensor]:
+        raise NotImplementedError
+
+    def finish(self) -> list[Tensor]:
+        raise NotImplementedError
+
+
+class ContextStream(SequenceStream):
+    """Any sequence family: every ``chunk`` output frames are restored by ``restore_sequence`` on
+    them plus ``reach`` frames of context each way (fewer at the clip's start and end), so each
+    costs (chunk + 2 reach) / chunk frames of computation."""
+
+    def __init__(self, model: RestorationModel, chunk: int) -> None:
+        self.model, self.chunk, self.reach = model, max(1, chunk), model.frames.reach
+        self.frames: list[Tensor] = []  # [B, 3, H, W], from clip index ``first``
+        self.first = 0
+        self.done = 0                   # frames returned so far
+
+    def push(self, lr: Tensor) -> list[Tensor]:
+        self.frames.extend(lr.unbind(2))
+        outs: list[Tensor] = []
+        # A chunk can go once its last frame has reach frames after it.
+        while self.first + len(self.frames) >= self.done + self.chunk + self.reach:
+            outs += self._restore(self.done + self.chunk)
+        return outs
+
+    def finish(self) -> list[Tensor]:
+        outs: list[Tensor] = []
+        end = self.first + len(self.frames)
+        while self.done < end:
+            outs += self._restore(min(self.done + self.chunk, end))
+        return outs
+
+    def _restore(self, stop: int) -> list[Tensor]:
+        lo = max(0, self.done - self.reach)
+        hi = min(self.first + len(self.frames), stop + self.reach)
+        lr = torch.stack(self.frames[lo - self.first:hi - self.first], dim=2)
+        out = self.model.restore_sequence(lr)[:, :, self.done - lo:stop - lo].unbind(2)
+        self.done = stop
+        keep = max(0, self.done - self.reach)  # the next chunk's context starts here
+        del self.frames[:keep - self.first]
+        self.first = keep
+        return list(out)

@@ -58,12 +58,12 @@ from .blocks import RDB, FrameConv, GatedFeedForward, GuidedTransposedAttention,
 from ..data.flow import neighbour_flows
 from ..errors import InputError
 from ..train.losses import LossWeights
-from .family import FrameNeed, LossFn, RestorationModel, TrainingStage
+from .family import FrameNeed, LossFn, RestorationModel, SequenceStream, TrainingStage
 from .inputs import check_video_inputs
 from .registry import from_preset, register_model
 
 __all__ = ["FMANetPPConfig", "FMANetPP", "ExposureEncoder", "ExposureModulation", "HRBA", "NetDPP", "NetRPP",
-           "supervised_contrastive_loss", "degrade", "VISIBLE"]
+           "FMANetPPStream", "supervised_contrastive_loss", "degrade", "VISIBLE"]
 
 VISIBLE = 10.0  # occlusion-mask logit meaning "fully visible" (sigmoid 0.99995)
 
@@ -247,11 +247,16 @@ class HRBA(nn.Module):
             self.ffn2 = GatedFeedForward(c, cfg.ffn_expansion_factor, bias=False)
         self.etm = ExposureModulation(cfg.embed_dim, c)
 
-    def forward(self, feat: Tensor, flow: Tensor, u: Tensor, kd: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, feat: Tensor, flow: Tensor, u: Tensor, kd: Tensor | None = None, *,
+                neighbours: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """``feat [B, T, C, H, W]``, ``flow [B, T, 6n, H, W]``, ``u [B, T, E]``, ``kd [B, T, C, H, W]``
-        (NetR) -> refined (feat, flow)."""
+        (NetR) -> refined (feat, flow).
+
+        ``neighbours``: the features of frames i+1 and i-1 for each frame i, when ``feat`` is a
+        piece of a longer sequence (streaming); by default ``feat``'s own, the ends repeated.
+        """
         b, t = feat.shape[:2]
-        nxt, prev = _neighbours(feat)
+        nxt, prev = neighbours if neighbours is not None else _neighbours(feat)
         to_next, to_prev = flow.chunk(2, dim=2)
         warped = cat_channels(feat, multi_flow_warp(nxt, to_next), multi_flow_warp(prev, to_prev))
         fused = self.fuse(warped)
@@ -295,15 +300,16 @@ class NetDPP(nn.Module):
         f[:, :, 2::3] = VISIBLE
         return f
 
+    def begin(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per frame: the first HRBA block's input (features, f = 0 with o = 1)."""
+        return self.encode(x.to(compute_dtype(self))), self.initial_flow(x)
+
     def forward(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        feat = self.encode(x.to(compute_dtype(self)))
-        flow = self.initial_flow(x)
+        feat, flow = self.begin(x)
         for block in self.blocks:
             feat, flow = block(feat, flow, u)
-        dt = feat.dtype
-        image_flow = self.image_flow_head(flow.to(dt)).float()
-        kernels = self.kernel_head(feat)
-        return feat, flow, image_flow, kernels
+        image_flow = self.image_flow_head(flow.to(feat.dtype)).float()
+        return feat, flow, image_flow, self.kernel_head(feat)
 
 
 class NetRPP(nn.Module):
@@ -323,21 +329,30 @@ class NetRPP(nn.Module):
             nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(c, cfg.in_channels, 3, padding=1))
 
-    def forward(self, x: Tensor, u: Tensor, feat_d: Tensor, flow_d: Tensor, kernels: Tensor) -> Tensor:
-        """``x [B, T, 3, H, W]`` (fp32) -> ``[B, T, 3, 4H, 4W]``."""
-        b, t, _, h, w = x.shape
+    def begin(self, x: Tensor, feat_d: Tensor, kernels: Tensor) -> tuple[Tensor, Tensor]:
+        """Per frame: the first HRBA block's features and the DA queries from K^D."""
+        b, t = x.shape[:2]
         dt = feat_d.dtype
         feat = self.rdb(self.encode(cat_channels(x.to(dt), feat_d)))
         # Softmax-normalised kernels as DA queries: the logits' scale is arbitrary.
         k = normalize_downsampling_kernels(kernels.flatten(0, 1).unflatten(1, (3, -1)))  # [BT, 3, k^2, H, W]
-        kd = self.kd_embed(k.flatten(1, 2).unflatten(0, (b, t)).to(dt))
+        return feat, self.kd_embed(k.flatten(1, 2).unflatten(0, (b, t)).to(dt))
+
+    def end(self, x: Tensor, feat: Tensor) -> Tensor:
+        """Per frame: the upsampling block's residual over the bilinear x4 input (Eq. 8)."""
+        b, t = x.shape[:2]
+        residual = self.upsample(flatten_frames(feat)).float().unflatten(0, (b, t))
+        base = F.interpolate(x.flatten(0, 1).float(), scale_factor=self.cfg.scale, mode="bilinear",
+                             align_corners=False)
+        return base.unflatten(0, (b, t)) + residual
+
+    def forward(self, x: Tensor, u: Tensor, feat_d: Tensor, flow_d: Tensor, kernels: Tensor) -> Tensor:
+        """``x [B, T, 3, H, W]`` (fp32) -> ``[B, T, 3, 4H, 4W]``."""
+        feat, kd = self.begin(x, feat_d, kernels)
         flow = flow_d
         for block in self.blocks:
             feat, flow = block(feat, flow, u, kd)
-        residual = self.upsample(flatten_frames(feat)).float().unflatten(0, (b, t))
-        s = self.cfg.scale
-        base = F.interpolate(x.flatten(0, 1).float(), scale_factor=s, mode="bilinear", align_corners=False)
-        return base.unflatten(0, (b, t)) + residual
+        return self.end(x, feat)
 
 
 def degrade(hr: Tensor, image_flow: Tensor, kernels: Tensor, scale: int) -> tuple[Tensor, Tensor]:
@@ -364,6 +379,118 @@ def degrade(hr: Tensor, image_flow: Tensor, kernels: Tensor, scale: int) -> tupl
     return recon, torch.stack((w_next, w_prev), dim=2)
 
 
+
+
+# ----------------------------------------------------------------------------- streaming
+
+Frames = dict[str, Tensor]  # per-frame tensors of consecutive frames, each [B, K, ...]
+
+
+def _cat_frames(a: Frames, b: Frames) -> Frames:
+    return {k: torch.cat((a[k], b[k]), dim=1) for k in b}
+
+
+def _take(item: Frames, lo: int, hi: int) -> Frames:
+    return {k: v[:, lo:hi] for k, v in item.items()}
+
+
+class _BlockStream:
+    """One HRBA block over a clip fed in order.
+
+    Frame i's output needs frame i+1's input, so a push returns every frame but the newest,
+    which waits (``pending``) with the features of the one before it (``before``; None at the
+    clip's start, where a frame is its own previous neighbour, as in ``_neighbours``).
+    """
+
+    def __init__(self, block: HRBA) -> None:
+        self.block = block
+        self.pending: Frames | None = None
+        self.before: Tensor | None = None
+
+    def push(self, item: Frames) -> Frames | None:
+        seq = item if self.pending is None else _cat_frames(self.pending, item)
+        n = seq["feat"].shape[1]
+        out = None
+        if n > 1:
+            out = self._refine(_take(seq, 0, n - 1), nxt=seq["feat"][:, 1:])
+            self.before = seq["feat"][:, n - 2:n - 1]
+        self.pending = _take(seq, n - 1, n)
+        return out
+
+    def finish(self) -> Frames | None:
+        """The clip has ended: its last frame, its own next neighbour."""
+        if self.pending is None:
+            return None
+        out = self._refine(self.pending, nxt=self.pending["feat"])
+        self.pending = self.before = None
+        return out
+
+    def _refine(self, cur: Frames, nxt: Tensor) -> Frames:
+        feat = cur["feat"]
+        first = self.before if self.before is not None else feat[:, :1]
+        prev = torch.cat((first, feat[:, :-1]), dim=1)
+        out = dict(cur)
+        out["feat"], out["flow"] = self.block(feat, cur["flow"], cur["u"], cur.get("kd"), neighbours=(nxt, prev))
+        return out
+
+
+class _PerFrame:
+    """A step that needs no neighbours (no delay)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def push(self, item: Frames) -> Frames:
+        return self.fn(item)
+
+    def finish(self) -> None:
+        return None
+
+
+class FMANetPPStream(SequenceStream):
+    """FMA-Net++ over a clip fed in order, every frame computed once per block.
+
+    Each of the 2M HRBA blocks delays its output by one frame (it waits for the next frame's
+    input), so a frame comes out ``2M = frames.reach`` frames after it went in, and every
+    block holds about two frames of features: memory does not grow with the clip, and nothing
+    is computed twice (restoring chunks with 2M frames of context each way would compute
+    (chunk + 4M) / chunk frames per output frame). The outputs equal ``restore_sequence`` of
+    the whole clip. Pushing K frames at a time runs each step on K frames at once.
+    """
+
+    def __init__(self, model: "FMANetPP") -> None:
+        self.model = model
+        net_d, net_r = model.net_d, model.net_r
+        self.steps = [*(_BlockStream(b) for b in net_d.blocks), _PerFrame(self._between),
+                      *(_BlockStream(b) for b in net_r.blocks), _PerFrame(self._end)]
+
+    def push(self, lr: Tensor) -> list[Tensor]:
+        x = lr.transpose(1, 2)  # frames-major [B, K, 3, H, W]
+        feat, flow = self.model.net_d.begin(x)
+        item: Frames | None = {"x": x, "u": self.model.embed(x), "feat": feat, "flow": flow}
+        for step in self.steps:
+            item = step.push(item)
+            if item is None:
+                return []
+        return list(item["output"].unbind(1))
+
+    def finish(self) -> list[Tensor]:
+        # Each step's last frames (from the steps before it) go through it, then its own.
+        carry: Frames | None = None
+        for step in self.steps:
+            parts = [step.push(carry) if carry is not None else None, step.finish()]
+            parts = [p for p in parts if p is not None]
+            carry = parts[0] if len(parts) == 1 else _cat_frames(*parts) if parts else None
+        return [] if carry is None else list(carry["output"].unbind(1))
+
+    def _between(self, item: Frames) -> Frames:
+        """NetD's K^D head, then NetR's first features, from NetD's last block."""
+        kernels = self.model.net_d.kernel_head(item["feat"])
+        feat, kd = self.model.net_r.begin(item["x"], item["feat"], kernels)
+        return {"x": item["x"], "u": item["u"], "feat": feat, "flow": item["flow"], "kd": kd}
+
+    def _end(self, item: Frames) -> Frames:
+        return {"output": self.model.net_r.end(item["x"], item["feat"])}  # [B, K, 3, sH, sW]
 
 
 # ----------------------------------------------------------------------------- the family
@@ -461,6 +588,12 @@ class FMANetPP(RestorationModel):
 
     def restore(self, lr: Tensor, *, features: list[Tensor] | None = None, flows: Tensor | None = None) -> Tensor:
         return self.restore_sequence(lr)[:, :, lr.shape[2] // 2]
+
+    def sequence_stream(self, chunk: int) -> SequenceStream:
+        """Streams without recomputation (``FMANetPPStream``); ``chunk`` frames per push run together."""
+        if self.net_r is None:
+            raise InputError(f"a stage-{self.config.stage} FMA-Net++ (no NetR) cannot restore")
+        return FMANetPPStream(self)
 
     @torch.no_grad()
     def diagnostic_maps(self, window: Tensor, **inputs: Tensor) -> dict[str, np.ndarray]:

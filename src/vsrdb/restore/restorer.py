@@ -206,8 +206,8 @@ class Restorer:
         self.plan: TilePlan | None = None  # chosen from the first frame's size, or given
         self._blend: list[Tensor] = []
         self.state: Tensor | None = None  # a recurrent model's last output
-        # Sequence families: output frames per chunk (each chunk also reads reach frames each way).
-        self.sequence_chunk = max(model.frames.length, 4 * model.frames.reach)
+        # Sequence families: frames pushed to the stream at once (more use a GPU better).
+        self.sequence_chunk = 1 if self.device.type == "cpu" else model.frames.length
 
     def make_plan(self, height: int, width: int) -> TilePlan:
         """The tiles for frames of this LR size under the memory budget (or ``tile``)."""
@@ -218,7 +218,7 @@ class Restorer:
 
     def _tile_bytes(self, height: int, width: int) -> int:
         if self.model.frames.mode == "sequence":
-            n = self.sequence_chunk + 2 * self.model.frames.reach
+            n = self.sequence_chunk + 1  # a push's frames and the frame waiting in each block
             return self.model.inference_bytes(height, width, bytes_per_value=self.dtype.itemsize, frames=n)
         return self.model.inference_bytes(height, width, bytes_per_value=self.dtype.itemsize)
 
@@ -294,36 +294,55 @@ class Restorer:
 
     @torch.no_grad()
     def _sequence(self, frames: Iterator[tuple[int, _Frame]], start: int, stop: int | None) -> Iterator[Tensor]:
-        """Sequence families: chunks of ``sequence_chunk`` output frames, each restored together with
-        ``reach`` frames of context on both sides (fewer at the clip's ends, as in a whole-clip
-        forward), so every output equals the whole-sequence forward's."""
-        reach, chunk, scale = self.model.frames.reach, self.sequence_chunk, self.scale
-        buffer = _FrameBuffer(frames)
-        a = start
-        while stop is None or a < stop:
-            b = a + chunk if stop is None else min(a + chunk, stop)
-            buffer.fill(b - 1 + reach)
-            buffer.drop_before(a - reach)
-            if buffer.end is not None:
-                b = min(b, buffer.end)
-            if a >= b:
+        """Sequence families: one ``model.sequence_stream`` per tile, fed ``sequence_chunk`` frames at
+        a time. A stream takes its first frame as the clip's start (run() checked that it is, or
+        lies ``reach`` frames or more before ``start``) and ends the clip only when the frames
+        end, so every output equals the whole-clip forward's."""
+        plan, scale, reach = self.plan, self.scale, self.model.frames.reach
+        streams = [self.model.sequence_stream(self.sequence_chunk) for _ in plan.tiles()]
+        chunk: list[Tensor] = []
+        first: int | None = None  # clip index of the first frame, hence of the first output
+        done = 0                  # outputs blended so far
+
+        def push(end: bool) -> list[list[Tensor]]:
+            outs = [[] for _ in streams]
+            if chunk:
+                lr = torch.stack(chunk, dim=1).unsqueeze(0)  # [1, 3, K, H, W]
+                outs = [s.push(lr[..., y:y + h, x:x + w]) for s, (y, x, h, w) in zip(streams, plan.tiles())]
+                chunk.clear()
+            if end:
+                outs = [o + s.finish() for o, s in zip(outs, streams)]
+            _release_free_memory()
+            return outs
+
+        def blend(per_tile: list[list[Tensor]]) -> Iterator[tuple[int, Tensor]]:
+            nonlocal done
+            for parts in zip(*per_tile):
+                out = torch.zeros(3, plan.height * scale, plan.width * scale, device=self.device)
+                for idx, ((y, x, h, w), tile) in enumerate(zip(plan.tiles(), parts)):
+                    box = (slice(None), slice(y * scale, (y + h) * scale), slice(x * scale, (x + w) * scale))
+                    out[box] += tile[0].float() * self._blend[idx] if plan.tiled else tile[0].float()
+                yield first + done, (out.flip(0) if self.bgr else out).cpu()
+                done += 1
+
+        ended = True
+        for i, frame in frames:
+            first = i if first is None else first
+            if stop is not None and i >= stop + reach:
+                ended = False  # the frames from here on change no output before stop
+                break
+            chunk.append(frame.lr)
+            if len(chunk) == self.sequence_chunk:
+                for j, out in blend(push(end=False)):
+                    if stop is not None and j >= stop:
+                        return
+                    if j >= start:
+                        yield out
+        for j, out in blend(push(end=ended)):
+            if stop is not None and j >= stop:
                 return
-            lo = max(0, a - reach)  # run() checked that the stream starts at or before this
-            hi = b + reach if buffer.end is None else min(buffer.end, b + reach)
-            lr = torch.stack([buffer.frames[j].lr for j in range(lo, hi)], dim=1).unsqueeze(0)  # [1, 3, n, H, W]
-            plan = self.plan
-            out = torch.zeros(hi - lo, 3, plan.height * scale, plan.width * scale, device=self.device)
-            for idx, (y, x, h, w) in enumerate(plan.tiles()):
-                tile = self.model.restore_sequence(lr[..., y:y + h, x:x + w])[0].float().transpose(0, 1)
-                box = (slice(None), slice(None), slice(y * scale, (y + h) * scale), slice(x * scale, (x + w) * scale))
-                out[box] += tile * self._blend[idx] if plan.tiled else tile
-                del tile
-                _release_free_memory()
-            for i in range(a, b):
-                frame = out[i - lo]
-                yield (frame.flip(0) if self.bgr else frame).cpu()
-            a = b
-            buffer.drop_before(a - reach)
+            if j >= start:
+                yield out
 
     def use_plan(self, plan: TilePlan) -> None:
         """Restore with these tiles from now on (a resumed or shared job keeps its first plan)."""

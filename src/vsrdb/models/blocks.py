@@ -43,8 +43,18 @@ def lrelu() -> nn.LeakyReLU:
 
 
 def channels_last(x: Tensor) -> Tensor:
-    """A 4-D tensor in channels-last memory (a no-op when it already is)."""
-    return x.contiguous(memory_format=torch.channels_last)
+    """A 4-D tensor in channels-last memory (a no-op when it already is).
+
+    A batch of one may carry any stride on its batch dimension (``[B, T, ...]`` frames
+    flattened with B = T = 1 keep the frame stride); PyTorch calls that channels-last, but
+    oneDNN's convolution then copies the input to NCHW unless the weight is channels-last too,
+    so such a view gets the canonical stride (still a view).
+    """
+    x = x.contiguous(memory_format=torch.channels_last)
+    n, c, h, w = x.shape
+    if n == 1 and x.stride(0) != c * h * w:
+        x = x.as_strided(x.shape, (c * h * w, 1, w * c, c))
+    return x
 
 
 def compute_dtype(module: nn.Module) -> torch.dtype:
@@ -59,6 +69,16 @@ def compute_dtype(module: nn.Module) -> torch.dtype:
 def flatten_frames(x: Tensor) -> Tensor:
     """``[B, T, C, H, W]`` -> channels-last ``[B*T, C, H, W]`` (a view when already laid out so)."""
     return channels_last(x.flatten(0, 1))
+
+
+def channel_softmax(x: Tensor) -> Tensor:
+    """Softmax over the channels of ``[N, C, H, W]``, in and out channels-last.
+
+    ``torch.softmax(x, 1)`` on channels-last input returns a contiguous tensor, and the next
+    convolution then copies it back: at C = 1200 (FMA-Net++'s K^D) that costs more than the
+    softmax itself.
+    """
+    return torch.softmax(channels_last(x).permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
 
 
 def cat_channels(*xs: Tensor) -> Tensor:

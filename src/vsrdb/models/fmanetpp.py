@@ -54,7 +54,7 @@ from ..ops.dynamic_filter import dynamic_downsample, normalize_downsampling_kern
 from ..ops.pictures import colorize_flow, kernel_mosaic
 from ..ops.warp import image_flow_warp, multi_flow_warp
 from .blocks import RDB, FrameConv, GatedFeedForward, GuidedTransposedAttention, LayerNorm2d, cat_channels, \
-    compute_dtype, flatten_frames, lrelu
+    channel_softmax, compute_dtype, flatten_frames, lrelu
 from ..data.flow import neighbour_flows
 from ..errors import InputError
 from ..train.losses import LossWeights
@@ -334,9 +334,10 @@ class NetRPP(nn.Module):
         b, t = x.shape[:2]
         dt = feat_d.dtype
         feat = self.rdb(self.encode(cat_channels(x.to(dt), feat_d)))
-        # Softmax-normalised kernels as DA queries: the logits' scale is arbitrary.
-        k = normalize_downsampling_kernels(kernels.flatten(0, 1).unflatten(1, (3, -1)))  # [BT, 3, k^2, H, W]
-        return feat, self.kd_embed(k.flatten(1, 2).unflatten(0, (b, t)).to(dt))
+        # Softmax-normalised kernels as DA queries (the logits' scale is arbitrary): one softmax over
+        # all 3 k_d^2 entries, as normalize_downsampling_kernels, in the feature dtype.
+        k = channel_softmax(flatten_frames(kernels).to(dt)).unflatten(0, (b, t))
+        return feat, self.kd_embed(k)
 
     def end(self, x: Tensor, feat: Tensor) -> Tensor:
         """Per frame: the upsampling block's residual over the bilinear x4 input (Eq. 8)."""
@@ -387,11 +388,20 @@ Frames = dict[str, Tensor]  # per-frame tensors of consecutive frames, each [B, 
 
 
 def _cat_frames(a: Frames, b: Frames) -> Frames:
-    return {k: torch.cat((a[k], b[k]), dim=1) for k in b}
+    def cat(x: Tensor, y: Tensor) -> Tensor:
+        if x.dim() == 5 and x.shape[0] == 1:  # keep the frames channels-last (a 5-D cat would not)
+            return torch.cat((flatten_frames(x), flatten_frames(y))).unsqueeze(0)
+        return torch.cat((x, y), dim=1)
+    return {k: cat(a[k], b[k]) for k in b}
 
 
 def _take(item: Frames, lo: int, hi: int) -> Frames:
     return {k: v[:, lo:hi] for k, v in item.items()}
+
+
+def _keep(item: Frames, i: int) -> Frames:
+    """Frame i alone, copied: a view would keep the whole chunk's storage alive while it waits."""
+    return {k: v[:, i:i + 1].clone() for k, v in item.items()}
 
 
 class _BlockStream:
@@ -413,8 +423,8 @@ class _BlockStream:
         out = None
         if n > 1:
             out = self._refine(_take(seq, 0, n - 1), nxt=seq["feat"][:, 1:])
-            self.before = seq["feat"][:, n - 2:n - 1]
-        self.pending = _take(seq, n - 1, n)
+            self.before = seq["feat"][:, n - 2:n - 1].clone()
+        self.pending = _keep(seq, n - 1)
         return out
 
     def finish(self) -> Frames | None:
@@ -475,13 +485,13 @@ class FMANetPPStream(SequenceStream):
         return list(item["output"].unbind(1))
 
     def finish(self) -> list[Tensor]:
-        # Each step's last frames (from the steps before it) go through it, then its own.
-        carry: Frames | None = None
+        # The frames each step still holds come out one by one; every later step takes them one
+        # at a time too, so the clip's end costs no more memory than its middle.
+        carry: list[Frames] = []
         for step in self.steps:
-            parts = [step.push(carry) if carry is not None else None, step.finish()]
-            parts = [p for p in parts if p is not None]
-            carry = parts[0] if len(parts) == 1 else _cat_frames(*parts) if parts else None
-        return [] if carry is None else list(carry["output"].unbind(1))
+            out = [step.push(item) for item in carry] + [step.finish()]
+            carry = [item for item in out if item is not None]
+        return [frame for item in carry for frame in item["output"].unbind(1)]
 
     def _between(self, item: Frames) -> Frames:
         """NetD's K^D head, then NetR's first features, from NetD's last block."""

@@ -218,7 +218,7 @@ class Restorer:
 
     def _tile_bytes(self, height: int, width: int) -> int:
         if self.model.frames.mode == "sequence":
-            n = self.sequence_chunk + 1  # a push's frames and the frame waiting in each block
+            n = self.sequence_chunk  # a push's frames (what the blocks hold between pushes comes on top)
             return self.model.inference_bytes(height, width, bytes_per_value=self.dtype.itemsize, frames=n)
         return self.model.inference_bytes(height, width, bytes_per_value=self.dtype.itemsize)
 

@@ -51,6 +51,23 @@ def test_unknown_config_key_is_named(tmp_path, dataset):
         load_config(path)
 
 
+def test_a_stage_can_set_its_own_batch(tmp_path, dataset, monkeypatch):
+    import vsrdb.train.trainer as trainer
+
+    seen = []
+
+    class Recording(trainer.StepSampler):
+        def __init__(self, n, batch, **kw):
+            seen.append(batch)
+            super().__init__(n, batch, **kw)
+
+    monkeypatch.setattr(trainer, "StepSampler", Recording)
+    cfg = write_config(tmp_path / "c.yaml", dataset, tmp_path / "run", **{"stages.netd": {"iterations": 2, "batch": 3},
+                                                                          "stages.joint": {"iterations": 2}})
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    assert seen == [3, 2]  # netd its own, joint data.batch
+
+
 @pytest.mark.parametrize("edit,message", [
     (lambda ds: ds / "missing", "missing folder"),
     ("count", "frame counts differ"),

@@ -38,6 +38,7 @@ class DataConfig:
 class StageConfig:
     iterations: int = 300_000
     lr: float = 2e-4
+    batch: int | None = None             # this stage's global batch; default data.batch
 
 
 @dataclass
@@ -82,7 +83,7 @@ def _build(cls, data: Any, path: str, source: str):
         hint = hints[key]
         if key == "stages" and cls is TrainConfig:
             if not isinstance(value, dict):
-                raise ConfigError(f"{source}: stages must be a mapping of stage name to {{iterations, lr}}")
+                raise ConfigError(f"{source}: stages must be a mapping of stage name to {{iterations, lr, batch}}")
             kwargs[key] = {name: _build(StageConfig, v, f"stages.{name}", source) for name, v in value.items()}
             continue
         if typing.get_origin(hint) in (typing.Union, types.UnionType) and isinstance(value, dict):

@@ -222,7 +222,8 @@ class Trainer:
             net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         model.train()
-        sampler = StepSampler(len(self.train_set), cfg.data.batch, seed=cfg.seed + 1000 * number, start=start,
+        batch_size = scfg.batch if scfg.batch is not None else cfg.data.batch
+        sampler = StepSampler(len(self.train_set), batch_size, seed=cfg.seed + 1000 * number, start=start,
                               end=scfg.iterations, rank=self.rank, world=self.world)
         loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=cfg.data.workers,
                             persistent_workers=False, pin_memory=self.device.type == "cuda")

@@ -191,3 +191,15 @@ def test_bf16_autocast_trains_close_to_fp32_and_old_bool_configs_still_load(tmp_
     bad = write_config(tmp_path / "bad.yaml", dataset, tmp_path / "bad", amp="int8")
     with pytest.raises(ConfigError, match="amp must be one of"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml")),
+                         ids=lambda p: p.relative_to(p.parent.parent).as_posix())
+def test_every_shipped_config_loads_and_names_its_models_stages(path):
+    import vsrdb
+    from vsrdb.train.trainer import _stage_settings
+
+    cfg = load_config(path)
+    model = vsrdb.build(cfg.model, **cfg.model_args)
+    settings = _stage_settings(cfg, model.training_stages(cfg.loss))  # raises on a stage the family lacks
+    assert all(s.iterations > 0 and s.lr > 0 and (s.batch or cfg.data.batch) > 0 for s in settings.values())

@@ -88,6 +88,9 @@ def test_streamed_restoration_equals_the_whole_sequence(chunk):
     r = model.frames.reach
     part = list(restorer.run(iter(frames[9 - r:]), first=9 - r, start=9, stop=15))
     assert len(part) == 6 and all(torch.allclose(o, whole[:, 9 + i], atol=1e-4) for i, o in enumerate(part))
+    # Given from the clip's start, the frames before 9 - reach are skipped: the same frames.
+    part = list(restorer.run(iter(frames), start=9, stop=15))
+    assert len(part) == 6 and all(torch.allclose(o, whole[:, 9 + i], atol=1e-4) for i, o in enumerate(part))
 
 
 def test_the_stream_computes_each_frame_once_per_block_and_the_generic_one_matches_it():

@@ -296,8 +296,9 @@ class Restorer:
     def _sequence(self, frames: Iterator[tuple[int, _Frame]], start: int, stop: int | None) -> Iterator[Tensor]:
         """Sequence families: one ``model.sequence_stream`` per tile, fed ``sequence_chunk`` frames at
         a time. A stream takes its first frame as the clip's start (run() checked that it is, or
-        lies ``reach`` frames or more before ``start``) and ends the clip only when the frames
-        end, so every output equals the whole-clip forward's."""
+        lies ``reach`` frames or more before ``start``: what the stream's start changes reaches
+        only the ``reach`` frames after it) and ends the clip only when the frames end, so every
+        output equals the whole-clip forward's."""
         plan, scale, reach = self.plan, self.scale, self.model.frames.reach
         streams = [self.model.sequence_stream(self.sequence_chunk) for _ in plan.tiles()]
         chunk: list[Tensor] = []
@@ -327,6 +328,8 @@ class Restorer:
 
         ended = True
         for i, frame in frames:
+            if i < start - reach:
+                continue  # a stream started here gives frame start exactly (see the docstring)
             first = i if first is None else first
             if stop is not None and i >= stop + reach:
                 ended = False  # the frames from here on change no output before stop

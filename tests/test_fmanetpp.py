@@ -55,6 +55,9 @@ def test_contrastive_loss_is_lower_for_embeddings_grouped_by_exposure():
     term1 = -(sims[1, 0] - torch.logsumexp(sims[1, [0, 2]], 0))
     got = supervised_contrastive_loss(grouped[:3], torch.tensor([1, 1, 2]), 0.5)
     assert torch.isclose(got, (term0 + term1) / 2, atol=1e-6)
+    # bf16 training (autocast) computes it in fp32 all the same.
+    with torch.autocast("cpu", torch.bfloat16):
+        assert torch.isclose(supervised_contrastive_loss(grouped, labels, 0.5), good, atol=1e-5)
 
 
 def test_fgdf_with_a_centre_delta_kernel_and_still_frames_is_subsampling():

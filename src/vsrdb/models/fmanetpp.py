@@ -194,7 +194,10 @@ def supervised_contrastive_loss(embeddings: Tensor, labels: Tensor, temperature:
     """
     z = F.normalize(embeddings.float(), dim=1)
     n = z.shape[0]
-    logits = z @ z.t() / temperature
+    # In fp32 even under bf16 autocast: bf16 logits (3 significant digits) flatten the softmax's
+    # differences between positives and negatives, and the loss barely moves.
+    with torch.autocast(z.device.type, enabled=False):
+        logits = z @ z.t() / temperature
     self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)

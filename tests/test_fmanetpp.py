@@ -215,6 +215,29 @@ def test_evaluate_reports_each_exposure_level(tmp_path):
     assert "By exposure level" in (tmp_path / "r" / "report.md").read_text()
 
 
+def test_a_sequence_family_is_scored_on_every_frame_and_beside_a_window_family_on_the_same_frames(tmp_path):
+    import json
+
+    from conftest import synth_photo_dataset
+    from vsrdb.cli import main
+
+    data = synth_photo_dataset(tmp_path, (64, 80), photo_size=(32, 48), clip_frames=5, photo_clips=1)
+    torch.manual_seed(0)
+    vsrdb.save_checkpoint(vsrdb.build("fmanetpp-cpu", dim=12, num_heads=2, ete_width=4, embed_dim=8), tmp_path / "pp")
+    vsrdb.save_checkpoint(vsrdb.build("fmanet-tiny"), tmp_path / "fm")
+
+    def scored(*weights):
+        args = ["evaluate", "--data", str(data), "--layout", "reds", "--split", "all", "--baseline", "none",
+                "--json", str(tmp_path / "e.json"), "--overwrite", "--quiet"]
+        assert main(args + [a for w in weights for a in ("--weights", str(tmp_path / w))]) == 0
+        return sum(c["frames"] for c in json.loads((tmp_path / "e.json").read_text())["clips"].values())
+
+    n = sum(len(list(c.glob("*.png"))) for c in (data / "train_sharp").iterdir())
+    clips = len(list((data / "train_sharp").iterdir()))
+    assert scored("pp") == n  # T = 10 for training, but every frame of a clip is restored
+    assert scored("pp", "fm") == n - 2 * clips  # fmanet-tiny's T = 3 leaves out each clip's ends
+
+
 def test_report_pictures_come_from_the_family():
     from vsrdb.evaluate.report import model_maps
 

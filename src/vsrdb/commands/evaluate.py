@@ -115,7 +115,7 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
             by_name = {c.name: c for c in clips}
             for m, r in zip(methods, results):
                 if m.model is not None:
-                    maps = {key: model_maps(m.model, clip_window(by_name[key[0]], key[1], m.num_seq))
+                    maps = {key: model_maps(m.model, clip_window(by_name[key[0]], key[1], m.model.frames.length))
                             for key in r.samples}
                     break
         title = f"vsrdb evaluate: {args.data}"

@@ -60,7 +60,7 @@ class ModelMethod(Method):
         from ..restore import Restorer
 
         self.name, self.model = name, model
-        self.num_seq = model.frames.window  # 1 for recurrent families: every frame has its whole past
+        self.num_seq = model.frames.window  # 1 for recurrent and sequence families: every frame is whole
         self.parameters = sum(p.numel() for p in model.parameters())
         self.restorer = Restorer(model, device=device, **restorer_args)
 

@@ -73,8 +73,10 @@ class FrameNeed:
 
     @property
     def window(self) -> int:
-        """Frames per evaluation/validation sample (1 for recurrent families: they see the whole past)."""
-        return 1 if self.mode == "recurrent" else self.length
+        """The T whose incomplete windows the paper's protocol leaves unscored: ``length`` for
+        window families; 1 for recurrent and sequence families, which restore every frame of a
+        clip and are scored on all of them (their papers evaluate full-length videos)."""
+        return self.length if self.mode == "window" else 1
 
 
 @dataclass(frozen=True)

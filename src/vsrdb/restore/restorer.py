@@ -319,29 +319,32 @@ class Restorer:
         def blend(per_tile: list[list[Tensor]]) -> Iterator[tuple[int, Tensor]]:
             nonlocal done
             for parts in zip(*per_tile):
-                out = torch.zeros(3, plan.height * scale, plan.width * scale, device=self.device)
-                for idx, ((y, x, h, w), tile) in enumerate(zip(plan.tiles(), parts)):
-                    box = (slice(None), slice(y * scale, (y + h) * scale), slice(x * scale, (x + w) * scale))
-                    out[box] += tile[0].float() * self._blend[idx] if plan.tiled else tile[0].float()
+                if plan.tiled:
+                    out = torch.zeros(3, plan.height * scale, plan.width * scale, device=self.device)
+                    for idx, ((y, x, h, w), tile) in enumerate(zip(plan.tiles(), parts)):
+                        box = (slice(None), slice(y * scale, (y + h) * scale), slice(x * scale, (x + w) * scale))
+                        out[box] += tile[0].float() * self._blend[idx]
+                else:
+                    out = parts[0][0].float()
                 yield first + done, (out.flip(0) if self.bgr else out).cpu()
                 done += 1
 
-        ended = True
-        for i, frame in frames:
-            if i < start - reach:
-                continue  # a stream started here gives frame start exactly (see the docstring)
-            first = i if first is None else first
-            if stop is not None and i >= stop + reach:
-                ended = False  # the frames from here on change no output before stop
-                break
-            chunk.append(frame.lr)
-            if len(chunk) == self.sequence_chunk:
-                for j, out in blend(push(end=False)):
-                    if stop is not None and j >= stop:
-                        return
-                    if j >= start:
-                        yield out
-        for j, out in blend(push(end=ended)):
+        def outputs() -> Iterator[tuple[int, Tensor]]:
+            nonlocal first
+            ended = True
+            for i, frame in frames:
+                if i < start - reach:
+                    continue  # a stream started here gives frame start exactly (see the docstring)
+                first = i if first is None else first
+                if stop is not None and i >= stop + reach:
+                    ended = False  # the frames from here on change no output before stop
+                    break
+                chunk.append(frame.lr)
+                if len(chunk) == self.sequence_chunk:
+                    yield from blend(push(end=False))
+            yield from blend(push(end=ended))
+
+        for j, out in outputs():
             if stop is not None and j >= stop:
                 return
             if j >= start:

@@ -16,7 +16,6 @@ from vsrdb.models import build
 from vsrdb.ops import l1_cost_volume, window_attention
 from vsrdb.restore import Restorer
 from vsrdb.train.losses import LossWeights, hoffr_loss, temporal_consistency_loss
-from vsrdb.errors import ConfigError
 
 TINY = {"hoffr": dict(dim=8, num_db_blocks=1, num_sr_blocks=1, num_rcab=1, reduction=4, flow_dim=4, flow_levels=2),
         "jffra": dict(dims=(6, 8), num_heads=2, window=4, radius=2)}
@@ -165,30 +164,6 @@ def test_temporal_loss_mask_suppresses_occluded_regions():
     still = temporal_consistency_loss(restored, flicker_still, gt, gt_nb, flow).item()
     assert still > 0.01
     assert occluded < 0.01 * still
-
-
-def test_error_temporal_loss_sees_flicker_where_the_flow_is_inexact():
-    """In texture an inexact pseudo-GT flow switches JFFRA's mask off, and with it the loss on
-    flickering detail; the "error" kind warps the error instead, so it still sees the flicker
-    and stays 0 for an error that does not change from frame to frame."""
-    gt = _frames(h=32, w=32)
-    gt_nb = gt.clone()  # a still scene...
-    flow = torch.full((1, 2, 32, 32), 0.0)
-    flow[:, 0] = 0.7  # ...given a pseudo-GT flow that is off by 0.7 px
-    torch.manual_seed(1)
-    flicker = 0.05 * torch.randn(2, 3, 32, 32)  # added detail that changes between the frames
-    restored, restored_nb = gt + flicker[:1], gt_nb + flicker[1:]
-    occlusion = temporal_consistency_loss(restored, restored_nb, gt, gt_nb, flow, kind="occlusion").item()
-    error = temporal_consistency_loss(restored, restored_nb, gt, gt_nb, flow, kind="error").item()
-    assert error > 0.02
-    assert occlusion < 0.2 * error
-    steady = temporal_consistency_loss(gt + 0.1, gt_nb + 0.1, gt, gt_nb, flow, kind="error").item()
-    assert steady < 1e-6
-
-
-def test_temporal_kind_is_checked():
-    with pytest.raises(ConfigError, match="temporal_kind"):
-        LossWeights(temporal_kind="optical")
 
 
 def test_temporal_loss_default_weight_is_the_papers_for_jffra_only():

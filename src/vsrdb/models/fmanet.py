@@ -459,7 +459,7 @@ class FMANet(RestorationModel):
         if restored is not None:
             c = t // 2 + 1
             temporal = temporal_terms(restored, batch["hr"][:, :, c - 1:c + 2], batch["flow"][:, :, c - 1:c + 2],
-                                      weights.temporal_alpha, weights.temporal_kind)
+                                      weights.temporal_alpha)
             loss = loss + weights.temporal * temporal
             terms = {**terms, "temporal": temporal.detach(), "total": loss.detach()}
         return loss, terms

@@ -292,7 +292,7 @@ class HOFFR(RestorationModel):
         if weights.temporal:
             c = lr.shape[2] // 2
             temporal = temporal_terms(out["outputs"][:, :, c - 1:c + 2], hr[:, :, c - 1:c + 2],
-                                      flow[:, :, c - 1:c + 2], weights.temporal_alpha, weights.temporal_kind)
+                                      flow[:, :, c - 1:c + 2], weights.temporal_alpha)
             loss = loss + weights.temporal * temporal
             terms = {**terms, "temporal": temporal.detach(), "total": loss.detach()}
         return loss, terms

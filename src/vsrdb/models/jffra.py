@@ -263,7 +263,7 @@ class JFFRA(RestorationModel):
         out = forward(batch["lr"], batch["hr"], flows=batch["input_flow"])
         temporal = self.TEMPORAL_WEIGHT if weights.temporal is None else weights.temporal
         return jffra_loss(out, hr=batch["hr"], flow_gt=batch["flow"], temporal=temporal,
-                          alpha=weights.temporal_alpha, kind=weights.temporal_kind)
+                          alpha=weights.temporal_alpha)
 
 
 def _preset(base: JFFRAConfig, overrides: dict[str, Any]) -> JFFRA:

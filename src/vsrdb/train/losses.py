@@ -26,10 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ConfigError
 from ..ops.warp import flow_warp, resize_flow
-
-TEMPORAL_KINDS = ("occlusion", "error")
 
 __all__ = ["LossWeights", "fmanet_loss", "hoffr_loss", "jffra_loss", "temporal_consistency_loss",
            "temporal_terms"]
@@ -52,14 +49,6 @@ class LossWeights:
     # paper: 0.2; off for the others); a value switches it on for any model.
     temporal: float | None = None
     temporal_alpha: float = 0.2  # alpha of Eq. 13, on 8-bit pixel values (see temporal_consistency_loss)
-    # "occlusion": JFFRA's Eqs. 12-14; "error": the flicker of the restoration error
-    # (see temporal_consistency_loss), which still constrains textured regions.
-    temporal_kind: str = "occlusion"
-
-    def __post_init__(self) -> None:
-        if self.temporal_kind not in TEMPORAL_KINDS:
-            raise ConfigError(f"loss.temporal_kind must be one of {', '.join(TEMPORAL_KINDS)}, "
-                              f"got {self.temporal_kind!r}")
 
 
 def fmanet_loss(out: dict[str, Tensor], *, lr: Tensor, hr: Tensor, lr_sharp: Tensor, flow_gt: Tensor,
@@ -98,40 +87,30 @@ def fmanet_loss(out: dict[str, Tensor], *, lr: Tensor, hr: Tensor, lr_sharp: Ten
 
 
 def temporal_consistency_loss(restored: Tensor, restored_nb: Tensor, gt: Tensor, gt_nb: Tensor, flow: Tensor,
-                              alpha: float = 0.2, kind: str = "occlusion") -> Tensor:
-    """A temporal consistency loss between restored frames t and t', averaged.
+                              alpha: float = 0.2) -> Tensor:
+    """JFFRA's occlusion-aware temporal consistency loss L^T_{t,t'} (Eqs. 12-14), averaged.
 
-    ``kind="occlusion"``: JFFRA's L^T_{t,t'} (Eqs. 12-14). The restored neighbour is warped
-    onto the restored frame by the ground-truth flow (Eq. 12) and compared in L1 (Eq. 14),
-    weighted by m = exp(-alpha ||I_t - W(I_t')||_2^2) (Eq. 13), which is near 1 where the
-    sharp frames agree after warping and near 0 where they do not (occlusions, pixels warped
-    in from outside the frame). The norm is taken on 8-bit pixel values: that is the scale on
-    which the paper's alpha = 0.2 gives the "fast transition from 1 to 0" it asks for (a
-    5-level difference gives m < 0.01); on [0, 1] values the mask would stay above 0.5.
+    The restored neighbour is warped onto the restored frame by the ground-truth flow
+    (Eq. 12) and compared in L1 (Eq. 14), weighted by m = exp(-alpha ||I_t - W(I_t')||_2^2)
+    (Eq. 13), which is near 1 where the sharp frames agree after warping and near 0 where
+    they do not (occlusions, pixels warped in from outside the frame).
 
-    ``kind="error"``: L1 of e_t - W(e_t'), where e = restored - sharp, over pixels warped in
-    from inside the frame (alpha unused). In fine texture a pseudo-GT flow is never exact,
-    so JFFRA's mask switches its loss off exactly where added detail flickers; warping the
-    error instead cancels the flow's mistakes (both frames' content is warped alike), so
-    only a change of the error from frame to frame, i.e. flicker, is penalised.
+    The norm is taken on 8-bit pixel values: that is the scale on which the paper's
+    alpha = 0.2 gives the "fast transition from 1 to 0" it asks for (a 5-level difference
+    gives m < 0.01); on [0, 1] values the mask would stay above 0.5 everywhere.
 
     Args:
         restored, restored_nb: restored frames t and t' ``[B, 3, H, W]``.
         gt, gt_nb: the sharp frames t and t' ``[B, 3, H, W]``.
         flow: ``[B, 2, H, W]`` from frame t to frame t' (backward warping of t' onto t).
     """
-    if kind == "error":
-        with torch.no_grad():
-            inside = flow_warp(torch.ones_like(gt[:, :1]), flow) > 0.999
-        flicker = (restored - gt) - flow_warp(restored_nb - gt_nb, flow)
-        return (inside * flicker.abs()).mean()
     with torch.no_grad():
         diff = (gt - flow_warp(gt_nb, flow)) * 255.0
         mask = torch.exp(-alpha * diff.pow(2).sum(1, keepdim=True))
     return (mask * (restored - flow_warp(restored_nb, flow)).abs()).mean()
 
 
-def temporal_terms(restored: Tensor, hr: Tensor, flow_lr: Tensor, alpha: float, kind: str = "occlusion") -> Tensor:
+def temporal_terms(restored: Tensor, hr: Tensor, flow_lr: Tensor, alpha: float) -> Tensor:
     """Eq. 15's temporal part for a restored window, summed over the centre's two neighbours.
 
     Args:
@@ -139,14 +118,13 @@ def temporal_terms(restored: Tensor, hr: Tensor, flow_lr: Tensor, alpha: float, 
         hr: their sharp frames, the same shape.
         flow_lr: the pseudo-GT flow at LR from the centre to each of them ``[B, 2, 3, H, W]``;
             the ground-truth flow of Eq. 12 is it upscaled to HR.
-        alpha, kind: see ``temporal_consistency_loss``.
     """
     s = hr.shape[-1] / flow_lr.shape[-1]
     total = hr.new_zeros(())
     for j in (0, 2):
         flow = resize_flow(flow_lr[:, :, j], s)
         total = total + temporal_consistency_loss(restored[:, :, 1], restored[:, :, j], hr[:, :, 1], hr[:, :, j],
-                                                  flow, alpha, kind)
+                                                  flow, alpha)
     return total
 
 
@@ -181,22 +159,21 @@ def hoffr_loss(out: dict, *, hr: Tensor, lr_sharp: Tensor, weights: LossWeights 
     return total, {k: v.detach() for k, v in terms.items()}
 
 
-def jffra_loss(out: dict, *, hr: Tensor, flow_gt: Tensor, temporal: float, alpha: float = 0.2,
-               kind: str = "occlusion") -> tuple[Tensor, dict[str, Tensor]]:
+def jffra_loss(out: dict, *, hr: Tensor, flow_gt: Tensor, temporal: float, alpha: float = 0.2
+               ) -> tuple[Tensor, dict[str, Tensor]]:
     """JFFRA's Eq. 15 and its terms (detached).
 
     Args:
         out: ``JFFRA.forward``: outputs ``[B, 3, T, sH, sW]``.
         hr: sharp HR window; flow_gt: pseudo-GT flow at LR from the centre ``[B, 2, T, H, W]``.
-        temporal: the temporal terms' weight (w1 = w2; 0 switches them off); alpha: Eq. 13's;
-        kind: see ``temporal_consistency_loss``.
+        temporal: the temporal terms' weight (w1 = w2; 0 switches them off); alpha: Eq. 13's.
     """
     c = hr.shape[2] // 2
     terms = {"restore": F.l1_loss(out["outputs"][:, :, c], hr[:, :, c])}
     total = terms["restore"]
     if temporal:
         terms["temporal"] = temporal_terms(out["outputs"][:, :, c - 1:c + 2], hr[:, :, c - 1:c + 2],
-                                           flow_gt[:, :, c - 1:c + 2], alpha, kind)
+                                           flow_gt[:, :, c - 1:c + 2], alpha)
         total = total + temporal * terms["temporal"]
     terms["total"] = total
     return total, {k: v.detach() for k, v in terms.items()}

@@ -277,7 +277,10 @@ def test_colour_survives_under_the_outputs_own_tags(tmp_path, builtin, matrix):
 # --- bit depth and codecs --------------------------------------------------------------------
 
 def test_ten_bit_in_gives_ten_bit_out(tmp_path, builtin):
-    ramp = np.linspace(4000, 60000, 32)[None, :, None].repeat(24, 0).repeat(3, 2).astype(np.uint16)
+    # A ramp along both axes: about 750 distinct 10-bit levels in, so a restored frame holds far
+    # more than 256 whatever the weights do, unless the path drops to 8 bits somewhere.
+    y, x = np.mgrid[0:24, 0:32]
+    ramp = (4000 + 1700 * x + 70 * y)[..., None].repeat(3, 2).astype(np.uint16)
     make_video(tmp_path / "in.mkv", [ramp] * 3, codec="libx265", pix_fmt="yuv420p10le", matrix="ITU709")
     assert _run(tmp_path / "in.mkv", "-o", tmp_path / "out.mkv", "--weights", builtin) == 0
     with av.open(str(tmp_path / "out.mkv")) as c:

@@ -107,6 +107,35 @@ def test_min_shift_mixes_near_still_and_fast_clips(photo):
     assert mixed.max() > 4 * mixed.min()
 
 
+def test_sway_moves_a_still_scene_non_rigidly(photo, tmp_path, capsys):
+    """--sway deforms the scene over time with a still camera: the flow between frames varies
+    across the frame (not one shift), and a dataset made without it is unchanged for its seed."""
+    from vsrdb.data.synth import _load_photo, photo_clip
+
+    img = _load_photo(photo)
+    still = dict(clip_frames=3, photo_size=(64, 80), photo_subframes=3, foreground=0, max_shift=0.0,
+                 max_rotation=0.0, max_zoom=0.0)
+    sharp, _ = photo_clip(img, SynthConfig(**still), np.random.default_rng(2), [img])
+    assert max(float((a - b).abs().max()) for a, b in zip(sharp, sharp[1:])) == 0
+    spread = []
+    for seed in range(4):
+        sharp, blurry = photo_clip(img, SynthConfig(**still, sway=6.0), np.random.default_rng(seed), [img])
+        g = [cv2.cvtColor((f.permute(1, 2, 0).numpy() * 255).astype(np.uint8), cv2.COLOR_RGB2GRAY) for f in sharp]
+        flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(g[0], g[1], None)
+        spread.append(float(flow[8:-8, 8:-8].std(axis=(0, 1)).mean()))
+        assert float((blurry[1] - sharp[1]).abs().mean()) > 0  # the sway also blurs
+    assert max(spread) > 0.2
+
+    def make(name, *extra):
+        assert main(["synth", str(photo), "-o", str(tmp_path / name), "--clip-frames", "3", "--photo-size", "64x80",
+                     "--photo-clips", "1", "--seed", "4", *extra]) == 0
+        return digest(tmp_path / name)
+
+    assert make("plain") == make("zero", "--sway", "0") != make("sway", "--sway", "6")
+    assert main(["synth", str(photo), "-o", str(tmp_path / "bad"), "--sway", "-1"]) != 0
+    assert "--sway -1.0: must be 0 or more" in capsys.readouterr().err
+
+
 def test_photo_subframes_sets_the_exposure(photo, tmp_path, capsys):
     """--photo-subframes 1 is an instant exposure (blurry HR = sharp HR); 5 averages 5 renders."""
     def blur_gap(n, name):

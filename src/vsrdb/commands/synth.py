@@ -37,6 +37,9 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-shift", type=float, default=defaults.min_shift,
                    help="photo clips: if >0, each clip's speed bound is drawn log-uniformly from "
                         "[--min-shift, --max-shift], mixing near-still and fast clips")
+    p.add_argument("--sway", type=float, default=defaults.sway,
+                   help="photo clips: non-rigid sway of the scene (foliage in wind), up to this many HR "
+                        "pixels; each clip draws its own amplitude from [0, --sway]")
     p.add_argument("--procedural", type=int, default=0,
                    help="also make clips from N procedural pictures (shapes, textures, letters)")
     p.add_argument("--procedural-size", default="x".join(map(str, defaults.procedural_size)),
@@ -57,12 +60,15 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     h, w = _size_arg(args.photo_size, "--photo-size")
     if args.photo_subframes < 1:
         raise InputError(f"--photo-subframes {args.photo_subframes}: must be at least 1")
+    if args.sway < 0:
+        raise InputError(f"--sway {args.sway}: must be 0 or more")
     if not 0 <= args.min_shift <= args.max_shift:
         raise InputError(f"--min-shift {args.min_shift}: must be between 0 and --max-shift ({args.max_shift})")
     cfg = SynthConfig(clip_frames=args.clip_frames, blur_frames=args.blur_frames, stride=args.stride,
                       subframes=args.subframes, photo_size=(h, w), photo_clips=args.photo_clips,
                       photo_subframes=args.photo_subframes, noise=args.noise,
-                      jpeg=args.jpeg, max_shift=args.max_shift, min_shift=args.min_shift, procedural=args.procedural,
+                      jpeg=args.jpeg, max_shift=args.max_shift, min_shift=args.min_shift, sway=args.sway,
+                      procedural=args.procedural,
                       procedural_size=_size_arg(args.procedural_size, "--procedural-size"),
                       exposure=args.exposure or "", seed=args.seed)
     tmp = out.with_name(f".{out.name}.partial")

@@ -51,6 +51,7 @@ class SynthConfig:
     max_rotation: float = 1.5      # degrees per frame
     max_zoom: float = 0.01         # relative zoom per frame
     foreground: int = 2            # moving patches per photo clip
+    sway: float = 0.0              # >0: non-rigid sway of the background, up to this many HR px (per clip)
     noise: float = 0.0             # Gaussian noise sigma on the blurry LR, in [0, 1] units
     jpeg: int = 0                  # JPEG quality for the blurry LR (0 = off)
     procedural: int = 0            # procedural pictures (``procedural.py``) added to the photos
@@ -155,6 +156,28 @@ def _smooth_path(rng: np.random.Generator, n: int, max_step: float) -> np.ndarra
     return np.concatenate([[0.0], np.cumsum(velocity)[:-1]])
 
 
+def _sway_field(rng: np.random.Generator, cfg: SynthConfig, h: int, w: int, n_sub: int):
+    """``i -> (map_x, map_y)`` for ``cv2.remap``: three travelling waves per axis, wavelengths
+    16 to 96 HR px, amplitude up to ``cfg.sway`` (drawn per clip, so some clips barely sway),
+    each wave moving by up to a quarter period per output frame."""
+    amp = rng.uniform(0, cfg.sway)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    waves = []
+    for _axis in range(2):
+        for _ in range(3):
+            angle = rng.uniform(0, 2 * np.pi)
+            k = 2 * np.pi / rng.uniform(16, 96)
+            phase = (np.cos(angle) * xx + np.sin(angle) * yy) * k + rng.uniform(0, 2 * np.pi)
+            speed = rng.uniform(-0.5 * np.pi, 0.5 * np.pi) / cfg.photo_subframes  # radians per render
+            waves.append((phase.astype(np.float32), speed, amp / 3 * rng.uniform(0.5, 1.0)))
+
+    def field(i: int) -> tuple[np.ndarray, np.ndarray]:
+        d = [sum(a * np.sin(ph + v * i) for ph, v, a in waves[j:j + 3]) for j in (0, 3)]
+        return (xx + d[0]).astype(np.float32), (yy + d[1]).astype(np.float32)
+
+    return field
+
+
 def photo_clip(photo: Tensor, cfg: SynthConfig, rng: np.random.Generator, patch_sources: list[Tensor],
                exposures: list[list[int]] | None = None):
     """One clip of a virtual camera over ``photo [3, H, W]`` with moving foreground patches:
@@ -199,12 +222,20 @@ def photo_clip(photo: Tensor, cfg: SynthConfig, rng: np.random.Generator, patch_
             "y": rng.uniform(0, out_h - tile.shape[0]) + _smooth_path(rng, n_sub, 2 * max_shift / cfg.photo_subframes),
         })
 
+    # Real scenes also move non-rigidly (foliage in wind, water, cloth), which a camera over a
+    # still photo never shows: a displacement field of a few travelling waves, drawn only when
+    # asked so that datasets made without it stay identical for their seed.
+    sway = _sway_field(rng, cfg, out_h, out_w, n_sub) if cfg.sway > 0 else None
+
     def render(i: int) -> np.ndarray:
         z = base_zoom * zoom[i]
         m = cv2.getRotationMatrix2D((cx + tx[i], cy + ty[i]), rot[i], z)
         m[0, 2] += out_w / 2 - (cx + tx[i])
         m[1, 2] += out_h / 2 - (cy + ty[i])
         frame = cv2.warpAffine(src, m, (out_w, out_h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        if sway is not None:
+            map_x, map_y = sway(i)
+            frame = cv2.remap(frame, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
         for p in patches:
             th, tw = p["tile"].shape[:2]
             mt = np.float32([[1, 0, p["x"][i]], [0, 1, p["y"][i]]])

@@ -156,7 +156,7 @@ def _smooth_path(rng: np.random.Generator, n: int, max_step: float) -> np.ndarra
     return np.concatenate([[0.0], np.cumsum(velocity)[:-1]])
 
 
-def _sway_field(rng: np.random.Generator, cfg: SynthConfig, h: int, w: int, n_sub: int):
+def _sway_field(rng: np.random.Generator, cfg: SynthConfig, h: int, w: int):
     """``i -> (map_x, map_y)`` for ``cv2.remap``: three travelling waves per axis, wavelengths
     16 to 96 HR px, amplitude up to ``cfg.sway`` (drawn per clip, so some clips barely sway),
     each wave moving by up to a quarter period per output frame."""
@@ -225,7 +225,7 @@ def photo_clip(photo: Tensor, cfg: SynthConfig, rng: np.random.Generator, patch_
     # Real scenes also move non-rigidly (foliage in wind, water, cloth), which a camera over a
     # still photo never shows: a displacement field of a few travelling waves, drawn only when
     # asked so that datasets made without it stay identical for their seed.
-    sway = _sway_field(rng, cfg, out_h, out_w, n_sub) if cfg.sway > 0 else None
+    sway = _sway_field(rng, cfg, out_h, out_w) if cfg.sway > 0 else None
 
     def render(i: int) -> np.ndarray:
         z = base_zoom * zoom[i]

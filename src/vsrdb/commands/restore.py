@@ -15,7 +15,7 @@ from ..data.video import OUTPUT_CONTAINERS, check_output_path
 from ..devices import pick_device
 from ..errors import InputError
 from ..precision import resolve_precision
-from ..restore.batch import Dist, expand_inputs, run_jobs, threads_for
+from ..restore.batch import Dist, ProgressFile, expand_inputs, run_jobs, threads_for
 from ..restore.job import RestoreOptions, check_not_input, work_folder
 from ..restore.restorer import use_heap_allocator
 from .common import add_device_argument, add_output_flags, add_precision_argument, positive_int
@@ -70,11 +70,17 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                                                           "among torchrun's processes)")
     p.add_argument("--resume", action="store_true", help="continue the unfinished work of a killed run")
     p.add_argument("--restart", action="store_true", help="discard the unfinished work of an earlier run")
+    p.add_argument("--progress-file", metavar="FILE",
+                   help="also write progress as JSON to FILE (frames done and planned; for vsrdb serve and "
+                        "scripts that watch a run)")
     add_output_flags(p, "outputs that exist (never an input)")
     p.set_defaults(func=_cmd_restore)
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
+    from ..serve.jobs import die_with_parent_if_asked
+
+    die_with_parent_if_asked()
     if args.resume and args.restart:
         raise InputError("--resume and --restart exclude each other")
     if args.overlap < 0:
@@ -107,7 +113,9 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         try:
             results = run_jobs(pairs, model, opts, batch=batch, device=args.device, overwrite=args.overwrite,
-                               resume=args.resume, restart=args.restart, progress=not args.quiet, dist=dist)
+                               resume=args.resume, restart=args.restart, progress=not args.quiet, dist=dist,
+                               progress_file=ProgressFile(args.progress_file) if args.progress_file and
+                               dist.rank == 0 else None)
         except KeyboardInterrupt:
             works = [work_folder(out) for _, out in pairs if work_folder(out).exists()]
             if works:

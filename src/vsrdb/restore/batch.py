@@ -12,6 +12,7 @@ machines need the inputs and OUTDIR on a file system they share.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -25,10 +26,11 @@ import torch.nn as nn
 
 from ..data.video import IMAGE_EXTENSIONS, OUTPUT_CONTAINERS, VIDEO_EXTENSIONS, InputError, natural_key
 from ..devices import pick_device
+from ..files import write_atomically
 from .job import Job, RestoreOptions, model_fingerprint, work_folder
 from .restorer import Restorer
 
-__all__ = ["expand_inputs", "run_jobs", "restore_video", "Dist", "JobResult"]
+__all__ = ["expand_inputs", "run_jobs", "restore_video", "Dist", "JobResult", "ProgressFile"]
 
 
 @dataclass
@@ -89,6 +91,26 @@ class JobResult:
     seconds: float = 0.0
 
 
+class ProgressFile:
+    """Progress as JSON in a file, for programs that watch a run (``vsrdb serve``, scripts):
+    ``{"input", "output", "frames_done", "frames_total", "state"}``, rewritten atomically at
+    most every ``interval`` seconds and at each job's start and end. ``frames_done`` counts
+    the frames of earlier runs' finished segments too, so a resumed job continues its count."""
+
+    def __init__(self, path: str | os.PathLike, interval: float = 0.25) -> None:
+        self.path = Path(path)
+        self.interval = interval
+        self._last = 0.0
+        self.state: dict = {}
+
+    def update(self, *, force: bool = False, **fields) -> None:
+        self.state.update(fields)
+        now = time.monotonic()
+        if force or now - self._last >= self.interval:
+            self._last = now
+            write_atomically(self.path, json.dumps(self.state))
+
+
 def expand_inputs(inputs: list[str], output: str, *, ext: str | None) -> tuple[list[tuple[Path, Path]], bool]:
     """(input, output) pairs, and whether this is a batch (OUTPUT is a folder of outputs).
 
@@ -141,9 +163,10 @@ def _has_frames(folder: Path) -> bool:
 
 def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOptions, *, batch: bool,
              device: str = "auto", overwrite: bool = False, resume: bool = False, restart: bool = False,
-             progress: bool = True, dist: Dist | None = None, log: Callable[[str], None] | None = None
-             ) -> list[JobResult]:
-    """Plan, restore and finish every (input, output) pair; returns one result each (on every rank)."""
+             progress: bool = True, dist: Dist | None = None, log: Callable[[str], None] | None = None,
+             progress_file: ProgressFile | None = None) -> list[JobResult]:
+    """Plan, restore and finish every (input, output) pair; returns one result each (on every rank).
+    ``progress_file``: where this process also reports its frames (see ``ProgressFile``)."""
     dist = dist or Dist()
     say = log or (lambda text: print(text, file=sys.stderr))
     say0 = say if dist.rank == 0 else (lambda text: None)
@@ -201,9 +224,20 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOpti
         total = sum(_segment_len(job, k) for k in ks)
         desc = job.input.name + (f" [rank {dist.rank}]" if dist.world > 1 else "")
         bar = _bar(total, desc, progress, position=dist.local_rank)
+        counted = [job.spec.frames - sum(_segment_len(job, k) for k in job.pending())]
+
+        def on_frame(bar=bar, counted=counted) -> None:
+            bar.update(1)
+            counted[0] += 1
+            if progress_file is not None:
+                progress_file.update(frames_done=counted[0])
+
+        if progress_file is not None:
+            progress_file.update(force=True, input=str(job.input), output=str(job.output), state="restoring",
+                                 frames_done=counted[0], frames_total=job.spec.frames)
         try:
             with bar:
-                job.run(restorer, ks, on_frame=lambda: bar.update(1))
+                job.run(restorer, ks, on_frame=on_frame)
         except InputError as e:
             failures[n] = str(e)
             if not batch and dist.world == 1:
@@ -225,7 +259,11 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOpti
                 results[n] = JobResult(str(job.input), str(job.output), "failed", all_failures[n])
                 continue
             try:
+                if progress_file is not None:
+                    progress_file.update(force=True, state="joining")
                 frames = job.finish(note=lambda text: say0(f"note: {text}"))
+                if progress_file is not None:
+                    progress_file.update(force=True, state="done", frames_done=frames)
                 results[n] = JobResult(str(job.input), str(job.output), "done", "", frames,
                                        time.perf_counter() - start)
             except InputError as e:

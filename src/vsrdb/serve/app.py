@@ -1,9 +1,9 @@
 """The web application of ``vsrdb serve``: the page and the JSON API under it (docs/serve.md).
 
 Security is in ``Guard``, an ASGI layer every request passes first:
-- the Host header must name this machine's loopback (any port, for SSH port forwarding) or a
-  name given with ``--host``/``--allow-host``: a page on another site whose name an attacker
-  points at 127.0.0.1 (DNS rebinding) is refused;
+- the Host header must name this machine's loopback (any port, for SSH port forwarding), a
+  name given with ``--host``/``--allow-host``, or an IP address: a page on another site whose
+  name an attacker points at 127.0.0.1 (DNS rebinding) is refused;
 - a request that carries an Origin (every cross-site fetch or form does) must come from this
   server's own origin, and the browser's ``Sec-Fetch-Site: cross-site`` is refused, so no
   other page the browser shows can drive the API;
@@ -16,6 +16,7 @@ checkpoints a job can use are the ones the server was started with.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import secrets
 import shutil
@@ -38,7 +39,7 @@ from ..data.colour import ColourSpec
 from ..devices import pick_device
 from ..errors import InputError
 from ..precision import PRECISIONS, resolve_precision
-from .jobs import ACTIVE, JobRecord, JobStore, Runner
+from .jobs import ACTIVE, JobRecord, JobStore, Runner, safe_display_name
 
 __all__ = ["ServeConfig", "create_app", "Guard"]
 
@@ -62,6 +63,19 @@ class ServeConfig:
         self.cookie = cookie
 
 
+def _allowed_host(host: str, allowed: set[str]) -> bool:
+    """A loopback or configured name, or an IP address: DNS rebinding needs a name, so an
+    address literal cannot be one (and still needs the token)."""
+    name = _host_name(host)
+    if name in allowed:
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
 def _host_name(host: str) -> str:
     """'name:port', '[v6]:port' or 'name' -> the name, lower case."""
     host = host.strip().lower()
@@ -80,9 +94,19 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+
+        async def send_hardened(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff"),
+                                      (b"referrer-policy", b"no-referrer")]
+            await send(message)
+
+        return await self._checked(scope, receive, send_hardened)
+
+    async def _checked(self, scope, receive, send):
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
-        if not host or _host_name(host) not in self.config.allowed_hosts:
+        if not host or not _allowed_host(host, self.config.allowed_hosts):
             return await _plain(403, "vsrdb serve: this server answers only to its own host name "
                                      "(start it with --allow-host NAME to add one)")(scope, receive, send)
         origin = headers.get("origin")
@@ -208,28 +232,35 @@ def create_app(config: ServeConfig) -> Guard:
             options = check_options(config, q)
         except InputError as e:
             return _error(400, f"vsrdb restore: error: {e}")
+        too_large = _error(413, f"vsrdb serve: {safe_display_name(name)}: larger than this server's upload limit "
+                                f"({_size(config.max_upload)}; start it with --max-upload GB to change it)")
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > config.max_upload):
-            return _error(413, f"vsrdb serve: {name}: larger than this server's upload limit "
-                               f"({config.max_upload / 1e9:.2f} GB; start it with --max-upload to change it)")
+            return too_large
         free = shutil.disk_usage(config.workdir).free
-        if length is not None and int(length) > free - (256 << 20):
-            return _error(507, f"vsrdb serve: {name}: {int(length) / 1e9:.2f} GB does not fit on the disk of "
-                               f"{config.workdir} ({free / 1e9:.2f} GB free)")
+        if length is not None and int(length) > free - _DISK_MARGIN:
+            return _no_room(name, free)
         job = store.new(name, options)
         folder = store.folder(job.id)
-        received = 0
+        received, checked = 0, 0
         try:
             with open(folder / job.input, "wb") as f:
                 async for chunk in request.stream():
                     received += len(chunk)
                     if received > config.max_upload:
                         raise _TooLarge()
+                    if received - checked > 64 << 20:  # a stream without a length: watch the disk as it comes
+                        checked = received
+                        free = shutil.disk_usage(config.workdir).free
+                        if free < _DISK_MARGIN:
+                            raise _NoRoom(free)
                     f.write(chunk)
         except _TooLarge:
             store.remove(job)
-            return _error(413, f"vsrdb serve: {name}: larger than this server's upload limit "
-                               f"({config.max_upload / 1e9:.2f} GB; start it with --max-upload to change it)")
+            return too_large
+        except _NoRoom as e:
+            store.remove(job)
+            return _no_room(name, e.args[0])
         except (ClientDisconnect, OSError) as e:
             store.remove(job)
             return _error(400, f"vsrdb serve: {name}: the upload did not complete ({e})")
@@ -347,6 +378,24 @@ class _NotFound(Exception):
 
 class _TooLarge(Exception):
     pass
+
+
+class _NoRoom(Exception):
+    pass
+
+
+_DISK_MARGIN = 256 << 20  # an upload never leaves less than this free on the work folder's disk
+
+
+def _no_room(name: str, free: int) -> JSONResponse:
+    return _error(507, f"vsrdb serve: {safe_display_name(name)}: does not fit on the work folder's disk "
+                       f"({_size(free)} free)")
+
+
+def _size(n: float) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 def _zip_folder(folder: Path, archive: Path) -> None:

@@ -1,0 +1,432 @@
+"""vsrdb serve: a real server process on a free loopback port, driven through its HTTP API with
+raw requests (tokens, hostile Host/Origin headers, hostile file names, oversized uploads, a
+SIGKILL) and through headless Chromium as a person would use the page."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from urllib.parse import quote
+
+import av
+import numpy as np
+import pytest
+import torch
+
+import vsrdb
+from test_restore_media import clip, decode, make_video
+
+pytest.importorskip("starlette", reason="vsrdb serve needs the serve extra (pip install 'vsrdb[serve]')")
+pytest.importorskip("uvicorn", reason="vsrdb serve needs the serve extra (pip install 'vsrdb[serve]')")
+
+from vsrdb.errors import InputError  # noqa: E402
+from vsrdb.serve.jobs import extract_frames_zip, safe_display_name  # noqa: E402
+
+
+class Server:
+    """``vsrdb serve --port 0`` in a child process; the URL it prints gives port and token."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        self.workdir = workdir
+        cmd = [sys.executable, "-m", "vsrdb", "serve", "--port", "0", "--workdir", str(workdir), "--threads", "1",
+               *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if "open http://" not in line:
+            self.proc.kill()
+            raise AssertionError(f"serve did not start: {line!r} {self.proc.stderr.read()}")
+        self.url = line.split("open ", 1)[1].strip()
+        self.port = int(self.url.split(":")[2].split("/")[0])
+        self.token = self.url.split("token=")[1]
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if self.request("GET", "/api/info")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("serve did not answer")
+
+    def request(self, method: str, path: str, body=None, *, headers: dict | None = None, auth: bool = True,
+                chunked: bool = False):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        h = {"Host": f"127.0.0.1:{self.port}"}
+        if auth:
+            h["Authorization"] = f"Bearer {self.token}"
+        h.update(headers or {})
+        try:
+            conn.request(method, path, body=body, headers=h, encode_chunked=chunked)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered before the whole body was sent (a refused upload)
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        return r.status, dict(r.getheaders()), data
+
+    def json(self, method: str, path: str, body=None, **kw):
+        status, _, data = self.request(method, path, body, **kw)
+        return status, json.loads(data) if data else None
+
+    def upload(self, path: Path, name: str | None = None, **options):
+        q = "&".join(f"{k}={quote(str(v))}" for k, v in {"name": name or path.name, **options}.items())
+        return self.json("POST", f"/api/jobs?{q}", path.read_bytes())
+
+    def wait(self, job_id: str, until, timeout: float = 120.0) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status, job = self.json("GET", f"/api/jobs/{job_id}")
+            assert status == 200, job
+            if until(job):
+                return job
+            time.sleep(0.1)
+        raise AssertionError(f"job never got there: {job}")
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def tiny(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "tiny"
+    vsrdb.save_checkpoint(vsrdb.build("fmanet-tiny"), path)
+    return path
+
+
+@pytest.fixture
+def server(tmp_path, tiny):
+    started = []
+
+    def start(*args: str, workdir: Path | None = None) -> Server:
+        s = Server(workdir or tmp_path / "work", "--weights", str(tiny), *args)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def _sound():
+    return (0.3 * np.sin(np.arange(48000) * 2 * np.pi * 440 / 48000)).astype(np.float32)
+
+
+def _files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+# --- who may talk to it ------------------------------------------------------------------------
+
+def test_requests_without_the_token_are_refused(server):
+    s = server()
+    assert s.request("GET", "/api/jobs", auth=False)[0] == 401
+    assert s.request("GET", "/api/jobs", auth=False, headers={"Authorization": "Bearer wrong"})[0] == 401
+    assert s.request("GET", "/api/jobs", auth=False, headers={"Cookie": f"vsrdb-token-{s.port}=wrong"})[0] == 401
+    status, _, body = s.request("GET", "/", auth=False)
+    assert status == 401 and b"open the link" in body
+    assert s.request("POST", "/api/jobs?name=a.mp4", b"x" * 10, auth=False)[0] == 401
+    assert not list((s.workdir / "jobs").iterdir())
+    # The printed link sets an HttpOnly, SameSite=Strict cookie and drops the token from the URL.
+    status, headers, _ = s.request("GET", f"/?token={s.token}", auth=False)
+    cookie = headers["set-cookie"]
+    assert status == 303 and headers["location"] == "/"
+    assert cookie.startswith(f"vsrdb-token-{s.port}={s.token}") and "HttpOnly" in cookie
+    assert "samesite=strict" in cookie.lower()
+    status, _, body = s.request("GET", "/", auth=False, headers={"Cookie": f"vsrdb-token-{s.port}={s.token}"})
+    assert status == 200 and b"<title>vsrdb" in body
+    assert (s.workdir / "token").stat().st_mode & 0o077 == 0  # the kept token is the owner's alone
+
+
+def test_foreign_host_or_origin_is_refused(server, tmp_path):
+    s = server()
+    own = f"http://127.0.0.1:{s.port}"
+    video = tmp_path / "a.mp4"
+    make_video(video, clip(3))
+    for headers in ({"Host": f"evil.example:{s.port}"},  # DNS rebinding: a foreign name at our address
+                    {"Host": f"127.0.0.1.evil.example:{s.port}"},
+                    {"Origin": "http://evil.example"},  # another site's page
+                    {"Origin": f"http://localhost:{s.port + 1}"},  # another local server's page
+                    {"Origin": "null"},
+                    {"Sec-Fetch-Site": "cross-site"}):
+        status, _, body = s.request("POST", "/api/jobs?name=a.mp4&model=tiny", video.read_bytes(), headers=headers)
+        assert status == 403, (headers, status, body)
+        assert s.request("GET", "/api/jobs", headers=headers)[0] == 403
+    assert not list((s.workdir / "jobs").iterdir())
+    # The page's own origin, and the loopback names at any port (SSH forwarding), are accepted.
+    assert s.request("GET", "/api/jobs", headers={"Origin": own})[0] == 200
+    assert s.request("GET", "/api/jobs", headers={"Host": "localhost:9999"})[0] == 200
+    assert s.request("GET", "/api/jobs", headers={"Host": f"[::1]:{s.port}"})[0] == 200
+    status, headers, _ = s.request("GET", "/api/jobs", headers={"Host": f"192.168.1.20:{s.port}"})  # --host 0.0.0.0
+    assert status == 200 and headers["x-content-type-options"] == "nosniff"
+
+
+def test_upload_names_never_become_paths(server, tmp_path):
+    s = server()
+    video = tmp_path / "a.mp4"
+    make_video(video, clip(3))
+    before = _files_under(tmp_path) - _files_under(s.workdir)
+    ids = []
+    for name in ("../../x.mp4", "..\\..\\y.mp4", "/etc/passwd", "....//z.mkv", "\x00.mp4"):
+        status, job = s.upload(video, name=name, model="tiny")
+        assert status == 201, job
+        ids.append(job["id"])
+        assert "/" not in job["name"] and "\\" not in job["name"] and not job["name"].startswith(".")
+        folder = s.workdir / "jobs" / job["id"]
+        assert job["input"].startswith("input") and (folder / job["input"]).is_file()
+    assert not (tmp_path / "x.mp4").exists() and not (s.workdir / "x.mp4").exists()
+    for job_id in ids[1:]:  # one run is enough to see where outputs go; the rest stay queued
+        s.json("POST", f"/api/jobs/{job_id}/cancel")
+    job = s.wait(ids[0], lambda j: j["status"] in ("done", "failed"))
+    assert job["status"] == "done" and job["download_name"] == "x-vsrdb.mp4"
+    after = _files_under(tmp_path) - _files_under(s.workdir)
+    assert after == before  # nothing was written outside the work folder
+    jobs_dir = s.workdir / "jobs"
+    assert all(p.parent == jobs_dir for p in jobs_dir.iterdir()) and len(list(jobs_dir.iterdir())) == len(ids)
+    # Job ids are the server's: anything else is not a path either.
+    for bad in ("..%2F..%2Ftoken", "..", "%2e%2e", ids[0] + "%2F..%2F..%2Ftoken"):
+        assert s.request("GET", f"/api/jobs/{bad}/download")[0] == 404, bad
+        assert s.request("DELETE", f"/api/jobs/{bad}")[0] in (404, 405), bad
+    assert s.request("GET", f"/api/jobs/{ids[0]}/media/..%2F..%2Ftoken")[0] == 404
+    assert s.request("GET", f"/api/jobs/{ids[0]}/media/job.json")[0] == 404
+
+
+def test_upload_over_the_limit_is_refused_without_filling_the_disk(server, tmp_path):
+    s = server("--max-upload", "0.0002")  # 200 kB
+    # Declared too large: refused from the headers, before the body is read.
+    status, job = s.json("POST", "/api/jobs?name=big.mp4&model=tiny", b"\0" * 300_000)
+    assert status == 413 and job["error"] == ("vsrdb serve: big.mp4: larger than this server's upload limit (200 kB; "
+                                              "start it with --max-upload GB to change it)")
+    # Streamed without a length: cut off at the limit, and what came is deleted.
+    chunks = (b"\0" * 65536 for _ in range(64))  # 4 MB
+    status, _, body = s.request("POST", "/api/jobs?name=big.mp4&model=tiny", chunks, chunked=True)
+    assert status == 413, body
+    assert not list((s.workdir / "jobs").iterdir())
+    assert sum(p.stat().st_size for p in s.workdir.rglob("*") if p.is_file()) < 300_000
+    # An upload within the limit still works.
+    small = tmp_path / "small.mp4"
+    make_video(small, clip(3))
+    assert s.upload(small, model="tiny")[0] == 201
+
+
+def test_errors_are_the_command_lines_one_line(server, tmp_path, tiny):
+    s = server()
+    bad = tmp_path / "holiday.mp4"
+    bad.write_bytes(b"this is not a video" * 50)
+    status, job = s.upload(bad, model="tiny")
+    assert status == 201
+    job = s.wait(job["id"], lambda j: j["status"] in ("done", "failed"))
+    cli = subprocess.run([sys.executable, "-m", "vsrdb", "restore", "holiday.mp4", "-o", "out.mp4", "--weights",
+                          str(tiny), "--quiet"], cwd=tmp_path, capture_output=True, text=True)
+    assert cli.returncode == 2
+    assert job["status"] == "failed" and job["error"] == cli.stderr.strip()
+    assert "holiday.mp4" in job["error"] and "\n" not in job["error"]
+    # An impossible option is refused before the upload is read, in restore's words.
+    video = tmp_path / "a.mp4"
+    make_video(video, clip(3))
+    status, answer = s.upload(video, model="tiny", container="webm", codec="h264")
+    cli = subprocess.run([sys.executable, "-m", "vsrdb", "restore", str(video), "-o", "output.webm", "--codec", "h264",
+                          "--weights", str(tiny), "--quiet"], cwd=tmp_path, capture_output=True, text=True)
+    assert status == 400 and answer["error"] == cli.stderr.strip()
+    status, answer = s.upload(video, model="../../secret")
+    assert status == 400 and "unknown model" in answer["error"]
+    status, answer = s.upload(video, model="tiny", precision="fp16")  # no native fp16 on these CPUs
+    assert status == 400 and "fp16" in answer["error"]
+    assert len(list((s.workdir / "jobs").iterdir())) == 1  # only the unreadable file's job
+
+
+def test_a_zip_of_frames_restores_to_frames(server, tmp_path):
+    import cv2
+
+    s = server()
+    archive = tmp_path / "shots.zip"
+    frames = clip(4)
+    with zipfile.ZipFile(archive, "w") as z:
+        for i in (10, 2, 1, 3):  # natural order, not the archive's
+            z.writestr(f"take/f{i}.png", cv2.imencode(".png", frames[min(i, 3)][:, :, ::-1])[1].tobytes())
+        z.writestr("../../escape.png", cv2.imencode(".png", frames[0])[1].tobytes())
+        z.writestr("notes.txt", "skipped")
+    status, job = s.upload(archive, model="tiny", container="png")
+    assert status == 201
+    job = s.wait(job["id"], lambda j: j["status"] in ("done", "failed"))
+    assert job["status"] == "done", job["error"]
+    # The member named ../../escape.png is skipped like any dot-name: nothing is written by a name.
+    assert job["frames_total"] == 4 and not (tmp_path / "escape.png").exists()
+    status, headers, data = s.request("GET", f"/api/jobs/{job['id']}/download")
+    assert status == 200 and 'filename="shots-vsrdb-frames.zip"' in headers["content-disposition"]
+    out = tmp_path / "out.zip"
+    out.write_bytes(data)
+    with zipfile.ZipFile(out) as z:
+        names = z.namelist()
+        first = cv2.imdecode(np.frombuffer(z.read(names[0]), np.uint8), cv2.IMREAD_COLOR)
+    assert len(names) == 4 and first.shape == (96, 128, 3)
+
+
+def test_extract_frames_zip_writes_only_its_own_names(tmp_path):
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("../../../evil.png", b"x")
+        z.writestr("/abs/evil2.png", b"y")
+        z.writestr("__MACOSX/._f.png", b"z")
+        z.writestr("big.png", b"\0" * 5000)
+    with pytest.raises(InputError, match="more than the upload limit"):
+        extract_frames_zip(archive, tmp_path / "d0", max_bytes=1000)
+    # Dot-names (.., __MACOSX, hidden) are skipped; the rest get fixed names in dest.
+    assert extract_frames_zip(archive, tmp_path / "d", max_bytes=10_000) == 2
+    assert sorted(os.listdir(tmp_path / "d")) == ["000000.png", "000001.png"]
+    assert sorted(os.listdir(tmp_path)) == ["a.zip", "d"]
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(InputError, match="bad.zip: not a readable zip"):
+        extract_frames_zip(tmp_path / "bad.zip", tmp_path / "d2", max_bytes=10_000)
+    assert safe_display_name("../../a/b\\c.mp4") == "c.mp4" and safe_display_name("..") == "upload"
+
+
+# --- stop, resume, and a server killed mid-job -----------------------------------------------------
+
+def _children_in(folder: Path) -> list[int]:
+    """Processes whose working folder is ``folder`` (a job's vsrdb restore)."""
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if os.readlink(p / "cwd") == str(folder):
+                    found.append(int(p.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_stop_resume_and_sigkill_then_restart_equal_an_uninterrupted_run(tmp_path):
+    torch.manual_seed(0)
+    weights = tmp_path / "cpu"
+    vsrdb.save_checkpoint(vsrdb.build("fmanet-cpu"), weights)  # slow enough to stop and kill mid-run
+    video = tmp_path / "clip.mp4"
+    make_video(video, clip(14, h=40, w=56), audio=_sound())
+    work = tmp_path / "work"
+    s = Server(work, "--weights", str(weights))
+    try:
+        status, job = s.upload(video, model="cpu")
+        assert status == 201
+        folder = work / "jobs" / job["id"]
+        s.wait(job["id"], lambda j: j["status"] == "running" and j["frames_done"] >= 2)
+        assert s.json("POST", f"/api/jobs/{job['id']}/cancel")[0] == 200
+        stopped = s.wait(job["id"], lambda j: j["status"] == "stopped")
+        assert 2 <= stopped["frames_done"] < 14 and (folder / "output.mp4.vsrdb-work").is_dir()
+        assert s.json("POST", f"/api/jobs/{job['id']}/resume")[0] == 200
+        running = s.wait(job["id"], lambda j: j["status"] == "running" and j["frames_done"] >= stopped["frames_done"] + 2)
+        assert running["fps"] > 0 and running["eta"] is not None
+        s.stop(signal.SIGKILL)
+        deadline = time.time() + 10
+        while _children_in(folder) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _children_in(folder), "the job's vsrdb restore outlived the killed server"
+        assert not (folder / "output.mp4").exists()
+        s = Server(work, "--weights", str(weights))  # picks the job up again by itself
+        done = s.wait(job["id"], lambda j: j["status"] in ("done", "failed"), timeout=180)
+        assert done["status"] == "done", done["error"]
+        assert done["frames_done"] == done["frames_total"] == 14
+        status, _, data = s.request("GET", f"/api/jobs/{job['id']}/download")
+        assert status == 200
+    finally:
+        s.stop()
+    got = tmp_path / "got.mp4"
+    got.write_bytes(data)
+    ref = tmp_path / "ref.mp4"
+    subprocess.run([sys.executable, "-m", "vsrdb", "restore", str(video), "-o", str(ref), "--weights", str(weights),
+                    "--threads", "1", "--quiet"], check=True)
+    a, b = decode(got), decode(ref)
+    assert len(a) == len(b) == 14 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    with av.open(str(got)) as c:
+        assert len(c.streams.audio) == 1
+    log = (folder / "log.txt").read_text()
+    assert log.count("--resume") >= 3  # first run, after the stop, after the restart
+
+
+# --- the page, in a real browser ------------------------------------------------------------------
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if path is None:
+        pytest.skip("no Chromium on this machine (Debian: apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api", reason="playwright drives the browser (pip install playwright)")
+    return path
+
+
+def test_the_page_restores_an_upload_with_sound_in_headless_chromium(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    browser_path = _chromium()
+    s = server()
+    video = tmp_path / "walk.mp4"
+    make_video(video, clip(8, h=32, w=48), audio=_sound())
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\0garbage" * 100)
+    shot = tmp_path / "serve-page.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        try:
+            page = browser.new_context(accept_downloads=True, viewport={"width": 1100, "height": 1000}).new_page()
+            page.goto(s.url)
+            assert page.url == f"http://127.0.0.1:{s.port}/"  # the token went into a cookie
+            page.select_option("#model", "tiny")
+            page.set_input_files("#files", str(video))
+            page.click("#start")
+            row = page.locator(".job[data-status=done]")
+            row.wait_for(timeout=60_000)
+            assert row.locator(".bar").get_attribute("aria-valuenow") == "100"
+            assert "8 / 8 frames" in row.locator(".stats").inner_text()
+            page.wait_for_function("() => ['before', 'after'].every(i => document.getElementById(i).naturalWidth > 0)"
+                                   " && ['vin', 'vout'].every(i => document.getElementById(i).readyState >= 2)",
+                                   timeout=30_000)
+            sizes = page.evaluate("() => ['before', 'after', 'vout', 'vin'].map(i => { const e = "
+                                  "document.getElementById(i); return e.naturalWidth || e.videoWidth; })")
+            assert sizes == [192, 192, 192, 48]
+            page.fill("#wipe", "25")
+            assert "25%" in page.evaluate("() => document.getElementById('after').style.clipPath")
+            page.evaluate("() => document.getElementById('vout').play()")
+            page.wait_for_function("() => !document.getElementById('vin').paused", timeout=10_000)
+            with page.expect_download() as d:
+                row.locator("a.download").click()
+            download = tmp_path / "download.mp4"
+            d.value.save_as(download)
+            assert d.value.suggested_filename == "walk-vsrdb.mp4"
+            # A file that is not a video: its one line on the page.
+            page.set_input_files("#files", str(broken))
+            page.click("#start")
+            failed = page.locator(".job[data-status=failed] .error")
+            failed.wait_for(timeout=60_000)
+            assert failed.inner_text().startswith("vsrdb restore: error: broken.mp4")
+            # An impossible option: refused before the upload, its one line on the page.
+            page.select_option("#container", "webm")
+            page.select_option("#codec", "h264")
+            page.set_input_files("#files", str(video))
+            page.click("#start")
+            page.wait_for_function("() => document.getElementById('message').textContent.length > 0")
+            message = page.locator("#message").inner_text()
+            assert message.startswith("vsrdb restore: error: output.webm") and "\n" not in message
+            assert page.locator(".job").count() == 2
+            page.locator(".job[data-status=done]").scroll_into_view_if_needed()
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    frames = decode(download)
+    assert len(frames) == 8 and frames[0].shape == (128, 192, 3)
+    with av.open(str(download)) as c:
+        assert c.streams.audio and c.streams.audio[0].codec_context.name == "aac"
+        assert c.streams.audio[0].duration * c.streams.audio[0].time_base > 0.9
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("VSRDB_SCREENSHOT"):
+        shutil.copy(shot, os.environ["VSRDB_SCREENSHOT"])

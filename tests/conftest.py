@@ -48,6 +48,13 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _user_cache(tmp_path_factory) -> None:
+    """The user's cache (computed flows, vsrdb serve's default folder) in a temporary folder, for
+    this process and the commands it starts."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
+
+
 def synth_photo_dataset(root: Path, photo_hw: tuple[int, int], **cfg) -> Path:
     """A small REDS-layout dataset synthesised from one smooth random photo; returns its folder."""
     import cv2

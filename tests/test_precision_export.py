@@ -28,6 +28,8 @@ def test_explicit_precisions_and_refusals():
     assert "emulated" in resolve_precision("bf16", "cpu", capabilities=NO_BF16).reason
     with pytest.raises(ValueError, match="no native fp16"):
         resolve_precision("fp16", "cpu", capabilities=AVX512_BF16)
+    with pytest.raises(ValueError, match="fp16 is for GPUs: this CPU has native fp16, but"):
+        resolve_precision("fp16", "cpu", capabilities=AMX)  # overflow to NaN, not a CPU feature, decides
     with pytest.raises(ValueError, match="unknown precision"):
         resolve_precision("int8", "cpu")
     # GPUs: bf16 where supported, else fp16; bf16 refused where unsupported.

@@ -84,7 +84,7 @@ def resolve_precision(name: str, device: torch.device | str, *, capabilities: di
     """``auto``/``fp32``/``bf16``/``fp16`` on ``device`` -> a Precision.
 
     ``capabilities`` overrides the CPU query (for tests). Raises InputError for an unknown
-    name or fp16 on a CPU without native fp16 (emulated fp16 is many times slower than fp32).
+    name or fp16 on a CPU (its features overflow there: NaN frames, whatever the CPU).
     """
     name = (name or "auto").lower()
     if name not in PRECISIONS:
@@ -105,8 +105,12 @@ def resolve_precision(name: str, device: torch.device | str, *, capabilities: di
         if caps.get("bf16"):
             return Precision("bf16", f"CPU with {feature}")
         return Precision("fp32", f"CPU with {feature}")
-    if name == "fp16" and not caps.get("fp16"):
-        raise InputError("precision fp16: this CPU has no native fp16 (AVX512-FP16/AMX-FP16); use bf16 or fp32")
+    if name == "fp16":
+        # Even with native fp16 the features overflow fp16's range on a CPU (PyTorch's CPU
+        # kernels have no fp16 safeguards), and the result is NaN frames: refused up front.
+        native = "has native fp16, but" if caps.get("fp16") else "has no native fp16, and"
+        raise InputError(f"precision fp16 is for GPUs: this CPU {native} the models' features overflow fp16 "
+                         "on CPU; use bf16 (half the memory, same range as fp32) or fp32")
     if name == "bf16" and not caps.get("bf16"):
         return Precision("bf16", f"CPU with {feature}: emulated, slower than fp32")
     return Precision(name, "chosen")

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..devices import pick_device
 from ..errors import InputError
 from ..files import write_atomically
+from ..data.video import check_writable_folder
 from ..precision import resolve_precision
 from .common import add_device_argument, add_output_flags, add_precision_argument, add_threads_argument
 
@@ -65,6 +66,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise InputError(f"{path}: exists ({what}); pass --overwrite to replace it")
         if path and not Path(path).absolute().parent.is_dir():
             raise InputError(f"{path}: its folder {Path(path).absolute().parent} does not exist")
+        if path:
+            check_writable_folder(Path(path).absolute().parent)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -111,6 +114,11 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
         options = ScoreOptions(num_seq=t, all_frames=args.all_frames, y_channel=args.y_channel,
                                border=args.crop_border)
         results = evaluate_methods(methods, clips, options, device=device, progress=progress)
+        for m, r in zip(methods, results):
+            bad = [c for c, row in r.to_json()["clips"].items() if not row.get("psnr", 0) == row.get("psnr", 0)]
+            if m.model is not None and bad:
+                raise InputError(f"{r.name}: the model's outputs hold NaN or Inf values at precision "
+                                 f"{precision.name} (clip {bad[0]}); no scores to report (use --precision fp32)")
         if args.report:  # the first model's own pictures (FMA-Net: flows and kernels), where it has any
             by_name = {c.name: c for c in clips}
             for m, r in zip(methods, results):

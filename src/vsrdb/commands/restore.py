@@ -20,7 +20,9 @@ from ..restore.job import RestoreOptions, check_not_input, work_folder
 from ..restore.restorer import use_heap_allocator
 from .common import add_device_argument, add_output_flags, add_precision_argument, positive_int
 
-__all__ = ["add_subcommand"]
+__all__ = ["add_subcommand", "MAX_FPS"]
+
+MAX_FPS = 1000
 
 
 def _fps(text: str) -> Fraction:
@@ -30,7 +32,19 @@ def _fps(text: str) -> Fraction:
         raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate (e.g. 24, 29.97 or 30000/1001)") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be positive")
+    if value > MAX_FPS:  # beyond this, containers' millisecond clocks give frames equal timestamps
+        raise argparse.ArgumentTypeError(f"{text} is above {MAX_FPS} frames per second")
     return value.limit_denominator(1001 * 1000)
+
+
+def _gigabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GB") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0 GB")
+    return value
 
 
 def add_subcommand(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +75,7 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                                  "else .mkv); 'png' for frame folders")
     p.add_argument("--tile", type=positive_int, help="LR tile size in pixels (default: from the memory available)")
     p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles (default 8)")
-    p.add_argument("--max-memory", type=float,
+    p.add_argument("--max-memory", type=_gigabytes,
                    help="GB for one tile's forward pass (default: 80%% of free GPU memory; on CPU "
                         "min(half the available memory, 0.3))")
     p.add_argument("--segment", type=positive_int, default=100,
@@ -85,7 +99,9 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         raise InputError("--resume and --restart exclude each other")
     if args.overlap < 0:
         raise InputError(f"--overlap {args.overlap}: must be 0 or more")
-    pairs, batch = expand_inputs(args.inputs, args.output, ext=args.ext)
+    pairs, batch = expand_inputs(args.inputs, args.output, ext=args.ext,
+                                 warn=lambda text: print(f"note: {text}", file=sys.stderr)
+                                 if Dist.from_env().rank == 0 else None)
     # The outputs' checks come before the model loads (each job repeats them).
     if not batch:
         out, _ = check_output_path(pairs[0][1], overwrite=args.overwrite)
@@ -106,7 +122,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     use_heap_allocator()
     opts = RestoreOptions(codec=args.codec, pix_fmt=args.pix_fmt, crf=args.crf, lossless=args.lossless,
                           audio=not args.no_audio, fps=args.fps, segment=args.segment, tile=args.tile,
-                          overlap=args.overlap, max_memory=int(args.max_memory * (1 << 30)) if args.max_memory
+                          overlap=args.overlap, max_memory=int(args.max_memory * (1 << 30)) if args.max_memory is not None
                           else None, precision=precision.name)
     dist.start()
     try:

@@ -46,6 +46,8 @@ _CONTAINER_CODECS = {
     ".ts": {"h264", "h265"},
 }
 _DEFAULT_CODEC = {".webm": "vp9"}
+# --crf: the range each encoder takes (libx264 would clamp silently, the others fail late).
+_CRF_RANGE = {"h264": (0, 51), "h265": (0, 51), "av1": (1, 63), "vp9": (0, 63)}
 # Audio and subtitle codecs each muxer takes as they are (None: any).
 _AUDIO_OK = {
     "mp4": {"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"},
@@ -141,6 +143,13 @@ def choose_format(path: Path, *, source_bits: int, colour: ColourSpec, codec: st
         if name not in _CONTAINER_CODECS[suffix]:
             raise InputError(f"{path}: {suffix} files cannot hold lossless {name}")
     else:
+        if crf is not None:
+            if name not in _CRF_RANGE:
+                raise InputError(f"{path}: --crf does not apply to {name} (it has no quality scale; drop --crf)")
+            low, high = _CRF_RANGE[name]
+            if not low <= crf <= high:
+                raise InputError(f"{path}: --crf {crf} is out of range for {name} ({low} to {high}; lower is "
+                                 "better quality)")
         pix = pix_fmt or (pix16 if deep_source else pix8)
         supported = [f.name for f in (av.codec.Codec(encoder, "w").video_formats or [])]
         if pix not in supported:

@@ -27,7 +27,7 @@ from .colour import ColourSpec, HdrMetadata, describe
 
 __all__ = ["VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "OUTPUT_CONTAINERS", "InputError", "FrameSource", "open_frames",
            "to_tensor", "to_array", "FrameWriter", "open_writer", "natural_key", "check_output_path", "list_frames",
-           "read_image", "replace_atomically", "encoder_frame"]
+           "read_image", "replace_atomically", "encoder_frame", "check_writable_folder"]
 
 # Inputs: what is looked for in folders of videos (any file FFmpeg decodes can be named directly).
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
@@ -62,6 +62,7 @@ class FrameSource:
     colour: ColourSpec = SRGB
     rotation: int = 0  # display rotation in degrees (PyAV's convention); see read_frame_metadata
     hdr: HdrMetadata | None = None  # HDR10 mastering/light-level metadata; see read_frame_metadata
+    interlaced: bool = False  # the first frame is interlaced (restored as progressive, with a note)
 
     def iter_timed(self) -> Iterator[tuple[np.ndarray, int]]:
         raise NotImplementedError
@@ -70,8 +71,12 @@ class FrameSource:
         """The number of frames: as stated, or counted without decoding."""
         return self.num_frames or 0
 
+    def duration_frames(self) -> int | None:
+        """The frames the stated duration holds (None: no duration stated, or not a video file)."""
+        return None
+
     def read_frame_metadata(self) -> None:
-        """Fill in what only a decoded frame tells (``rotation``, ``hdr``)."""
+        """Fill in what only a decoded frame tells (``rotation``, ``hdr``, ``interlaced``)."""
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for frame, _ in self.iter_timed():
@@ -209,6 +214,19 @@ class VideoSource(FrameSource):
             except av.error.FFmpegError as e:
                 raise InputError(f"{self.path}: corrupt or unreadable video data ({_av_reason(e)})") from None
 
+    def duration_frames(self) -> int | None:
+        """The frames the stated duration holds at the stream's rate (None when none is stated):
+        for containers that state no frame count (Matroska, WebM, MPEG-TS), a cut file still
+        states its duration."""
+        seconds = None
+        if self.stream.duration and self.stream.time_base:
+            seconds = float(self.stream.duration * self.stream.time_base)
+        elif self.container.duration:
+            seconds = self.container.duration / 1_000_000  # AV_TIME_BASE
+        if not seconds or not self.fps or seconds <= 0:
+            return None
+        return max(1, round(seconds * float(self.fps)))
+
     def read_frame_metadata(self) -> None:
         import av
 
@@ -221,6 +239,7 @@ class VideoSource(FrameSource):
         if frame is not None:
             self.rotation = int(getattr(frame, "rotation", 0) or 0)
             self.hdr = HdrMetadata.from_frame(frame)
+            self.interlaced = bool(getattr(frame, "interlaced_frame", False))
 
     def close(self) -> None:
         self.container.close()
@@ -291,12 +310,39 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool) -> tuple[Path
     kind = "video" if suffix else "frames"
     if not path.parent.exists() or not path.parent.is_dir():
         raise InputError(f"{path}: output folder {path.parent} does not exist")
+    check_writable_folder(path.parent, for_name=path.name)
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise InputError(f"{path}: exists; pass --overwrite to replace it")
         if kind == "video" and path.is_dir():
             raise InputError(f"{path}: is a folder; will not replace it with a video file")
     return path, kind
+
+
+# Names vsrdb makes beside an output are at most this much longer than it (work folders
+# "NAME.vsrdb-work", temporary ".NAME.partial-PID").
+_NAME_EXTRA = 24
+
+
+def check_writable_folder(folder: Path, *, for_name: str | None = None) -> None:
+    """InputError naming ``folder`` unless a file can be created in it (read-only file systems,
+    permissions, a full disk) and, with ``for_name``, unless that name and vsrdb's work names
+    beside it fit the file system's limit on name length."""
+    folder = Path(folder)
+    if for_name is not None:
+        try:
+            limit = os.pathconf(folder, "PC_NAME_MAX")
+        except (OSError, ValueError, AttributeError):
+            limit = 255
+        length = len(for_name.encode())
+        if length + _NAME_EXTRA > limit:
+            raise InputError(f"{folder / for_name}: the name is {length} bytes; with the {_NAME_EXTRA} more that vsrdb's "
+                             f"work files beside it need, that passes this file system's limit of {limit}: shorten it")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".vsrdb-write-test-"):
+            pass
+    except OSError as e:
+        raise InputError(f"{folder}: cannot write there ({e.strerror or e})") from None
 
 
 class FrameWriter:

@@ -184,12 +184,24 @@ def infer_official_config(state_d: Mapping[str, Tensor], state_r: Mapping[str, T
         raise CheckpointError(f"{source}: inferred an impossible config: {e}") from None
 
 
+def _load_reason(e: Exception) -> str:
+    """torch.load's failure in a few words. Its own text advises ``weights_only=False``, which
+    vsrdb never does (it would run code from the file), so that advice is not repeated."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        return "it holds Python objects other than tensors, which vsrdb does not unpickle; the file is damaged " \
+               "or not a checkpoint"
+    if "zip archive" in text or "central directory" in text:
+        return "not a torch zip archive: damaged, cut short or another kind of file"
+    first = text.split(". ")[0].splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 def _read_official(path: Path, key: str) -> dict[str, Tensor]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling refusals, truncation, not a zip: all one message
-        raise CheckpointError(f"{path}: cannot read as a weights-only torch checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        raise CheckpointError(f"{path}: cannot read as a weights-only torch checkpoint ({_load_reason(e)})") from None
     if isinstance(blob, dict) and key in blob:
         state = blob[key]
     elif isinstance(blob, dict) and all(isinstance(v, Tensor) for v in blob.values()):

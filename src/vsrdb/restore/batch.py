@@ -111,7 +111,8 @@ class ProgressFile:
             write_atomically(self.path, json.dumps(self.state))
 
 
-def expand_inputs(inputs: list[str], output: str, *, ext: str | None) -> tuple[list[tuple[Path, Path]], bool]:
+def expand_inputs(inputs: list[str], output: str, *, ext: str | None,
+                  warn: Callable[[str], None] | None = None) -> tuple[list[tuple[Path, Path]], bool]:
     """(input, output) pairs, and whether this is a batch (OUTPUT is a folder of outputs).
 
     One input that is a video file or a folder of frames: OUTPUT is its output. Several
@@ -121,12 +122,20 @@ def expand_inputs(inputs: list[str], output: str, *, ext: str | None) -> tuple[l
     paths = [Path(p) for p in inputs]
     expanded: list[Path] = []
     batch = len(paths) > 1
+    sources: dict[Path, Path] = {}  # a folder of videos' videos -> the folder
     for p in paths:
-        if p.is_dir() and not _has_frames(p):
-            videos = sorted((q for q in p.iterdir() if q.is_file() and q.suffix.lower() in VIDEO_EXTENSIONS),
-                            key=lambda q: natural_key(q.name))
+        if p.is_dir():
+            # What a folder is follows from what it holds: any video makes it a folder of videos
+            # (its images are reported and skipped); a frame folder holds frames only.
+            files = [q for q in p.iterdir() if q.is_file() and not q.name.startswith(".")]
+            videos = sorted((q for q in files if q.suffix.lower() in VIDEO_EXTENSIONS), key=lambda q: natural_key(q.name))
             if videos:
+                images = [q.name for q in files if q.suffix.lower() in IMAGE_EXTENSIONS]
+                if images and warn is not None:
+                    warn(f"{p}: a folder of videos; its {len(images)} image file(s) ({', '.join(sorted(images)[:3])}"
+                         f"{', ...' if len(images) > 3 else ''}) are skipped (a frame folder holds frames only)")
                 expanded += videos
+                sources.update({v: p for v in videos})
                 batch = True
                 continue
         expanded.append(p)
@@ -151,14 +160,17 @@ def expand_inputs(inputs: list[str], output: str, *, ext: str | None) -> tuple[l
         out = outdir / (p.stem if p.is_file() else p.name)
         out = out.with_name(out.name + suffix)
         if out in seen:
-            raise InputError(f"{p}: its output {out} is also {seen[out]}'s; rename one or pass --ext")
+            raise InputError(f"{p}: its output {out} would also be {seen[out]}'s (same name); rename one of them")
         seen[out] = p
         pairs.append((p, out))
+    # An output folder in (or equal to) an input folder would be scanned as input next time,
+    # and its outputs could be taken for inputs now.
+    real_out = Path(os.path.realpath(outdir))
+    for folder in {*(p for p in paths if p.is_dir()), *sources.values()}:
+        real_in = Path(os.path.realpath(folder))
+        if real_out == real_in or real_in in real_out.parents:
+            raise InputError(f"{outdir}: lies inside the input folder {folder}; choose an output folder outside it")
     return pairs, True
-
-
-def _has_frames(folder: Path) -> bool:
-    return any(q.suffix.lower() in IMAGE_EXTENSIONS for q in folder.iterdir() if q.is_file())
 
 
 def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOptions, *, batch: bool,
@@ -217,6 +229,7 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOpti
         if u % dist.world == dist.rank:
             mine.setdefault(n, []).extend(ks)
     failures: dict[int, str] = {}
+    kept: set[int] = set()  # failed jobs whose finished work stays for --resume
     started: dict[int, float] = {}
     for n, ks in mine.items():
         job = jobs[n]
@@ -248,14 +261,21 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOpti
             if not batch and dist.world == 1:
                 job.discard()
                 raise InputError(failures[n]) from None
+        except OSError as e:  # a full disk or a failing drive: the frames finished so far stay
+            failures[n] = _write_failure(job, e)
+            kept.add(n)
+            if not batch and dist.world == 1:
+                raise InputError(failures[n]) from None
     all_failures: dict[int, str] = {}
-    for f in dist.gather(failures):
+    for f, k in dist.gather((failures, kept)):
         all_failures.update(f)
+        kept |= k
     if dist.rank == 0:
         for n, job in jobs.items():
             start = started.get(n, time.perf_counter())
             if n in all_failures:
-                job.discard()
+                if n not in kept:
+                    job.discard()
                 results[n] = JobResult(str(job.input), str(job.output), "failed", all_failures[n])
                 continue
             try:
@@ -271,8 +291,19 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOpti
                 if not batch and dist.world == 1:
                     raise
                 results[n] = JobResult(str(job.input), str(job.output), "failed", str(e))
+            except OSError as e:
+                message = _write_failure(job, e)
+                if not batch and dist.world == 1:
+                    raise InputError(message) from None
+                results[n] = JobResult(str(job.input), str(job.output), "failed", message)
     results = dist.broadcast(results)
     return [results[n] for n in sorted(results)]
+
+
+def _write_failure(job: Job, e: OSError) -> str:
+    where = e.filename or job.work
+    return (f"{job.output}: cannot write {Path(where).name} ({e.strerror or e}); the finished frames are kept in "
+            f"{job.work}: free space (or fix the drive) and rerun with --resume")
 
 
 def _segment_len(job: Job, k: int) -> int:

@@ -39,7 +39,8 @@ from ..files import write_atomically
 from ..models.family import RestorationModel
 from .restorer import Restorer, TilePlan
 
-__all__ = ["JobSpec", "Job", "WORK_SUFFIX", "model_fingerprint", "check_not_input", "RestoreOptions"]
+__all__ = ["JobSpec", "Job", "WORK_SUFFIX", "model_fingerprint", "check_not_input", "RestoreOptions",
+           "hold_work_folder", "release_work_folder"]
 
 WORK_SUFFIX = ".vsrdb-work"
 _VERSION = 1
@@ -111,6 +112,8 @@ class JobSpec:
     input_id: tuple[int, int]  # size in bytes (files) or frame count (folders), mtime in ns
     audio: bool
     rotation: int = 0  # the input's display rotation (degrees, PyAV's convention)
+    input_hash: str = ""  # of the input's first, middle and last MB (a replaced file of equal size and mtime)
+    duration_frames: int | None = None  # without a stated count: the frames the stated duration holds
     version: int = _VERSION
 
     def to_json(self) -> str:
@@ -137,6 +140,48 @@ def _input_id(path: Path) -> tuple[int, int]:
     st = path.stat()
     size = len(os.listdir(path)) if path.is_dir() else st.st_size
     return size, st.st_mtime_ns
+
+
+def _check_memory(path: Path, source, restorer: Restorer) -> None:
+    """Refuse frames whose restoration cannot fit in memory, before any work: the frames held for
+    the windows, and the output frame with its blend buffers, come on top of one tile's pass."""
+    from ..devices import available_memory
+
+    h, w, s = source.height, source.width, restorer.scale
+    before, after = restorer.context
+    lr = (before + after + 2) * 3 * h * w * (4 + (2 if source.bits > 8 else 1))
+    hr_frame = 3 * h * w * s * s * 4
+    need = lr + 3 * hr_frame + restorer.budget()
+    have = available_memory(torch.device("cpu"))
+    if need > have:
+        raise InputError(f"{path}: frames of {w}x{h} need about {need / 1e9:.1f} GB of memory to restore (the x{s} "
+                         f"output frame alone is {hr_frame / 1e9:.1f} GB in fp32); {have / 1e9:.1f} GB is available")
+
+
+def _input_hash(path: Path, chunk: int = 1 << 20) -> str:
+    """A hash of a file's first, middle and last ``chunk`` bytes (of a folder: its frames' names,
+    sizes and the same of its first and last frames), read in milliseconds even for hours of video."""
+    h = hashlib.sha256()
+
+    def add_file(p: Path) -> None:
+        size = p.stat().st_size
+        h.update(str(size).encode())
+        with open(p, "rb") as f:
+            for at in sorted({0, max(0, size // 2 - chunk // 2), max(0, size - chunk)}):
+                f.seek(at)
+                h.update(f.read(chunk))
+
+    if path.is_dir():
+        from ..data.video import list_frames
+
+        files = list_frames(path)
+        for p in files:
+            h.update(f"{p.name}:{p.stat().st_size};".encode())
+        for p in {files[0], files[-1]} if files else ():
+            add_file(p)
+    else:
+        add_file(path)
+    return h.hexdigest()[:32]
 
 
 class Job:
@@ -169,7 +214,19 @@ class Job:
             planned = source.count_frames()
             if planned == 0:
                 raise InputError(f"{input_path}: the video stream has no frames")
+            by_duration = None if stated else source.duration_frames()
+            if by_duration and planned < by_duration - max(2, by_duration // 50):
+                raise InputError(f"{input_path}: the stream holds {planned} frames but its stated duration holds "
+                                 f"{by_duration}: the file is damaged or cut short")
+            min_size = restorer.model.min_size
+            if min(source.height, source.width) < min_size:
+                raise InputError(f"{input_path}: frames are {source.width}x{source.height}; the model needs at "
+                                 f"least {min_size}x{min_size}")
             plan = restorer.make_plan(source.height, source.width)
+            _check_memory(input_path, source, restorer)
+            if getattr(source, "interlaced", False):
+                note(f"{input_path.name}: interlaced video; its fields are restored as progressive frames "
+                     "(deinterlace it first for better results, e.g. ffmpeg -vf bwdif)")
             if fmt is not None and (source.colour.hdr or source.hdr):
                 what = f"HDR ({source.colour.hdr or 'metadata'})"
                 if source.hdr is None:
@@ -187,30 +244,49 @@ class Job:
                 format=None if fmt is None else fmt.as_dict(), bits=fmt.bits if fmt else source.bits,
                 fps=str(source.fps), time_base=str(source.time_base), model=fingerprint,
                 dtype=str(restorer.dtype).removeprefix("torch."), input_id=_input_id(input_path), audio=opts.audio,
-                rotation=source.rotation)
+                rotation=source.rotation, input_hash=_input_hash(input_path), duration_frames=by_duration)
+        return cls(cls._open_work(spec, output, resume=resume, restart=restart))
+
+    @staticmethod
+    def _open_work(spec: "JobSpec", output: Path, *, resume: bool, restart: bool) -> "JobSpec":
+        """Create the work folder (or check the one there) and lock it; returns the spec to use."""
         work = work_folder(output)
-        if work.exists():
-            if restart:
-                shutil.rmtree(work)
-            elif not resume:
-                done = Job._progress_of(work)
-                raise InputError(f"{output}: unfinished work from an earlier run is in {work} ({done}); pass "
-                                 f"--resume to continue it, or --restart to discard it")
-            else:
-                try:
-                    old = JobSpec.from_json((work / "job.json").read_text())
-                except (OSError, ValueError, TypeError, KeyError) as e:
-                    raise InputError(f"{work / 'job.json'}: unreadable ({e}); pass --restart to discard "
-                                     "the unfinished work") from None
-                differ = [k for k, v in asdict(spec).items() if asdict(old).get(k) != v and k != "tiles"]
-                if differ:
-                    raise InputError(f"{output}: the unfinished work in {work} was made with a different "
-                                     f"{', '.join(differ)}; pass --restart to discard it and start again")
-                spec = old  # the tiles chosen then, whatever memory is free now
-                return cls(spec)
-        (work / "frames").mkdir(parents=True)
-        write_atomically(work / "job.json", spec.to_json().encode(), durable=True)
-        return cls(spec)
+        try:
+            if work.exists():
+                hold_work_folder(work, output)
+                if restart:
+                    shutil.rmtree(work)
+                    release_work_folder(work)
+                elif not resume:
+                    done = Job._progress_of(work)
+                    raise InputError(f"{output}: unfinished work from an earlier run is in {work} ({done}); pass "
+                                     f"--resume to continue it, or --restart to discard it")
+                else:
+                    try:
+                        old = JobSpec.from_json((work / "job.json").read_text())
+                    except (OSError, ValueError, TypeError, KeyError) as e:
+                        raise InputError(f"{work / 'job.json'}: unreadable ({e}); pass --restart to discard "
+                                         "the unfinished work") from None
+                    mine, theirs = asdict(spec), asdict(old)
+                    differ = [k for k, v in mine.items() if theirs.get(k) != v and k != "tiles"
+                              and not (k == "input_hash" and not theirs.get(k))]  # older records had none
+                    if differ:
+                        what = ", ".join("input's contents" if k == "input_hash" else k for k in differ)
+                        raise InputError(f"{output}: the unfinished work in {work} was made with a different "
+                                         f"{what}; pass --restart to discard it and start again")
+                    return old  # the tiles chosen then, whatever memory is free now
+            try:
+                work.mkdir()
+            except FileExistsError:  # another run made it just now
+                raise InputError(f"{output}: another vsrdb run started on this output just now; wait for it to "
+                                 "finish or stop it first") from None
+            hold_work_folder(work, output)
+            (work / "frames").mkdir()
+            write_atomically(work / "job.json", spec.to_json().encode(), durable=True)
+            return spec
+        except BaseException:
+            release_work_folder(work)
+            raise
 
     @staticmethod
     def _progress_of(work: Path) -> str:
@@ -257,7 +333,12 @@ class Job:
             for k in sorted(segments):
                 if self.done(k):
                     continue
-                self._run_segment(k, restorer, tap, before, recurrent, on_frame)
+                try:
+                    self._run_segment(k, restorer, tap, before, recurrent, on_frame)
+                except InputError as e:  # the Restorer's own errors do not know the file
+                    if str(e).startswith(str(self.input)):
+                        raise
+                    raise InputError(f"{self.input}: {e}") from None
 
     def _run_segment(self, k: int, restorer: Restorer, tap: "_Tap", before: int, recurrent: bool,
                      on_frame: Callable[[], None]) -> None:
@@ -332,6 +413,8 @@ class Job:
         total = len(pts)
         if spec.stated_frames and total != spec.stated_frames:
             raise InputError(_short_message(self.input, total, spec))
+        if not spec.stated_frames and spec.duration_frames and total < spec.duration_frames - _slack(spec):
+            raise InputError(_short_message(self.input, total, spec))
         if spec.kind == "frames":
             files = sorted((self.work / "frames").glob("*.png"))
             if len(files) != total:
@@ -340,10 +423,15 @@ class Job:
         else:
             tmp = self.work / f"joined{self.output.suffix}"
             segments = [self.work / f"seg_{k:06d}.mkv" for k in range(spec.segments)]
-            counts = join_segments(tmp, self.format.muxer, segments, pts, Fraction(spec.time_base),
-                                   frame_rate=Fraction(spec.fps),
-                                   source=self.input if self.input.is_file() else None, audio=spec.audio,
-                                   note=note)
+            # Notes name the output the user asked for, not the temporary file being joined.
+            try:
+                counts = join_segments(tmp, self.format.muxer, segments, pts, Fraction(spec.time_base),
+                                       frame_rate=Fraction(spec.fps),
+                                       source=self.input if self.input.is_file() else None, audio=spec.audio,
+                                       note=lambda text: note(text.replace(tmp.name, self.output.name)))
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # never leave a truncated join behind
+                raise
             if counts["video"] != total:
                 raise InputError(f"{self.output}: {counts['video']} frames written, {total} restored")
             carries_rotation = self.format.muxer in ("mp4", "mov")
@@ -352,10 +440,44 @@ class Job:
                      f"{self.output.suffix} output cannot carry that here, so it plays unrotated (use .mp4 or .mov)")
             replace_atomically(tmp, self.output)
         shutil.rmtree(self.work, ignore_errors=True)
+        release_work_folder(self.work)
         return total
 
     def discard(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
+        release_work_folder(self.work)
+
+
+# Work folders this process holds: an advisory lock (flock) on the folder itself, taken when
+# a job is planned and kept to its end, so a second run on the same output is refused before
+# it touches anything. The kernel drops the lock when the process dies, however it dies.
+_HELD: dict[str, int] = {}
+
+
+def hold_work_folder(work: Path, output: Path) -> None:
+    """Lock ``work`` for this process; InputError if another process holds it."""
+    import fcntl
+
+    key = os.path.realpath(work)
+    if key in _HELD:
+        return
+    try:
+        fd = os.open(work, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as e:
+        raise InputError(f"{work}: cannot open the work folder ({e.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise InputError(f"{output}: another vsrdb run is working on this output (it holds {work}); wait for "
+                         "it to finish or stop it first") from None
+    _HELD[key] = fd
+
+
+def release_work_folder(work: Path) -> None:
+    fd = _HELD.pop(os.path.realpath(work), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def work_folder(output: Path) -> Path:
@@ -363,9 +485,19 @@ def work_folder(output: Path) -> Path:
 
 
 def _short_message(path: Path, got: int, spec: JobSpec) -> str:
-    expected = spec.stated_frames or spec.frames
-    return (f"{path}: decoding stopped at frame {got} of the {expected} the "
-            f"{'container states' if spec.stated_frames else 'stream holds'}: the file is damaged or cut short")
+    if spec.stated_frames:
+        expected, said = spec.stated_frames, "container states"
+    elif spec.duration_frames and spec.duration_frames - _slack(spec) > max(got, spec.frames):
+        expected, said = spec.duration_frames, "stated duration holds"
+    else:
+        expected, said = spec.frames, "stream holds"
+    return (f"{path}: decoding stopped at frame {got} of the {expected} the {said}: the file is damaged or "
+            "cut short")
+
+
+def _slack(spec: JobSpec) -> int:
+    """Frames a duration-derived count may be off by: rounding, and variable frame rates."""
+    return max(2, (spec.duration_frames or 0) // 50)
 
 
 def _format_from(d: dict) -> OutputFormat:

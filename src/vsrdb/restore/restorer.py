@@ -102,7 +102,7 @@ def plan_tiles(height: int, width: int, *, tile: int | None, overlap: int,
         return TilePlan.grid(height, width, min(tile, height), min(tile, width), overlap)
     best = (1, 1)
     if tile_bytes is not None and budget is not None:
-        best, best_area = (64, 64), None
+        best, best_area = None, None
         for ny in range(1, 65):
             for nx in range(1, 65):
                 sy = _tile_len(height, ny, overlap)
@@ -113,6 +113,15 @@ def plan_tiles(height: int, width: int, *, tile: int | None, overlap: int,
                 fits = tile_bytes(sy, sx) <= budget
                 if fits and (best_area is None or area < best_area):
                     best, best_area = (ny, nx), area
+        if best is None:
+            smallest = max(min_size, 2 * overlap + 1)
+            need = tile_bytes(min(height, smallest), min(width, smallest))
+            if need <= budget:  # small tiles fit, but a frame this large needs more than 64 x 64 of them
+                raise InputError(f"frames of {width}x{height} need more than 64x64 tiles within "
+                                 f"{budget / (1 << 30):.3g} GB; raise --max-memory or pass --tile")
+            raise InputError(f"a memory budget of {budget / (1 << 30):.3g} GB is too small for this model at any "
+                             f"tile size (a {smallest}x{smallest} tile with overlap {overlap} needs "
+                             f"{need / (1 << 30):.3g} GB); raise --max-memory or pass --tile")
     return TilePlan.grid(height, width, _tile_len(height, best[0], overlap), _tile_len(width, best[1], overlap),
                          overlap)
 
@@ -209,9 +218,13 @@ class Restorer:
         # Sequence families: frames pushed to the stream at once (more use a GPU better).
         self.sequence_chunk = 1 if self.device.type == "cpu" else model.frames.length
 
+    def budget(self) -> int:
+        """Bytes for one tile's forward pass: ``max_memory``, or what the device has."""
+        return self.max_memory if self.max_memory is not None else default_budget(self.device)
+
     def make_plan(self, height: int, width: int) -> TilePlan:
         """The tiles for frames of this LR size under the memory budget (or ``tile``)."""
-        budget = self.max_memory if self.max_memory is not None else default_budget(self.device)
+        budget = self.budget()
         return plan_tiles(height, width, tile=self.tile, overlap=self.overlap, budget=budget,
                           tile_bytes=self._tile_bytes,
                           min_size=max(8, self.model.min_size))

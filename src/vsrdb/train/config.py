@@ -31,7 +31,7 @@ class DataConfig:
     batch: int = 8                       # global batch (split over processes)
     workers: int = 2
     flow: str | None = "dis"             # pseudo-GT flow estimator; None disables the flow loss
-    cache_dir: str | None = None         # default: ROOT/.vsrdb-cache
+    cache_dir: str | None = None         # default: ~/.cache/vsrdb/datasets/NAME-HASH (never the dataset)
 
 
 @dataclass
@@ -141,7 +141,41 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
 
     if cfg.amp.lower() not in PRECISIONS:
         raise ConfigError(f"{path}: amp must be one of {', '.join(PRECISIONS)}, got {cfg.amp!r}")
+    check_ranges(cfg, str(path))
     return cfg
+
+
+def check_ranges(cfg: TrainConfig, source: str) -> None:
+    """Every number's range, before training starts: one line naming the key."""
+
+    def need(ok: bool, key: str, value, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"{source}: {key} must be {rule}, got {value!r}")
+
+    d = cfg.data
+    need(d.patch >= 1, "data.patch", d.patch, "1 or more")
+    need(d.batch >= 1, "data.batch", d.batch, "1 or more")
+    need(d.workers >= 0, "data.workers", d.workers, "0 or more")
+    need(d.val_windows >= 0, "data.val_windows", d.val_windows, "0 or more")
+    stages = dict(cfg.stages)
+    for name, st in (("stage1", cfg.stage1), ("stage2", cfg.stage2)):
+        if st is not None:
+            stages[name] = st
+    for name, st in stages.items():
+        where = name if name.startswith("stage") and name not in cfg.stages else f"stages.{name}"
+        need(st.iterations >= 0, f"{where}.iterations", st.iterations, "0 or more")
+        need(st.lr > 0 and st.lr == st.lr and st.lr != float("inf"), f"{where}.lr", st.lr, "more than 0")
+        need(st.batch is None or st.batch >= 1, f"{where}.batch", st.batch, "1 or more")
+    need(all(0 < m < 1 for m in cfg.milestones) and list(cfg.milestones) == sorted(cfg.milestones),
+         "milestones", list(cfg.milestones), "increasing fractions between 0 and 1")
+    need(0 < cfg.gamma <= 1, "gamma", cfg.gamma, "in (0, 1]")
+    for key in ("checkpoint_every", "val_every", "log_every"):
+        need(getattr(cfg, key) >= 1, key, getattr(cfg, key), "1 or more")
+    need(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, "1 or more")
+    for f in dataclasses.fields(cfg.loss):
+        value = getattr(cfg.loss, f.name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            need(value >= 0 and value == value, f"loss.{f.name}", value, "0 or more")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:

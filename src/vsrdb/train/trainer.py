@@ -36,6 +36,7 @@ from ..checkpoints import load_checkpoint, save_checkpoint
 from ..data.datasets import WindowDataset, find_clips, validate_clips
 from ..data.flow import initial_flows
 from ..data.resize import imresize
+from ..data.video import check_writable_folder
 from ..devices import pick_device
 from ..errors import CheckpointError, ConfigError, InputError
 from ..evaluate.metrics import psnr, ssim
@@ -97,6 +98,16 @@ def _setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def default_cache_dir(root: str | Path) -> Path:
+    """Where a dataset's computed flows are kept: under the user's cache, one folder per dataset
+    (by its real path), never inside the dataset, which may be read-only or shared."""
+    import hashlib
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vsrdb" / "datasets"
+    real = os.path.realpath(root)
+    return base / f"{Path(real).name or 'root'}-{hashlib.sha256(real.encode()).hexdigest()[:12]}"
+
+
 class Trainer:
     """Runs every stage of a ``TrainConfig``'s model family in order; see the module docstring."""
 
@@ -123,7 +134,8 @@ class Trainer:
         self.val_window = probe.frames.length
         self.columns = _log_columns(cfg, self.stages)
         self._check_run_dir()
-        self._prepare_data()
+        self._prepare_data()  # data errors come before anything is written: no empty run folder
+        self._make_run_dir()
         self.tb = None
 
     # ------------------------------------------------------------------ setup
@@ -133,6 +145,8 @@ class Trainer:
         if started and not self.resume:
             raise InputError(f"{self.run_dir}: holds a started run; pass --resume to continue it "
                              f"or choose another run_dir")
+
+    def _make_run_dir(self) -> None:
         if self.main:
             import yaml
 
@@ -152,7 +166,13 @@ class Trainer:
         val_clips = find_clips(val_layout, val_root, hr_root=d.val_hr_root or d.hr_root, split=val_split,
                                scale=scale)
         validate_clips(val_clips, scale, min_frames=1)
-        cache = d.cache_dir or str(Path(d.root) / ".vsrdb-cache")
+        cache = d.cache_dir or str(default_cache_dir(d.root))
+        try:  # computed flows go here: refuse an unwritable folder now, not at the first batch
+            Path(cache).mkdir(parents=True, exist_ok=True)
+            check_writable_folder(Path(cache))
+        except (OSError, InputError) as e:
+            raise ConfigError(f"data.cache_dir {cache}: cannot write the flow cache there ({e}); set "
+                              "data.cache_dir to a writable folder") from None
         # One data order for the whole run: the widest window any stage needs, from which a
         # stage with a narrower one takes the middle frames.
         self.train_window = max(s.window for s in self.stages)

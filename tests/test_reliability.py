@@ -1,0 +1,395 @@
+"""Odd inputs, outputs, options and faults (issue 29's cases): each ends with exit status 2 and
+one line naming the file and the problem, before any work where it can be known up front, and
+never with exit 0 and less than every frame; finished work stays resumable."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from conftest import synth_photo_dataset
+from test_restore_media import _one_line_error, _run, clip, decode, make_video
+from test_train import write_config
+from vsrdb.cli import main
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A small tmpfs (root only): real read-only and full file systems. Skips elsewhere."""
+    mounts = []
+
+    def make(size: str, *, ro: bool = False) -> Path:
+        path = tmp_path / f"mnt{len(mounts)}"
+        path.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.decode().strip()}")
+        mounts.append(path)
+        if ro:
+            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+        return path
+
+    yield make
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+# --- what an input is -------------------------------------------------------------------------
+
+def test_a_folder_of_videos_with_an_image_restores_the_videos(tmp_path, weights, capsys):
+    vids = tmp_path / "vids"
+    vids.mkdir()
+    make_video(vids / "a.mp4", clip(3))
+    make_video(vids / "b.mp4", clip(4))
+    cv2.imwrite(str(vids / "cover.jpg"), clip(1)[0])
+    assert _run(vids, "-o", tmp_path / "out", "--weights", weights, "--ext", "mkv") == 0
+    captured = capsys.readouterr()
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.mkv", "b.mkv"]
+    assert [len(decode(tmp_path / "out" / n)) for n in ("a.mkv", "b.mkv")] == [3, 4]
+    assert "cover.jpg" in captured.err and "skipped" in captured.err
+
+
+def test_batch_outputs_never_go_into_an_input_folder(tmp_path, weights, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    make_video(clips / "one.mkv", clip(3))
+    make_video(clips / "two.mkv", clip(3))
+    before = _listing(clips)
+    for out, extra in ((clips / "out", ()), (clips, ("--ext", "mkv"))):
+        assert _run(clips, "-o", out, "--weights", weights, *extra) == 2
+        _one_line_error(capsys, str(out), "lies inside the input folder")
+        assert _listing(clips) == before
+
+
+def test_two_inputs_with_one_output_name_say_rename(tmp_path, weights, capsys):
+    make_video(tmp_path / "a.mp4", clip(3))
+    (tmp_path / "x").mkdir()
+    make_video(tmp_path / "x" / "a.mp4", clip(3))
+    assert _run(tmp_path / "a.mp4", tmp_path / "x" / "a.mp4", "-o", tmp_path / "out", "--weights", weights) == 2
+    line = _one_line_error(capsys, "same name", "rename one of them")
+    assert "--ext" not in line
+
+
+# --- every frame or an error -----------------------------------------------------------------
+
+def test_a_cut_mkv_is_caught_by_its_stated_duration(tmp_path, weights, capsys):
+    full = tmp_path / "full.mkv"
+    make_video(full, clip(30), fps=25)
+    with av.open(str(full)) as c:
+        assert not c.streams.video[0].frames  # Matroska states no frame count
+    cut = tmp_path / "cut.mkv"
+    data = full.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    assert _run(cut, "-o", tmp_path / "out.mp4", "--weights", weights) == 2
+    _one_line_error(capsys, str(cut), "stated duration holds 30", "cut short")
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out.mp4.vsrdb-work").exists()
+    assert _run(full, "-o", tmp_path / "ok.mp4", "--weights", weights) == 0  # the whole file still restores
+    assert len(decode(tmp_path / "ok.mp4")) == 30
+
+
+def test_resume_refuses_an_input_replaced_with_equal_size_and_mtime(tmp_path, weights, capsys, monkeypatch):
+    import vsrdb.restore.job as job
+
+    video = tmp_path / "in.mp4"
+    make_video(video, clip(6))
+    out = tmp_path / "out.mp4"
+
+    def interrupted(self, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job.Job, "finish", interrupted)
+    assert main(["restore", str(video), "-o", str(out), "--weights", weights, "--quiet"]) == 130
+    monkeypatch.undo()
+    st = video.stat()
+    data = bytearray(video.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 8] = bytes(255 - b for b in data[middle:middle + 8])
+    video.write_bytes(bytes(data))
+    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert video.stat().st_size == st.st_size and video.stat().st_mtime_ns == st.st_mtime_ns
+    capsys.readouterr()
+    assert _run(video, "-o", out, "--weights", weights, "--resume") == 2
+    _one_line_error(capsys, str(out), "different input's contents", "--restart")
+    assert not out.exists() and (tmp_path / "out.mp4.vsrdb-work").is_dir()
+
+
+# --- options refused before any work ------------------------------------------------------------
+
+@pytest.mark.parametrize("codec, crf, words", [
+    ("vp9", 99, "out of range for vp9 (0 to 63"), ("av1", 70, "out of range for av1 (1 to 63"),
+    ("h265", 99, "out of range for h265 (0 to 51"), ("h264", 99, "out of range for h264 (0 to 51"),
+    ("ffv1", 10, "does not apply to ffv1")])
+def test_crf_is_checked_for_its_codec_before_any_work(tmp_path, weights, capsys, codec, crf, words):
+    make_video(tmp_path / "in.mp4", clip(3))
+    out = tmp_path / "out.mkv"
+    assert _run(tmp_path / "in.mp4", "-o", out, "--weights", weights, "--codec", codec, "--crf", crf) == 2
+    _one_line_error(capsys, str(out), words)
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4"]
+
+
+def test_fp16_on_a_cpu_is_refused_up_front(tmp_path, weights, capsys):
+    make_video(tmp_path / "in.mp4", clip(3))
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path / "out.mp4", "--weights", weights, "--device", "cpu",
+                "--precision", "fp16") == 2
+    _one_line_error(capsys, "fp16 is for GPUs", "use bf16")
+    dataset = synth_photo_dataset(tmp_path, (48, 64), photo_size=(24, 32), clip_frames=3, photo_clips=1)
+    assert main(["evaluate", "--data", str(dataset), "--layout", "synth", "--weights", weights, "--device", "cpu",
+                 "--precision", "fp16", "--quiet"]) == 2
+    _one_line_error(capsys, "fp16 is for GPUs")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (("--max-memory", "-1"), "-1 must be more than 0 GB"), (("--max-memory", "0"), "0 must be more than 0 GB"),
+    (("--fps", "1e9"), "above 1000 frames per second")])
+def test_impossible_numbers_are_refused_by_the_parser(tmp_path, weights, capsys, argv, words):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, f in enumerate(clip(3)):
+        cv2.imwrite(str(frames / f"{i}.png"), f)
+    with pytest.raises(SystemExit) as e:
+        main(["restore", str(frames), "-o", str(tmp_path / "out.mkv"), "--weights", weights, *argv])
+    assert e.value.code == 2 and words in capsys.readouterr().err
+    assert not (tmp_path / "out.mkv").exists()
+
+
+def test_a_memory_budget_no_tile_fits_is_refused_at_once(tmp_path, weights, capsys):
+    make_video(tmp_path / "in.mp4", clip(3, h=48, w=64))
+    started = time.perf_counter()
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path / "out.mp4", "--weights", weights, "--max-memory", "1e-7") == 2
+    assert time.perf_counter() - started < 30
+    _one_line_error(capsys, "too small for this model at any tile size", "--max-memory")
+
+
+def test_a_frame_too_large_for_memory_is_refused_before_restoring(tmp_path, weights, capsys):
+    frames = tmp_path / "big"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "0.png"), np.full((8000, 8000, 3), 90, np.uint8))  # x4: 32000 x 32000
+    assert _run(frames, "-o", tmp_path / "out", "--weights", weights) == 2
+    _one_line_error(capsys, str(frames), "of memory to restore", "output frame alone is 12.3 GB")
+    assert sorted(os.listdir(tmp_path)) == ["big"]
+
+
+def test_frames_smaller_than_the_model_allows_name_the_file(tmp_path, weights, capsys):
+    frames = tmp_path / "small"
+    frames.mkdir()
+    for i, f in enumerate(clip(3, h=2, w=2)):  # fmanet-tiny needs 3x3
+        cv2.imwrite(str(frames / f"{i}.png"), f)
+    assert _run(frames, "-o", tmp_path / "out", "--weights", weights) == 2
+    _one_line_error(capsys, str(frames), "frames are 2x2", "needs at least 3x3")
+
+
+def test_restorer_errors_are_given_the_file_name(tmp_path, weights, capsys, monkeypatch):
+    import vsrdb.restore.restorer as restorer
+    from vsrdb.errors import InputError
+
+    def no_frames(self, frames, **kw):
+        raise InputError("has no frames")
+        yield
+
+    monkeypatch.setattr(restorer.Restorer, "run", no_frames)
+    make_video(tmp_path / "in.mp4", clip(3))
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path / "out.mp4", "--weights", weights) == 2
+    assert _one_line_error(capsys) == f"vsrdb restore: error: {tmp_path / 'in.mp4'}: has no frames"
+
+
+# --- destinations ---------------------------------------------------------------------------------
+
+def test_a_read_only_output_folder_is_one_line(tmp_path, weights, capsys, tmpfs):
+    ro = tmpfs("1m", ro=True)
+    make_video(tmp_path / "in.mp4", clip(3))
+    assert _run(tmp_path / "in.mp4", "-o", ro / "out.mp4", "--weights", weights) == 2
+    _one_line_error(capsys, str(ro), "cannot write there", "Read-only file system")
+    dataset = synth_photo_dataset(tmp_path, (48, 64), photo_size=(24, 32), clip_frames=3, photo_clips=1)
+    assert main(["evaluate", "--data", str(dataset), "--layout", "synth", "--baseline", "bicubic", "--json",
+                 str(ro / "s.json"), "--quiet"]) == 2
+    _one_line_error(capsys, str(ro), "cannot write there")
+
+
+def test_an_output_name_too_long_for_the_work_files_is_refused(tmp_path, weights, capsys):
+    make_video(tmp_path / "in.mp4", clip(3))
+    out = tmp_path / ("x" * 246 + ".mp4")
+    assert _run(tmp_path / "in.mp4", "-o", out, "--weights", weights) == 2
+    _one_line_error(capsys, "the name is 250 bytes", "shorten it")
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4"]
+
+
+def test_a_full_disk_keeps_the_finished_frames_and_resume_completes(tmp_path, weights, capsys, tmpfs):
+    small = tmpfs("400k")
+    frames = tmp_path / "in"
+    frames.mkdir()
+    for i, f in enumerate(clip(12, h=40, w=48, seed=3)):
+        cv2.imwrite(str(frames / f"{i:02d}.png"), f)
+    out = small / "out"
+    assert _run(frames, "-o", out, "--weights", weights) == 2
+    line = _one_line_error(capsys, str(out), "No space left on device", "--resume")
+    assert "frames are kept in" in line
+    work = small / "out.vsrdb-work"
+    assert not out.exists() and work.is_dir()
+    kept = len(list((work / "frames").glob("*.png")))
+    assert 0 < kept < 12
+    subprocess.run(["mount", "-o", "remount,size=20m", str(small)], check=True)
+    assert _run(frames, "-o", out, "--weights", weights, "--resume") == 0
+    ref = tmp_path / "ref"
+    assert _run(frames, "-o", ref, "--weights", weights) == 0
+    names = sorted(os.listdir(out))
+    assert names == sorted(os.listdir(ref)) and len(names) == 12
+    assert all((out / n).read_bytes() == (ref / n).read_bytes() for n in names)
+
+
+def test_a_failed_join_leaves_no_partial_file(tmp_path, weights, capsys, monkeypatch):
+    import vsrdb.restore.job as job
+
+    def full_disk(out_path, *args, **kw):
+        Path(out_path).write_bytes(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device", str(out_path))
+
+    monkeypatch.setattr(job, "join_segments", full_disk)
+    make_video(tmp_path / "in.mp4", clip(3))
+    out = tmp_path / "out.mp4"
+    assert _run(tmp_path / "in.mp4", "-o", out, "--weights", weights) == 2
+    _one_line_error(capsys, str(out), "No space left on device", "--resume")
+    work = tmp_path / "out.mp4.vsrdb-work"
+    assert not out.exists() and work.is_dir() and not list(work.glob("joined*"))
+    monkeypatch.undo()
+    assert _run(tmp_path / "in.mp4", "-o", out, "--weights", weights, "--resume") == 0
+    assert len(decode(out)) == 3
+
+
+def test_a_second_run_on_a_held_output_is_refused_untouched(tmp_path, weights, capsys, monkeypatch):
+    import vsrdb.restore.job as job
+
+    video = tmp_path / "in.mp4"
+    make_video(video, clip(4))
+    out = tmp_path / "out.mp4"
+    monkeypatch.setattr(job.Job, "finish", lambda self, **kw: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert main(["restore", str(video), "-o", str(out), "--weights", weights, "--quiet"]) == 130
+    monkeypatch.undo()
+    job.release_work_folder(tmp_path / "out.mp4.vsrdb-work")  # as if that process had ended
+    work = tmp_path / "out.mp4.vsrdb-work"
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
+                               "os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
+                               "time.sleep(120)", str(work)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {p: p.stat().st_mtime_ns for p in work.rglob("*")}
+        for extra in ((), ("--resume",), ("--restart",)):
+            capsys.readouterr()
+            assert _run(video, "-o", out, "--weights", weights, *extra) == 2
+            _one_line_error(capsys, str(out), "another vsrdb run is working on this output")
+            assert {p: p.stat().st_mtime_ns for p in work.rglob("*")} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _run(video, "-o", out, "--weights", weights, "--resume") == 0  # the lock died with its holder
+    assert len(decode(out)) == 4
+
+
+# --- small ----------------------------------------------------------------------------------------
+
+def test_interlaced_input_gets_a_note(tmp_path, weights, capsys):
+    path = tmp_path / "tv.mp4"
+    frames = clip(4, h=32, w=48)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 48, 32, "yuv420p"
+        s.options = {"x264-params": "interlaced=1:tff=1", "flags": "+ildct+ilme"}
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts = i
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert _run(path, "-o", tmp_path / "out.mp4", "--weights", weights) == 0
+    assert "tv.mp4: interlaced video" in capsys.readouterr().err
+
+
+def test_notes_name_the_output_not_the_internal_join(tmp_path, weights, capsys):
+    make_video(tmp_path / "in.mov", clip(3), audio=np.zeros(48000), audio_codec="pcm_s16le")
+    assert _run(tmp_path / "in.mov", "-o", tmp_path / "final.mp4", "--weights", weights) == 0
+    err = capsys.readouterr().err
+    assert "final.mp4: pcm_s16le audio cannot go into .mp4" in err and "joined" not in err
+
+
+def test_a_garbage_authors_checkpoint_does_not_advise_unsafe_loading(tmp_path, capsys):
+    folder = tmp_path / "w"
+    folder.mkdir()
+    (folder / "model_D_best.pt").write_bytes(os.urandom(4000))
+    make_video(tmp_path / "in.mp4", clip(3))
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path / "out.mp4", "--weights", folder) == 2
+    line = _one_line_error(capsys, "model_D_best.pt: cannot read as a weights-only torch checkpoint")
+    assert "weights_only" not in line.replace("weights-only", "")
+
+
+def test_ctrl_c_in_the_first_second_is_one_line(tmp_path, weights):
+    make_video(tmp_path / "in.mp4", clip(3))
+    for delay in (0.3, 1.0):
+        p = subprocess.Popen([sys.executable, "-m", "vsrdb", "restore", str(tmp_path / "in.mp4"), "-o",
+                              str(tmp_path / "out.mp4"), "--weights", weights, "--quiet"], stderr=subprocess.PIPE,
+                             text=True)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert p.returncode in (-signal.SIGINT, 130), (p.returncode, err)
+        assert len(lines) <= 2 and "Traceback" not in err and "interrupted" in err, err
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key, value, words", [
+    ("stages.netd.lr", -4e-4, "stages.netd.lr must be more than 0, got -0.0004"),
+    ("data.batch", 0, "data.batch must be 1 or more, got 0"),
+    ("stages.joint.iterations", -1, "stages.joint.iterations must be 0 or more"),
+    ("gamma", 0, "gamma must be in (0, 1]")])
+def test_training_values_out_of_range_are_named_before_training(tmp_path, key, value, words, capsys):
+    dataset = synth_photo_dataset(tmp_path, (48, 64), photo_size=(24, 32), clip_frames=3, photo_clips=1)
+    cfg = write_config(tmp_path / "c.yaml", dataset, tmp_path / "run", **{key: value})
+    assert main(["train", str(cfg), "--quiet"]) == 2
+    _one_line_error(capsys, "c.yaml", words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_train_leaves_no_run_folder(tmp_path, capsys):
+    cfg = write_config(tmp_path / "c.yaml", tmp_path / "missing", tmp_path / "run")
+    assert main(["train", str(cfg), "--quiet"]) == 2
+    capsys.readouterr()
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_never_writes_into_a_read_only_dataset(tmp_path, tmpfs, capsys):
+    source = synth_photo_dataset(tmp_path, (160, 200), photo_size=(64, 80), clip_frames=5, photo_clips=2)
+    ro = tmpfs("20m")
+    subprocess.run(["cp", "-r", f"{source}/.", str(ro)], check=True)
+    subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+    before = _listing(ro)
+    cfg = write_config(tmp_path / "c.yaml", ro, tmp_path / "run", **{"stages.netd.iterations": 2,
+                                                                     "stages.joint.iterations": 2})
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    assert _listing(ro) == before
+    caches = list(Path(os.environ["XDG_CACHE_HOME"]).glob("vsrdb/datasets/*/flow/*.npy"))
+    assert caches, "the flows were cached under the user's cache"
+    # An unwritable cache folder set by hand is named before training.
+    data = yaml.safe_load(cfg.read_text())
+    data["data"]["cache_dir"] = str(ro / "cache")
+    data["run_dir"] = str(tmp_path / "run2")
+    cfg.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--quiet"]) == 2
+    _one_line_error(capsys, "data.cache_dir", "cannot write the flow cache")

@@ -97,7 +97,7 @@ def test_a_cut_mkv_is_caught_by_its_stated_duration(tmp_path, weights, capsys):
     data = full.read_bytes()
     cut.write_bytes(data[: int(len(data) * 0.6)])
     assert _run(cut, "-o", tmp_path / "out.mp4", "--weights", weights) == 2
-    _one_line_error(capsys, str(cut), "stated duration holds 30", "cut short")
+    _one_line_error(capsys, str(cut), "but the file states a duration of 1.20 s", "cut short")
     assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out.mp4.vsrdb-work").exists()
     assert _run(full, "-o", tmp_path / "ok.mp4", "--weights", weights) == 0  # the whole file still restores
     assert len(decode(tmp_path / "ok.mp4")) == 30

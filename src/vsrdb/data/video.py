@@ -71,9 +71,11 @@ class FrameSource:
         """The number of frames: as stated, or counted without decoding."""
         return self.num_frames or 0
 
-    def duration_frames(self) -> int | None:
-        """The frames the stated duration holds (None: no duration stated, or not a video file)."""
+    def stated_seconds(self) -> float | None:
+        """The duration the file states (None: none stated, or not a video file)."""
         return None
+
+    packets_end: float | None = None  # seconds: where the last packet of any stream ends (count_frames)
 
     def read_frame_metadata(self) -> None:
         """Fill in what only a decoded frame tells (``rotation``, ``hdr``, ``interlaced``)."""
@@ -209,23 +211,30 @@ class VideoSource(FrameSource):
         if self.num_frames:
             return self.num_frames
         with av.open(str(self.path)) as c:
+            s = c.streams.video[0]
+            count, end = 0, None
             try:
-                return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+                # Every stream's packets: the stated duration is the longest stream's (sound may
+                # outlast the picture), and a cut file ends all of them early.
+                for p in c.demux():
+                    if not p.size:
+                        continue
+                    if p.stream.index == s.index:
+                        count += 1
+                    if p.pts is not None and p.time_base:
+                        t = float((p.pts + (p.duration or 0)) * p.time_base)
+                        end = t if end is None else max(end, t)
             except av.error.FFmpegError as e:
                 raise InputError(f"{self.path}: corrupt or unreadable video data ({_av_reason(e)})") from None
+            if end is not None and c.start_time is not None:
+                end -= c.start_time / 1_000_000  # AV_TIME_BASE
+            self.packets_end = end
+            return count
 
-    def duration_frames(self) -> int | None:
-        """The frames the stated duration holds at the stream's rate (None when none is stated):
-        for containers that state no frame count (Matroska, WebM, MPEG-TS), a cut file still
-        states its duration."""
-        seconds = None
-        if self.stream.duration and self.stream.time_base:
-            seconds = float(self.stream.duration * self.stream.time_base)
-        elif self.container.duration:
-            seconds = self.container.duration / 1_000_000  # AV_TIME_BASE
-        if not seconds or not self.fps or seconds <= 0:
-            return None
-        return max(1, round(seconds * float(self.fps)))
+    def stated_seconds(self) -> float | None:
+        """The duration the file states for all its streams, or None: for containers that state
+        no frame count (Matroska, WebM, MPEG-TS), a cut file still states its duration."""
+        return self.container.duration / 1_000_000 if self.container.duration else None  # AV_TIME_BASE
 
     def read_frame_metadata(self) -> None:
         import av

@@ -41,6 +41,8 @@ Public tensors are ``[B, C, T, H, W]`` in [0, 1]; inside, sequences are frames-m
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
@@ -196,7 +198,9 @@ def supervised_contrastive_loss(embeddings: Tensor, labels: Tensor, temperature:
     n = z.shape[0]
     # In fp32 even under bf16 autocast: bf16 logits (3 significant digits) flatten the softmax's
     # differences between positives and negatives, and the loss barely moves.
-    with torch.autocast(z.device.type, enabled=False):
+    off = torch.autocast(z.device.type, enabled=False) if torch.amp.is_autocast_available(z.device.type) \
+        else contextlib.nullcontext()  # devices without autocast (meta, in the device test) have nothing to undo
+    with off:
         logits = z @ z.t() / temperature
     self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
@@ -204,10 +208,10 @@ def supervised_contrastive_loss(embeddings: Tensor, labels: Tensor, temperature:
     positives = (labels[:, None] == labels[None, :]) & ~self_mask
     count = positives.sum(1)
     has = count > 0
-    if not has.any():
-        return z.sum() * 0.0
-    per_anchor = -(log_prob.masked_fill(~positives, 0.0).sum(1)[has] / count[has])
-    return per_anchor.mean()
+    # The mean over anchors that have a positive, without a host sync (no branching on values):
+    # anchors without one contribute 0, and a batch without any positive gives 0.
+    per_anchor = -(log_prob.masked_fill(~positives, 0.0).sum(1) / count.clamp(min=1))
+    return (per_anchor * has).sum() / has.sum().clamp(min=1)
 
 
 # ----------------------------------------------------------------------------- HRBA

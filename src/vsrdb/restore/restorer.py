@@ -17,6 +17,7 @@ Recurrent models (HOFFR) instead take one frame at a time with their previous ou
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import os
@@ -206,7 +207,10 @@ class Restorer:
         self.device = torch.device(device)
         self.precision = precision if isinstance(precision, Precision) else resolve_precision(precision, self.device)
         self.dtype = self.precision.dtype
-        self.model = model.to(self.device, self.dtype).eval()
+        # The caller's model stays as it was (device, dtype): a copy is cast when either differs.
+        moved = any(t.device != self.device or (t.is_floating_point() and t.dtype != self.dtype)
+                    for t in itertools.chain(model.parameters(), model.buffers()))
+        self.model = (copy.deepcopy(model) if moved else model).to(self.device, self.dtype).eval()
         self.tile = tile
         self.overlap = overlap
         self.max_memory = max_memory

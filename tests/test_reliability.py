@@ -252,6 +252,17 @@ def test_a_full_disk_keeps_the_finished_frames_and_resume_completes(tmp_path, we
     assert all((out / n).read_bytes() == (ref / n).read_bytes() for n in names)
 
 
+def test_a_disk_too_small_for_the_frames_is_refused_up_front(tmp_path, weights, capsys, tmpfs):
+    small = tmpfs("100k")
+    frames = tmp_path / "in"
+    frames.mkdir()
+    for i, f in enumerate(clip(12, h=40, w=48, seed=3)):  # 12 x 160x192 output frames
+        cv2.imwrite(str(frames / f"{i:02d}.png"), f)
+    assert _run(frames, "-o", small / "out", "--weights", weights) == 2
+    _one_line_error(capsys, str(small / "out"), "needs at least", "GB free for its frames")
+    assert os.listdir(small) == []
+
+
 def test_a_failed_join_leaves_no_partial_file(tmp_path, weights, capsys, monkeypatch):
     import vsrdb.restore.job as job
 

@@ -157,6 +157,18 @@ def _check_memory(path: Path, source, restorer: Restorer) -> None:
                          f"output frame alone is {hr_frame / 1e9:.1f} GB in fp32); {have / 1e9:.1f} GB is available")
 
 
+def _check_disk(output: Path, kind: str, frames: int, segment: int, source, scale: int) -> None:
+    """Refuse a disk that cannot hold the work for sure: PNG outputs keep every frame, videos
+    one segment's frames at a time. PNGs of real frames are rarely under a quarter of their raw
+    size, so that is the estimate (a lower bound: a disk that passes can still fill)."""
+    raw = 3 * source.height * source.width * scale * scale * (2 if source.bits > 8 else 1)
+    need = raw * (frames if kind == "frames" else min(frames, segment)) // 4
+    free = shutil.disk_usage(output.parent).free
+    if need > free:
+        raise InputError(f"{output}: needs at least {need / 1e9:.2f} GB free for its frames, and its disk has "
+                         f"{free / 1e9:.2f} GB")
+
+
 def _input_hash(path: Path, chunk: int = 1 << 20) -> str:
     """A hash of a file's first, middle and last ``chunk`` bytes (of a folder: its frames' names,
     sizes and the same of its first and last frames), read in milliseconds even for hours of video."""
@@ -226,6 +238,7 @@ class Job:
                                  f"least {min_size}x{min_size}")
             plan = restorer.make_plan(source.height, source.width)
             _check_memory(input_path, source, restorer)
+            _check_disk(output, kind, planned, opts.segment, source, restorer.scale)
             if getattr(source, "interlaced", False):
                 note(f"{input_path.name}: interlaced video; its fields are restored as progressive frames "
                      "(deinterlace it first for better results, e.g. ffmpeg -vf bwdif)")

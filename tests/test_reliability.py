@@ -5,7 +5,6 @@ never with exit 0 and less than every frame; finished work stays resumable."""
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import signal
 import subprocess

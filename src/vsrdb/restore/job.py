@@ -428,6 +428,8 @@ class Job:
         total = len(pts)
         if spec.stated_frames and total != spec.stated_frames:
             raise InputError(_short_message(self.input, total, spec))
+        if not spec.stated_frames and total < spec.frames:  # fewer frames decoded than packets counted
+            raise InputError(_short_message(self.input, total, spec))
         if spec.kind == "frames":
             files = sorted((self.work / "frames").glob("*.png"))
             if len(files) != total:

@@ -37,7 +37,8 @@ def run(cmd: list[str], *, timeout: float, env: dict | None = None) -> tuple[boo
         return False, f"timed out after {timeout:.0f} s", time.perf_counter() - start
     text = (r.stdout + r.stderr).strip().splitlines()
     if r.returncode == 0:
-        return True, text[-1] if text else "", time.perf_counter() - start
+        said = r.stdout.strip().splitlines() or text  # the result line, not a progress bar
+        return True, said[-1] if said else "", time.perf_counter() - start
     errors = [ln for ln in text if "error" in ln.lower() or "Error" in ln] or text[-1:]
     return False, (errors[-1] if errors else f"exit {r.returncode}")[:160], time.perf_counter() - start
 
@@ -58,7 +59,10 @@ def main() -> int:
         print("gpu_check: no CUDA GPU here (torch.cuda.is_available() is False); --device cpu tries the script")
         return 2
     gpus = torch.cuda.device_count() if cuda else 2
-    precisions = ["fp32", "bf16", "fp16"] if cuda else ["fp32", "bf16"]
+    from vsrdb.precision import cpu_capabilities
+
+    # On a CPU: bf16 only where it is native (emulated bf16 takes minutes per step).
+    precisions = ["fp32", "bf16", "fp16"] if cuda else ["fp32"] + (["bf16"] if cpu_capabilities()["bf16"] else [])
     if cuda:
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(gpus))
         print(f"gpu_check: {gpus} GPU(s): {names}; torch {torch.__version__}, CUDA {torch.version.cuda}")

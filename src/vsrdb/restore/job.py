@@ -188,7 +188,7 @@ def _input_hash(path: Path, chunk: int = 1 << 20) -> str:
         files = list_frames(path)
         for p in files:
             h.update(f"{p.name}:{p.stat().st_size};".encode())
-        for p in {files[0], files[-1]} if files else ():
+        for p in dict.fromkeys(files[:1] + files[-1:]):  # in order: a set's order changes between runs
             add_file(p)
     else:
         add_file(path)

@@ -258,7 +258,7 @@ def test_a_disk_too_small_for_the_frames_is_refused_up_front(tmp_path, weights, 
     for i, f in enumerate(clip(12, h=40, w=48, seed=3)):  # 12 x 160x192 output frames
         cv2.imwrite(str(frames / f"{i:02d}.png"), f)
     assert _run(frames, "-o", small / "out", "--weights", weights) == 2
-    _one_line_error(capsys, str(small / "out"), "needs at least", "GB free for its frames")
+    _one_line_error(capsys, str(small / "out"), "needs at least 276 kB free for its frames, and its disk has")
     assert os.listdir(small) == []
 
 

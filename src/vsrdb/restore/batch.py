@@ -301,8 +301,8 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOpti
 
 
 def _write_failure(job: Job, e: OSError) -> str:
-    where = e.filename or job.work
-    return (f"{job.output}: cannot write {Path(where).name} ({e.strerror or e}); the finished frames are kept in "
+    where = f" {Path(e.filename).name}" if e.filename else ""
+    return (f"{job.output}: writing{where} failed ({e.strerror or e}); the finished frames are kept in "
             f"{job.work}: free space (or fix the drive) and rerun with --resume")
 
 

@@ -165,8 +165,14 @@ def _check_disk(output: Path, kind: str, frames: int, segment: int, source, scal
     need = raw * (frames if kind == "frames" else min(frames, segment)) // 4
     free = shutil.disk_usage(output.parent).free
     if need > free:
-        raise InputError(f"{output}: needs at least {need / 1e9:.2f} GB free for its frames, and its disk has "
-                         f"{free / 1e9:.2f} GB")
+        raise InputError(f"{output}: needs at least {_size(need)} free for its frames, and its disk has "
+                         f"{_size(free)}")
+
+
+def _size(n: float) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 def _input_hash(path: Path, chunk: int = 1 << 20) -> str:

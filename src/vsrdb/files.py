@@ -11,7 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["replace_atomically", "temporary_name", "write_atomically", "save_torch_atomically"]
+__all__ = ["replace_atomically", "temporary_name", "write_atomically", "save_torch_atomically", "user_cache_dir",
+           "format_bytes"]
 
 
 def temporary_name(final: str | os.PathLike, tag: str = "partial") -> Path:
@@ -65,3 +66,15 @@ def save_torch_atomically(obj: Any, path: str | os.PathLike) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def user_cache_dir() -> Path:
+    """vsrdb's folder in the user's cache (``$XDG_CACHE_HOME/vsrdb``, else ``~/.cache/vsrdb``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vsrdb"
+
+
+def format_bytes(n: float) -> str:
+    """A size for a message: GB, MB or kB (decimal), as people read disk and upload sizes."""
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"

@@ -115,7 +115,7 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
                                border=args.crop_border)
         results = evaluate_methods(methods, clips, options, device=device, progress=progress)
         for m, r in zip(methods, results):
-            bad = [c for c, row in r.to_json()["clips"].items() if not row.get("psnr", 0) == row.get("psnr", 0)]
+            bad = [c for c, s in r.scores.items() if any(v != v for v in s.psnr)]  # a NaN frame score
             if m.model is not None and bad:
                 raise InputError(f"{r.name}: the model's outputs hold NaN or Inf values at precision "
                                  f"{precision.name} (clip {bad[0]}); no scores to report (use --precision fp32)")

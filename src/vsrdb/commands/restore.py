@@ -120,10 +120,10 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         print(f"vsrdb restore: {precision.describe()}", file=sys.stderr)
     model = load_checkpoint(args.weights or BUILTIN)
     use_heap_allocator()
+    max_memory = None if args.max_memory is None else int(args.max_memory * (1 << 30))
     opts = RestoreOptions(codec=args.codec, pix_fmt=args.pix_fmt, crf=args.crf, lossless=args.lossless,
                           audio=not args.no_audio, fps=args.fps, segment=args.segment, tile=args.tile,
-                          overlap=args.overlap, max_memory=int(args.max_memory * (1 << 30)) if args.max_memory is not None
-                          else None, precision=precision.name)
+                          overlap=args.overlap, max_memory=max_memory, precision=precision.name)
     dist.start()
     try:
         started = time.perf_counter()

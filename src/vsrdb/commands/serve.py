@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import user_cache_dir
 from .common import add_device_argument, positive_int
 
 __all__ = ["add_subcommand", "default_workdir"]
 
 
 def default_workdir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "vsrdb" / "serve"
+    return user_cache_dir() / "serve"
 
 
 def add_subcommand(sub: argparse._SubParsersAction) -> None:

@@ -35,7 +35,7 @@ import torch
 from ..data.encode import OutputFormat, SegmentEncoder, choose_format, join_segments, set_display_rotation
 from ..data.video import InputError, check_output_path, open_frames, read_image, replace_atomically, to_array, \
     to_tensor
-from ..files import write_atomically
+from ..files import format_bytes, write_atomically
 from ..models.family import RestorationModel
 from .restorer import Restorer, TilePlan
 
@@ -165,14 +165,8 @@ def _check_disk(output: Path, kind: str, frames: int, segment: int, source, scal
     need = raw * (frames if kind == "frames" else min(frames, segment)) // 4
     free = shutil.disk_usage(output.parent).free
     if need > free:
-        raise InputError(f"{output}: needs at least {_size(need)} free for its frames, and its disk has "
-                         f"{_size(free)}")
-
-
-def _size(n: float) -> str:
-    if n >= 1e9:
-        return f"{n / 1e9:.2f} GB"
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+        raise InputError(f"{output}: needs at least {format_bytes(need)} free for its frames, and its disk has "
+                         f"{format_bytes(free)}")
 
 
 def _input_hash(path: Path, chunk: int = 1 << 20) -> str:

@@ -38,6 +38,7 @@ from ..data.encode import CODECS, choose_format
 from ..data.colour import ColourSpec
 from ..devices import pick_device
 from ..errors import InputError
+from ..files import format_bytes
 from ..precision import PRECISIONS, resolve_precision
 from .jobs import ACTIVE, JobRecord, JobStore, Runner, safe_display_name
 
@@ -178,8 +179,7 @@ def check_options(config: ServeConfig, query) -> dict:
             raise InputError(f"--fps {fps}: must be a positive frame rate (e.g. 24, 29.97)") from None
     if container == "png":
         if codec:
-            raise InputError(f"output{'' if container == 'png' else '.' + container}: --codec/--pix-fmt apply "
-                             "to video outputs; this writes PNG frames")
+            raise InputError("output: --codec/--pix-fmt apply to video outputs; this writes PNG frames")
     else:
         # The same check restore makes before the model loads (source depth and colour aside).
         choose_format(Path(f"output.{container}"), source_bits=8, colour=ColourSpec(1, 1, 1, 1), codec=codec,
@@ -233,7 +233,7 @@ def create_app(config: ServeConfig) -> Guard:
         except InputError as e:
             return _error(400, f"vsrdb restore: error: {e}")
         too_large = _error(413, f"vsrdb serve: {safe_display_name(name)}: larger than this server's upload limit "
-                                f"({_size(config.max_upload)}; start it with --max-upload GB to change it)")
+                                f"({format_bytes(config.max_upload)}; start it with --max-upload GB to change it)")
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > config.max_upload):
             return too_large
@@ -389,13 +389,7 @@ _DISK_MARGIN = 256 << 20  # an upload never leaves less than this free on the wo
 
 def _no_room(name: str, free: int) -> JSONResponse:
     return _error(507, f"vsrdb serve: {safe_display_name(name)}: does not fit on the work folder's disk "
-                       f"({_size(free)} free)")
-
-
-def _size(n: float) -> str:
-    if n >= 1e9:
-        return f"{n / 1e9:.2f} GB"
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+                       f"({format_bytes(free)} free)")
 
 
 def _zip_folder(folder: Path, archive: Path) -> None:

@@ -329,10 +329,11 @@ class Runner:
             self.store.update(job, input="input")
         (folder / "progress.json").unlink(missing_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
+        cmd = self.command(job)
         with open(folder / "log.txt", "ab") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(self.command(job)[1:])}\n".encode())
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd[1:])}\n".encode())
             log.flush()
-            child = subprocess.Popen(self.command(job), cwd=folder, stdin=subprocess.DEVNULL, stdout=log,
+            child = subprocess.Popen(cmd, cwd=folder, stdin=subprocess.DEVNULL, stdout=log,
                                      stderr=log, env=env, start_new_session=True)
         self._child = child
         first: tuple[float, int] | None = None
@@ -469,28 +470,18 @@ def _plays_in_browser(path: Path) -> bool:
 
 def _write_preview(src_path: Path, dest: Path, fps: Fraction | None) -> None:
     """An 8-bit H.264 preview (even size, at most ``PREVIEW_FRAMES`` frames) for the page."""
-    import av
     import numpy as np
 
-    from ..data.video import open_frames
+    from ..data.video import open_frames, open_writer
 
-    tmp = dest.with_name(dest.name + ".partial.mp4")
-    with open_frames(src_path, fps=fps) as src, av.open(str(tmp), "w") as out:
-        rate = src.fps if src.fps and src.fps > 0 else Fraction(30)
-        s = out.add_stream("libx264", rate=rate)
-        s.width, s.height, s.pix_fmt = src.width + src.width % 2, src.height + src.height % 2, "yuv420p"
-        s.options = {"preset": "veryfast", "crf": "20"}
-        for i, frame in enumerate(src):
-            if i >= PREVIEW_FRAMES:
-                break
-            frame = _rgb8(frame)
-            if (frame.shape[0], frame.shape[1]) != (s.height, s.width):
-                frame = np.pad(frame, ((0, s.height - frame.shape[0]), (0, s.width - frame.shape[1]), (0, 0)),
-                               mode="edge")
-            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            vf.pts = i
-            for p in s.encode(vf):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    os.replace(tmp, dest)
+    with open_frames(src_path, fps=fps) as src:
+        h, w = src.height + src.height % 2, src.width + src.width % 2  # 4:2:0 needs even sizes
+        with open_writer(dest, fps=src.fps if src.fps and src.fps > 0 else Fraction(30), overwrite=True,
+                         crf=20) as out:
+            for i, frame in enumerate(src):
+                if i >= PREVIEW_FRAMES:
+                    break
+                frame = _rgb8(frame)
+                if frame.shape[:2] != (h, w):
+                    frame = np.pad(frame, ((0, h - frame.shape[0]), (0, w - frame.shape[1]), (0, 0)), mode="edge")
+                out.write(frame)

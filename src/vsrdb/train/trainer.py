@@ -40,7 +40,7 @@ from ..data.video import check_writable_folder
 from ..devices import pick_device
 from ..errors import CheckpointError, ConfigError, InputError
 from ..evaluate.metrics import psnr, ssim
-from ..files import save_torch_atomically, replace_atomically, temporary_name
+from ..files import replace_atomically, save_torch_atomically, temporary_name, user_cache_dir
 from ..models import RestorationModel, TrainingStage, build
 from ..precision import resolve_precision
 from .config import StageConfig, TrainConfig, config_to_dict
@@ -103,9 +103,9 @@ def default_cache_dir(root: str | Path) -> Path:
     (by its real path), never inside the dataset, which may be read-only or shared."""
     import hashlib
 
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vsrdb" / "datasets"
     real = os.path.realpath(root)
-    return base / f"{Path(real).name or 'root'}-{hashlib.sha256(real.encode()).hexdigest()[:12]}"
+    digest = hashlib.sha256(real.encode()).hexdigest()[:12]
+    return user_cache_dir() / "datasets" / f"{Path(real).name or 'root'}-{digest}"
 
 
 class Trainer:

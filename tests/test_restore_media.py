@@ -480,3 +480,50 @@ def test_short_clips_fps_builtin_and_file_replaced_by_frames(tmp_path, builtin):
     assert len(decode(tmp_path / "two_out.mp4")) == 2
     assert _run(tmp_path / "one", "-o", tmp_path / "f.mkv", "--fps", "24000/1001") == 0
     assert open_frames(tmp_path / "f.mkv").fps == Fraction(24000, 1001)
+
+
+# --- output size (--outscale, --size) ---------------------------------------------------------
+
+def test_outscale_two_gives_x2_frames_with_sound_times_and_tags_kept(tmp_path, weights, capsys):
+    n = 8
+    audio = 0.3 * np.sin(np.linspace(0, 400, int(48000 * n / FPS)))
+    make_video(tmp_path / "in.mp4", clip(n), matrix="ITU709", audio=audio)
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path / "full.mkv", "--weights", weights) == 0
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path / "x2.mp4", "--weights", weights, "--outscale", "2") == 0
+    full, half = decode(tmp_path / "full.mkv"), decode(tmp_path / "x2.mp4")
+    assert len(half) == n and half[0].shape == (48, 64, 3)  # 24x32 in, x2 out
+    # the x4 restoration averaged down, not a different picture (both went through a lossy encoder)
+    shrunk = [cv2.resize(f, (64, 48), interpolation=cv2.INTER_AREA).astype(int) for f in full]
+    assert np.mean([np.abs(a - b).mean() for a, b in zip(shrunk, half)]) < 4
+    assert frame_times(tmp_path / "x2.mp4") == pytest.approx(frame_times(tmp_path / "in.mp4"), abs=1e-3)
+    with av.open(str(tmp_path / "x2.mp4")) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.colorspace, cc.color_primaries, cc.color_trc) == (1, 1, 1)
+        assert c.streams.audio[0].codec_context.name == "aac"
+        heard = sum(f.samples for f in c.decode(c.streams.audio[0])) / 48000
+        assert heard == pytest.approx(n / FPS, abs=0.05)
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path / "x1.mkv", "--weights", weights, "--outscale", "1") == 0
+    assert decode(tmp_path / "x1.mkv")[0].shape == (24, 32, 3)  # deblurred at the input's size
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path / "s", "--weights", weights, "--size", "100x60") == 0
+    assert cv2.imread(str(sorted((tmp_path / "s").glob("*.png"))[0])).shape == (60, 100, 3)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--outscale", "5"], ["--outscale 5", "between 1 and the model's scale (4)"]),
+    (["--outscale", "0.5"], ["--outscale", "at least 1"]),
+    (["--size", "200x96"], ["--size 200x96", "larger than the model's x4 output", "128x96"]),
+    (["--size", "101x60"], ["--size 101x60", "even sides"]),
+    (["--size", "wide"], ["--size", "WIDTHxHEIGHT"]),
+    (["--size", "64x48", "--outscale", "2"], ["not allowed with argument"]),
+])
+def test_impossible_output_sizes_are_refused_before_any_work(tmp_path, weights, capsys, flags, words):
+    make_video(tmp_path / "in.mp4", clip(4))
+    try:
+        code = _run(tmp_path / "in.mp4", "-o", tmp_path / "out.mp4", "--weights", weights, *flags)
+    except SystemExit as e:  # the parser's own refusals: its usage, then the one line
+        code = e.code
+    assert code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert all(w in last for w in words), last
+    assert not (tmp_path / "out.mp4").exists() and not list(tmp_path.glob(".out.mp4*"))

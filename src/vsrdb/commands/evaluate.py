@@ -19,6 +19,7 @@ from pathlib import Path
 from ..devices import pick_device
 from ..errors import InputError
 from ..files import write_atomically
+from ..data.degrade import load_degradation
 from ..data.video import check_writable_folder
 from ..precision import resolve_precision
 from .common import add_device_argument, add_output_flags, add_precision_argument, add_threads_argument
@@ -45,6 +46,10 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                    help="a checkpoint to run (repeatable); 'builtin' is the model shipped with vsrdb")
     p.add_argument("--baseline", action="append", default=None,
                    help="bicubic, lanczos, rl-bicubic, or none (repeatable; default: bicubic)")
+    p.add_argument("--degrade", action="append", default=None, metavar="CHAIN",
+                   help="with --data: degrade every clip's LR input before restoring, e.g. h264:crf=23 or "
+                        "noise:3,h264:crf=23 (steps resize, noise, poisson, jpeg, h264, h265, vp9, mpeg4; "
+                        "'clean' for none); repeatable: every method is scored on every setting")
     p.add_argument("--max-clips", type=int, help="only the first N clips")
     p.add_argument("--json", help="write the scores as JSON here")
     p.add_argument("--report", help="write report.md, report.html and images/ into this folder")
@@ -77,6 +82,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError("--pred and --gt go together")
     if bool(args.pred) == bool(args.data):
         raise InputError("give either --pred DIR --gt DIR, or --data ROOT with --weights/--baseline")
+    if args.degrade and args.pred:
+        raise InputError("--degrade degrades a dataset's inputs before restoring them: use it with --data")
     _check_outputs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -113,7 +120,17 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
         t = args.num_seq or max([m.num_seq for m in methods if m.model is not None], default=3)
         options = ScoreOptions(num_seq=t, all_frames=args.all_frames, y_channel=args.y_channel,
                                border=args.crop_border)
-        results = evaluate_methods(methods, clips, options, device=device, progress=progress)
+        settings = [(text, load_degradation(text)) for text in args.degrade or [""]]
+        results = []
+        for text, degrade in settings:
+            if progress and text:
+                print(f"vsrdb evaluate: input degraded by {degrade.name}", file=sys.stderr)
+            scored = evaluate_methods(methods, clips, options, device=device, progress=progress, degrade=degrade)
+            if args.degrade:  # one row per method and setting, named by both
+                for r in scored:
+                    r.name = f"{r.name} @ {degrade.name}"
+                    r.degrade = degrade.name
+            results += scored
         for m, r in zip(methods, results):
             bad = [c for c, s in r.scores.items() if any(v != v for v in s.psnr)]  # a NaN frame score
             if m.model is not None and bad:
@@ -123,7 +140,8 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
             by_name = {c.name: c for c in clips}
             for m, r in zip(methods, results):
                 if m.model is not None:
-                    maps = {key: model_maps(m.model, clip_window(by_name[key[0]], key[1], m.model.frames.length))
+                    maps = {key: model_maps(m.model, clip_window(by_name[key[0]], key[1], m.model.frames.length,
+                                                                 degrade=settings[0][1]))
                             for key in r.samples}
                     break
         title = f"vsrdb evaluate: {args.data}"
@@ -131,6 +149,8 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
     if len(results) > 1:
         payload["methods"] = {r.name: r.to_json() for r in results}
     payload["method"] = results[0].name
+    if getattr(args, "degrade", None):
+        payload["degrade"] = list(dict.fromkeys(r.degrade for r in results))
     if args.json:
         _write_json(Path(args.json), payload)
     if args.report:

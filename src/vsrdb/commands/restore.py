@@ -73,6 +73,13 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=_fps, help="frame rate of frame-folder inputs (default 30)")
     p.add_argument("--ext", help="batches: output extension for every input (default: the input's own container, "
                                  "else .mkv); 'png' for frame folders")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--outscale", type=_outscale, metavar="S",
+                      help="output size = input size x S, any factor from 1 to the model's scale (default: the "
+                           "model's); resampled with area averaging as frames are restored, e.g. 2 for a 1080p "
+                           "input gives 4K, not 8K")
+    size.add_argument("--size", type=_size, metavar="WxH",
+                      help="output frame size, at most the model's output (area averaging when shrinking)")
     p.add_argument("--tile", type=positive_int, help="LR tile size in pixels (default: from the memory available)")
     p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles (default 8)")
     p.add_argument("--max-memory", type=_gigabytes,
@@ -89,6 +96,26 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                         "scripts that watch a run)")
     add_output_flags(p, "outputs that exist (never an input)")
     p.set_defaults(func=_cmd_restore)
+
+
+def _outscale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value == value or value < 1:  # NaN included
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1 (and at most the model's scale)")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, e.g. 1920x1080") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"{text}: width and height must be at least 1")
+    return w, h
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
@@ -123,7 +150,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     max_memory = None if args.max_memory is None else int(args.max_memory * (1 << 30))
     opts = RestoreOptions(codec=args.codec, pix_fmt=args.pix_fmt, crf=args.crf, lossless=args.lossless,
                           audio=not args.no_audio, fps=args.fps, segment=args.segment, tile=args.tile,
-                          overlap=args.overlap, max_memory=max_memory, precision=precision.name)
+                          overlap=args.overlap, max_memory=max_memory, precision=precision.name,
+                          outscale=args.outscale, size=args.size)
     dist.start()
     try:
         started = time.perf_counter()

@@ -6,6 +6,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from ..data.degrade import PRESETS, load_degradation
 from ..data.synth import SynthConfig, synthesize
 from ..errors import InputError
 from ..files import replace_atomically
@@ -47,6 +48,10 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exposure", choices=("me", "re"),
                    help="frame-wise exposure (FMA-Net++): me = every clip at the five duty cycles 5:1..5:5, "
                         "re = random level trajectories (Algorithm S1); labels go to exposure.json")
+    p.add_argument("--degrade", metavar="PRESET|FILE|CHAIN",
+                   help="real-footage degradations of the blurry LR after the x4 bicubic, drawn per clip and "
+                        "recorded in degradation.json: a preset (" + ", ".join(PRESETS) + "), a YAML file "
+                        "(steps: [...], clean: P), or a fixed chain such as noise:3,h264:crf=23")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_synth)
@@ -70,7 +75,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
                       jpeg=args.jpeg, max_shift=args.max_shift, min_shift=args.min_shift, sway=args.sway,
                       procedural=args.procedural,
                       procedural_size=_size_arg(args.procedural_size, "--procedural-size"),
-                      exposure=args.exposure or "", seed=args.seed)
+                      exposure=args.exposure or "", degrade=load_degradation(args.degrade),
+                      seed=args.seed)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

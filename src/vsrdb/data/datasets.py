@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .degrade import Degradation, degrade_tensors
 from .resize import imresize
 from .video import InputError, list_frames, natural_key, read_image, to_tensor
 from .windows import window_indices
@@ -175,6 +176,12 @@ class WindowDataset(Dataset):
         cache_dir: where computed flows (and sharp LR frames of layouts without them) are kept.
         augment: random horizontal/vertical flips (the flow component they mirror is negated).
         seed: with the epoch (``set_epoch``), fixes every random choice.
+        degrade: real-footage degradations (``degrade.py``) drawn per item and applied to the
+            blurry LR patches after cropping, so each epoch sees a new draw; the sharp targets and
+            the pseudo-GT flows (from the sharp LR) are untouched.
+        context: with ``degrade``, up to this many LR frames before the window go through the
+            video encoder with it (drawn per item), so the window's frames fall anywhere in a GOP
+            instead of always starting at a keyframe.
 
     An item: ``lr [3, T, p, p]``, ``hr [3, T, sp, sp]``, ``lr_sharp [3, T, p, p]``,
     ``flow [2, T, p, p]`` (zeros when ``flow`` is None), floats in [0, 1].
@@ -182,8 +189,9 @@ class WindowDataset(Dataset):
 
     def __init__(self, clips: list[Clip], *, num_seq: int = 3, patch: int | None = 64, scale: int = 4,
                  flow: str | None = "dis", cache_dir: str | Path | None = None, augment: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, degrade: Degradation | None = None, context: int = 6) -> None:
         self.clips, self.t, self.patch, self.scale = clips, num_seq, patch, scale
+        self.degrade, self.context = degrade if degrade else None, context
         self.flow, self.augment, self.seed, self.epoch = flow, augment, seed, 0
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.index = [(ci, i) for ci, clip in enumerate(clips) for i in range(len(clip.blur))]
@@ -247,6 +255,15 @@ class WindowDataset(Dataset):
             y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
             lr, lr_sharp, flow = (z[..., y:y + p, x:x + p] for z in (lr, lr_sharp, flow))
             hr = hr[..., y * s:(y + p) * s, x * s:(x + p) * s]
+        else:
+            y, x, p = 0, 0, None
+        degradation = None
+        if self.degrade is not None:
+            # Its own generator: the patch and flips of a dataset without degradations stay as they were.
+            drng = np.random.default_rng([self.seed, epoch, k, 1])
+            degradation = self.degrade.draw(drng)
+            if degradation["steps"]:
+                lr = self._degrade(clip, idx, lr, degradation, int(drng.integers(0, self.context + 1)), y, x, p)
         if self.augment:
             if rng.random() < 0.5:  # horizontal flip: dx changes sign
                 lr, hr, lr_sharp, flow = (z.flip(-1) for z in (lr, hr, lr_sharp, flow))
@@ -259,3 +276,13 @@ class WindowDataset(Dataset):
         if clip.exposure is not None:
             item["exposure"] = torch.tensor([clip.exposure[i] for i in idx])
         return item
+
+    def _degrade(self, clip: Clip, idx: list[int], lr: Tensor, record: dict, context: int, y: int, x: int,
+                 p: int | None) -> Tensor:
+        """``lr [3, T, p, p]`` (cropped) through ``record``, led by ``context`` earlier frames."""
+        first = min(idx)
+        lead = [self._blur_lr(clip, i) for i in range(max(0, first - context), first)]
+        if p is not None:
+            lead = [f[:, y:y + p, x:x + p] for f in lead]
+        frames = lead + list(lr.unbind(1))
+        return torch.stack(degrade_tensors(frames, record)[len(lead):], dim=1)

@@ -13,7 +13,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-__all__ = ["imresize", "cubic"]
+__all__ = ["imresize", "cubic", "resample"]
 
 
 def cubic(x: Tensor) -> Tensor:
@@ -69,3 +69,20 @@ def imresize(x: Tensor, scale: float | None = None, size: tuple[int, int] | None
     wx = _weights(w, size[1], sx).to(wy.device, wy.dtype)
     y = torch.matmul(wy, torch.matmul(x.to(wy.dtype), wx.t()))
     return y.to(x.dtype) if x.is_floating_point() else y
+
+
+def resample(img: Tensor, size: tuple[int, int]) -> Tensor:
+    """``img [..., C, H, W]`` to ``size`` (height, width) for display, not for degradation:
+    area averaging when both sides shrink (each output pixel the mean of the input pixels it
+    covers: no ringing, no aliasing), antialiased bicubic otherwise."""
+    import torch.nn.functional as F
+
+    h, w = img.shape[-2:]
+    if (h, w) == tuple(size):
+        return img
+    flat = img.reshape(-1, *img.shape[-3:])
+    if size[0] <= h and size[1] <= w:
+        out = F.interpolate(flat, size=size, mode="area")
+    else:
+        out = F.interpolate(flat, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    return out.reshape(*img.shape[:-2], *size)

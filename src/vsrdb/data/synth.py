@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .degrade import DEGRADATION_FILE, Degradation, degrade_tensors
 from .resize import imresize
 from .video import IMAGE_EXTENSIONS, InputError, list_frames, open_frames, to_tensor
 
@@ -57,6 +58,7 @@ class SynthConfig:
     procedural: int = 0            # procedural pictures (``procedural.py``) added to the photos
     procedural_size: tuple[int, int] = (384, 512)
     exposure: str = ""             # "", "me" (every clip at the five levels) or "re" (random trajectories)
+    degrade: Degradation = Degradation()  # real-footage degradations of the blurry LR, drawn per clip
     seed: int = 0
 
 
@@ -69,17 +71,8 @@ def degrade_clip(sharp: list[Tensor], blurry: list[Tensor], cfg: SynthConfig,
         blur_lr = [(b + torch.from_numpy(rng.normal(0, cfg.noise, b.shape).astype(np.float32))).clamp(0, 1)
                    for b in blur_lr]
     if cfg.jpeg > 0:
-        blur_lr = [_jpeg(b, cfg.jpeg) for b in blur_lr]
+        blur_lr = degrade_tensors(blur_lr, {"steps": [{"kind": "jpeg", "quality": cfg.jpeg}]})
     return blur_lr, sharp_lr
-
-
-def _jpeg(img: Tensor, quality: int) -> Tensor:
-    import cv2
-
-    arr = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()[:, :, ::-1]
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(arr), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
-    return torch.from_numpy(dec.copy()).permute(2, 0, 1).float() / 255
 
 
 def _crop_to_multiple(img: Tensor, m: int) -> Tensor:
@@ -332,10 +325,17 @@ def synthesize(sources: list[str | Path], out: str | Path, cfg: SynthConfig = Sy
     if cfg.exposure not in ("", "me", "re"):
         raise InputError(f"exposure {cfg.exposure!r}: use me (every clip at the five levels) or re (random)")
     labels: dict[str, list[int]] = {}
+    records: dict[str, dict] = {}
 
     def emit(sharp, blurry, levels=None) -> None:
         name = f"{len(names):03d}"
         blur_lr, sharp_lr = degrade_clip(sharp, blurry, cfg, rng)
+        if cfg.degrade:
+            # Drawn from its own generator per clip: the clean data of a seed stays the same with or
+            # without degradations, and a clip's record replays on its clean LR frames.
+            record = cfg.degrade.draw(np.random.default_rng([cfg.seed, 2, len(names)]))
+            blur_lr = degrade_tensors(blur_lr, record)
+            records[name] = record
         write_clip(out, name, sharp, blur_lr, sharp_lr, cfg.scale)
         names.append(name)
         if levels is not None:
@@ -362,10 +362,14 @@ def synthesize(sources: list[str | Path], out: str | Path, cfg: SynthConfig = Sy
                     for (sharp, blurry), levels in zip(photo_clip(img, cfg, rng, loaded, trajectories), trajectories):
                         emit(sharp, blurry, levels)
                 bar.update(1)
-    if labels:
-        import json
+    import json
 
+    if labels:
         (out / EXPOSURE_FILE).write_text(json.dumps({"levels": "duty cycle N/5 per frame", "clips": labels}) + "\n")
+    if cfg.degrade:
+        (out / DEGRADATION_FILE).write_text(json.dumps(
+            {"about": "each clip's blurry LR went through these steps after x4 bicubic (vsrdb.data.degrade)",
+             "spec": cfg.degrade.to_dict(), "clips": records}, indent=1) + "\n")
     return names
 
 

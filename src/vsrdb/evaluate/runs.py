@@ -10,14 +10,17 @@ from __future__ import annotations
 import os
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..data.datasets import Clip
+from ..data.degrade import Degradation, degrade_tensors
 from ..data.resize import imresize
 from ..data.windows import window_indices
 from ..data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, list_frames, natural_key, \
@@ -41,11 +44,14 @@ class MethodResult:
     # (clip, frame index) -> {"input": LR [3,h,w], "output": [3,H,W], "target": [3,H,W]}
     samples: dict[tuple[str, int], dict[str, Tensor]] = field(default_factory=dict)
     exposure: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-frame levels by clip, if known
+    degrade: str = ""  # the degradation of the input it was scored on ("" = the dataset's own)
 
     def to_json(self) -> dict:
         clips = {name: s.summary() for name, s in self.scores.items()}
         out = {"clips": clips, "average": average(clips), "motion_bins": motion_bins(self.scores),
                "parameters": self.parameters}
+        if self.degrade:
+            out["degrade"] = self.degrade
         if self.seconds_per_frame is not None:
             out["seconds_per_frame"] = self.seconds_per_frame
         if self.peak_memory_mb is not None:
@@ -200,18 +206,25 @@ def _nth_frame(path: Path, index: int) -> Tensor | None:
 
 # ---------------------------------------------------------------- methods over a dataset
 
-def clip_inputs(clip: Clip, scale: int = 4) -> Iterator[Tensor]:
-    """A dataset clip's blurry LR frames, shrunk x``scale`` when the dataset stores them at HR."""
-    for p in clip.blur:
-        f = to_tensor(read_image(p))
-        yield imresize(f, 1 / scale).clamp(0, 1) if clip.blur_is_hr else f
+def clip_inputs(clip: Clip, scale: int = 4, degrade: Degradation | None = None) -> Iterator[Tensor]:
+    """A dataset clip's blurry LR frames, shrunk x``scale`` when the dataset stores them at HR;
+    with ``degrade``, the whole clip through it (a video encoder needs every frame), drawn from
+    a seed of the clip's name so every method and every run sees the same degraded input."""
+    frames = (to_tensor(read_image(p)) for p in clip.blur)
+    frames = (imresize(f, 1 / scale).clamp(0, 1) if clip.blur_is_hr else f for f in frames)
+    if not degrade:
+        yield from frames
+        return
+    record = degrade.draw(np.random.default_rng(zlib.crc32(clip.name.encode())))
+    yield from degrade_tensors(list(frames), record)
 
 
-def clip_window(clip: Clip, index: int, num_seq: int, scale: int = 4) -> list[Tensor]:
+def clip_window(clip: Clip, index: int, num_seq: int, scale: int = 4,
+                degrade: Degradation | None = None) -> list[Tensor]:
     """The T LR frames centred on ``index``, clip ends replicated as the restorer does (for the report's maps)."""
     wanted = window_indices(index, num_seq, len(clip.blur))
     frames = {}
-    for i, f in enumerate(clip_inputs(clip, scale)):
+    for i, f in enumerate(clip_inputs(clip, scale, degrade)):
         if i in wanted:
             frames[i] = f
         if i >= max(wanted):
@@ -220,9 +233,10 @@ def clip_window(clip: Clip, index: int, num_seq: int, scale: int = 4) -> list[Te
 
 
 def evaluate_methods(methods: list[Method], clips: list[Clip], options: ScoreOptions, *, device: str = "cpu",
-                     progress: bool = True, scale: int = 4,
+                     progress: bool = True, scale: int = 4, degrade: Degradation | None = None,
                      on_frame: Callable[[str, str, int, Tensor], None] | None = None) -> list[MethodResult]:
     """Run each method over every clip and score it; time and peak memory are per method.
+    With ``degrade``, every method gets the same degraded LR input (``clip_inputs``).
 
     ``on_frame(method, clip, index, output)`` sees every output frame (e.g. to write a video).
     """
@@ -243,7 +257,7 @@ def evaluate_methods(methods: list[Method], clips: list[Clip], options: ScoreOpt
                 inputs: dict[int, Tensor] = {}
 
                 def feed() -> Iterator[Tensor]:
-                    for i, f in enumerate(clip_inputs(clip, scale)):
+                    for i, f in enumerate(clip_inputs(clip, scale, degrade)):
                         if i == want:
                             inputs[i] = f
                         yield f

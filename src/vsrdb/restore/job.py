@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..data.encode import OutputFormat, SegmentEncoder, choose_format, join_segments, set_display_rotation
+from ..data.resize import resample
 from ..data.video import InputError, check_output_path, open_frames, read_image, replace_atomically, to_array, \
     to_tensor
 from ..files import format_bytes, write_atomically
@@ -61,6 +62,8 @@ class RestoreOptions:
     overlap: int = 8
     max_memory: int | None = None
     precision: str = "fp32"  # auto, fp32, bf16, fp16 (see vsrdb.precision)
+    outscale: float | None = None  # output size = input size x this (1 to the model's scale)
+    size: tuple[int, int] | None = None  # output width, height
 
 
 def model_fingerprint(model: RestorationModel) -> str:
@@ -113,6 +116,7 @@ class JobSpec:
     audio: bool
     rotation: int = 0  # the input's display rotation (degrees, PyAV's convention)
     input_hash: str = ""  # of the input's first, middle and last MB (a replaced file of equal size and mtime)
+    out_size: tuple[int, int] | None = None  # output height, width when not the model's x scale
     version: int = _VERSION
 
     def to_json(self) -> str:
@@ -121,8 +125,9 @@ class JobSpec:
     @classmethod
     def from_json(cls, text: str) -> "JobSpec":
         d = json.loads(text)
-        for key in ("size", "tiles", "input_id"):
-            d[key] = tuple(d[key])
+        for key in ("size", "tiles", "input_id", "out_size"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
         return cls(**d)
 
     @property
@@ -139,6 +144,30 @@ def _input_id(path: Path) -> tuple[int, int]:
     st = path.stat()
     size = len(os.listdir(path)) if path.is_dir() else st.st_size
     return size, st.st_mtime_ns
+
+
+def output_size(path: Path, height: int, width: int, scale: int, opts: RestoreOptions,
+                fmt: OutputFormat | None) -> tuple[int, int]:
+    """The output's (height, width) from ``--outscale``/``--size``, refused before any work when
+    impossible. With ``--outscale`` a video with subsampled chroma gets the nearest even sides."""
+    if opts.outscale is not None and opts.size is not None:
+        raise InputError("--outscale and --size exclude each other")
+    full = (height * scale, width * scale)
+    subsampled = fmt is not None and any(k in fmt.pix_fmt for k in ("420", "422", "nv12", "p010"))
+    if opts.outscale is not None:
+        if not 1 <= opts.outscale <= scale:
+            raise InputError(f"--outscale {opts.outscale:g}: must be between 1 and the model's scale ({scale})")
+        step = 2 if subsampled else 1
+        return tuple(max(step, round(n * opts.outscale / step) * step) for n in (height, width))  # type: ignore
+    if opts.size is not None:
+        w, h = opts.size
+        if h > full[0] or w > full[1]:
+            raise InputError(f"--size {w}x{h}: larger than the model's x{scale} output of {path} "
+                             f"({full[1]}x{full[0]}); vsrdb does not upscale further by interpolation")
+        if subsampled and (w % 2 or h % 2):
+            raise InputError(f"--size {w}x{h}: {fmt.pix_fmt} video needs even sides (or use --pix-fmt yuv444p)")
+        return (h, w)
+    return full
 
 
 def _check_memory(path: Path, source, restorer: Restorer) -> None:
@@ -236,6 +265,7 @@ class Job:
             if min(source.height, source.width) < min_size:
                 raise InputError(f"{input_path}: frames are {source.width}x{source.height}; the model needs at "
                                  f"least {min_size}x{min_size}")
+            out_size = output_size(input_path, source.height, source.width, restorer.scale, opts, fmt)
             plan = restorer.make_plan(source.height, source.width)
             _check_memory(input_path, source, restorer)
             _check_disk(output, kind, planned, opts.segment, source, restorer.scale)
@@ -259,7 +289,9 @@ class Job:
                 format=None if fmt is None else fmt.as_dict(), bits=fmt.bits if fmt else source.bits,
                 fps=str(source.fps), time_base=str(source.time_base), model=fingerprint,
                 dtype=str(restorer.dtype).removeprefix("torch."), input_id=_input_id(input_path), audio=opts.audio,
-                rotation=source.rotation, input_hash=_input_hash(input_path))
+                rotation=source.rotation, input_hash=_input_hash(input_path),
+                out_size=None if out_size == (source.height * restorer.scale, source.width * restorer.scale)
+                else out_size)
         return cls(cls._open_work(spec, output, resume=resume, restart=restart))
 
     @staticmethod
@@ -391,6 +423,8 @@ class Job:
                     if not torch.isfinite(out).all():
                         raise InputError(f"{self.input}: frame {i}: the model produced NaN or Inf values "
                                          "(damaged weights?)")
+                    if spec.out_size is not None:
+                        out = resample(out, spec.out_size)
                     arr = to_array(out, bits=spec.bits)
                     _write_png(self.frame_path(i), arr, compression=1 if spec.kind == "video" else 3)
                     pts.append(tap.pts_of(i))

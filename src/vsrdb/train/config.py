@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.degrade import load_degradation
 from ..errors import ConfigError
 from .losses import LossWeights
 
@@ -32,6 +33,8 @@ class DataConfig:
     workers: int = 2
     flow: str | None = "dis"             # pseudo-GT flow estimator; None disables the flow loss
     cache_dir: str | None = None         # default: ~/.cache/vsrdb/datasets/NAME-HASH (never the dataset)
+    degrade: Any = None                  # real-footage degradations of the blurry LR, drawn per item:
+                                         # a preset (web, phone, real), a YAML file or {steps:, clean:}
 
 
 @dataclass
@@ -157,6 +160,7 @@ def check_ranges(cfg: TrainConfig, source: str) -> None:
     need(d.batch >= 1, "data.batch", d.batch, "1 or more")
     need(d.workers >= 0, "data.workers", d.workers, "0 or more")
     need(d.val_windows >= 0, "data.val_windows", d.val_windows, "0 or more")
+    load_degradation(d.degrade, where=f"{source}: data.degrade")  # its ranges and names, now
     stages = dict(cfg.stages)
     for name, st in (("stage1", cfg.stage1), ("stage2", cfg.stage2)):
         if st is not None:

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..data.datasets import WindowDataset, find_clips, validate_clips
+from ..data.degrade import load_degradation
 from ..data.flow import initial_flows
 from ..data.resize import imresize
 from ..data.video import check_writable_folder
@@ -177,7 +178,8 @@ class Trainer:
         # stage with a narrower one takes the middle frames.
         self.train_window = max(s.window for s in self.stages)
         self.train_set = WindowDataset(clips, num_seq=self.train_window, patch=d.patch, flow=d.flow, cache_dir=cache,
-                                       augment=True, seed=self.cfg.seed)
+                                       augment=True, seed=self.cfg.seed,
+                                       degrade=load_degradation(d.degrade, where="data.degrade"))
         self.val_set = WindowDataset(val_clips, num_seq=self.val_window, patch=None, flow=None, augment=False)
         n = len(self.val_set)
         k = min(d.val_windows, n)

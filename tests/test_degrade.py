@@ -214,3 +214,23 @@ def test_a_bad_degradation_in_a_config_is_named_before_training(tmp_path, datase
     assert main(["train", str(cfg), "--quiet"]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "data.degrade: step 1: video crf 90" in line and not (tmp_path / "a").exists()
+
+
+def test_evaluate_scores_each_setting_on_the_degraded_input(tmp_path, dataset, capsys):
+    out = tmp_path / "s.json"
+    argv = ["evaluate", "--data", str(dataset), "--baseline", "bicubic", "--degrade", "clean",
+            "--degrade", "h264:crf=40", "--degrade", "noise:12", "--json", str(out), "--quiet"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "bicubic @ clean" in text and "bicubic @ h264:crf=40" in text and "bicubic @ noise:12" in text
+    scores = json.loads(out.read_text())
+    assert scores["degrade"] == ["clean", "h264:crf=40", "noise:12"]
+    psnr = {k: v["average"]["psnr"] for k, v in scores["methods"].items()}
+    assert psnr["bicubic @ h264:crf=40"] < psnr["bicubic @ clean"] - 0.3
+    assert psnr["bicubic @ noise:12"] < psnr["bicubic @ clean"] - 0.3
+    # the same input each run: a second run scores the same
+    assert main([*argv[:-1], "--overwrite", "--quiet"]) == 0
+    again = json.loads(out.read_text())["methods"]
+    assert {k: v["clips"] for k, v in again.items()} == {k: v["clips"] for k, v in scores["methods"].items()}
+    assert main(["evaluate", "--pred", str(dataset), "--gt", str(dataset), "--degrade", "h264"]) == 2
+    assert "use it with --data" in capsys.readouterr().err

@@ -83,3 +83,17 @@ def test_builtin_weights_ship_small_and_load_safely():
     with torch.no_grad():
         out = model.restore(lr)
     assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
+
+
+@pytest.mark.skipif(not (BUILTIN / "config.json").exists(), reason="no built-in weights in this checkout")
+def test_info_lists_the_built_in_models_and_each_loads_by_name(capsys):
+    from vsrdb.checkpoints import BUILTIN_MODELS, load_checkpoint
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for name in BUILTIN_MODELS:
+        line = next(line for line in out.splitlines() if line.startswith(f"{name} "))
+        assert "fmanet-cpu" in line and "MB" in line, line
+        assert load_checkpoint(name).net_r is not None
+    assert main(["info", "builtin-clean"]) == 0
+    assert "model: fmanet-cpu" in capsys.readouterr().out

@@ -25,7 +25,7 @@ from .models.registry import build, release_formats
 from .models.weights import WeightsMeta, attach_meta, load_state_strict, meta_of
 
 __all__ = ["WeightsMeta", "save_checkpoint", "load_checkpoint", "builtin_weights", "CheckpointError",
-           "average_checkpoints", "BUILTIN"]
+           "average_checkpoints", "BUILTIN", "BUILTIN_MODELS"]
 
 FORMAT_NAME = "vsrdb"
 FORMAT_VERSION = 1
@@ -94,14 +94,24 @@ def _load_ours(folder: Path) -> RestorationModel:
 
 
 BUILTIN = "builtin"
+# The models that ship inside the package: name (as --weights takes it) -> what it is for.
+# Each lives in vsrdb/weights/NAME; docs/builtin-model.md has their recipes and scores.
+BUILTIN_MODELS = {
+    "builtin": "real footage, as people's files are: through a video encoder (H.264, H.265, VP9, MPEG-4), "
+               "often noisy, or clean; the default of restore, demo and serve",
+    "builtin-clean": "input degraded only the REDS way (blur and x4 bicubic, never encoded): benchmark-style "
+                     "data; the default before version 3",
+}
 
 
-def builtin_weights() -> str | None:
-    """The folder of the model that ships inside the package, or None in a checkout without it."""
+def builtin_weights(name: str = BUILTIN) -> str | None:
+    """The folder of a model that ships inside the package, or None in a checkout without it."""
     from importlib import resources
 
+    if name not in BUILTIN_MODELS:
+        return None
     try:
-        folder = resources.files("vsrdb") / "weights" / "builtin"
+        folder = resources.files("vsrdb") / "weights" / name
     except (ModuleNotFoundError, FileNotFoundError):
         return None
     return str(folder) if folder.is_dir() and (folder / CONFIG_FILE).is_file() else None
@@ -113,19 +123,19 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     Args:
         path: a folder holding ``config.json`` + ``model.safetensors`` (ours), or
             ``model_D_best.pt`` [+ ``model_R_best.pt``] (the authors'; D alone gives a stage-1
-            model); a path to one of those files means its folder; ``"builtin"``: the model
-            that ships with vsrdb.
+            model); a path to one of those files means its folder; ``"builtin"`` or another
+            name in ``BUILTIN_MODELS``: a model that ships with vsrdb.
     Returns:
         The model in eval mode; ``model.channel_order`` ("RGB" or "BGR") is the colour order
         it expects, ``model.weights_meta`` the rest of what is known about the weights.
     Raises:
         CheckpointError (a ValueError) naming the file and the problem.
     """
-    if str(path) == BUILTIN and not Path(path).exists():
-        found = builtin_weights()
+    if str(path) in BUILTIN_MODELS and not Path(path).exists():
+        found = builtin_weights(str(path))
         if found is None:
-            raise CheckpointError("no built-in model ships with this installation (vsrdb/weights/builtin is "
-                                  "missing); pass --weights PATH, a checkpoint folder")
+            raise CheckpointError(f"no built-in model {path!r} ships with this installation (vsrdb/weights/{path} "
+                                  "is missing); pass --weights PATH, a checkpoint folder")
         path = found
     path = Path(path)
     if path.is_file():  # a file of a checkpoint folder means the folder

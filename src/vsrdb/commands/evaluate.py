@@ -16,11 +16,12 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..checkpoints import BUILTIN_MODELS
+from ..data.degrade import load_degradation
+from ..data.video import check_writable_folder
 from ..devices import pick_device
 from ..errors import InputError
 from ..files import write_atomically
-from ..data.degrade import load_degradation
-from ..data.video import check_writable_folder
 from ..precision import resolve_precision
 from .common import add_device_argument, add_output_flags, add_precision_argument, add_threads_argument
 
@@ -43,7 +44,7 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hr-root", help="paired layout: the sharp HR clips")
     p.add_argument("--split", choices=("val", "train", "all"), help="reds layout: val = REDS4 (default)")
     p.add_argument("--weights", action="append", default=[],
-                   help="a checkpoint to run (repeatable); 'builtin' is the model shipped with vsrdb")
+                   help="a checkpoint to run (repeatable); 'builtin' and 'builtin-clean' are the models shipped with vsrdb")
     p.add_argument("--baseline", action="append", default=None,
                    help="bicubic, lanczos, rl-bicubic, or none (repeatable; default: bicubic)")
     p.add_argument("--degrade", action="append", default=None, metavar="CHAIN",
@@ -164,8 +165,8 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
 
 
 def _label(weights: str) -> str:
-    if weights == "builtin":
-        return "vsrdb-builtin"
+    if weights in BUILTIN_MODELS:
+        return f"vsrdb-{weights}"
     p = Path(weights)
     return p.name if p.name not in ("model", "") else f"{p.parent.name}/{p.name}"
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import torch
 
-from ..checkpoints import load_checkpoint
+from ..checkpoints import BUILTIN_MODELS, builtin_weights, load_checkpoint
 from ..models import build, list_models
 
 __all__ = ["add_subcommand"]
@@ -28,8 +29,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
             model = build(name)
             print(f"{name:12s} {sum(p.numel() for p in model.parameters()):>10,d} parameters  "
                   f"{model.frames.mode} of {model.frames.length}")
+        print("\nbuilt-in models (--weights NAME):")
+        for name, purpose in BUILTIN_MODELS.items():
+            folder = builtin_weights(name)
+            if folder is None:
+                print(f"{name:14s} (not in this installation)  {purpose}")
+                continue
+            meta = json.loads((Path(folder) / "config.json").read_text())
+            size = (Path(folder) / "model.safetensors").stat().st_size / 1e6
+            print(f"{name:14s} {meta['model']}, {size:.1f} MB: {purpose}")
         return 0
-    looks_like_path = "/" in args.model or Path(args.model).exists()
+    looks_like_path = "/" in args.model or Path(args.model).exists() or args.model in BUILTIN_MODELS
     model = load_checkpoint(args.model) if looks_like_path else build(args.model)
     n = sum(p.numel() for p in model.parameters())
     print(f"model: {model.preset}  parameters: {n:,d}  channel order: {model.channel_order}  "

@@ -59,8 +59,9 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="video file (anything FFmpeg decodes), folder of png/jpg/tif frames, or folder of videos")
     p.add_argument("-o", "--output", required=True, help="output video file or PNG folder; a folder for batches")
-    p.add_argument("--weights", help="checkpoint folder (ours or the authors' model_D/R_best.pt), or 'builtin' "
-                                     "(the default)")
+    p.add_argument("--weights", help="checkpoint folder (ours or the authors' model_D/R_best.pt), or a built-in "
+                                     "model: 'builtin' (real footage, the default) or 'builtin-clean' (input "
+                                     "degraded the REDS way only); vsrdb info lists them")
     add_device_argument(p)
     add_precision_argument(p)
     p.add_argument("--codec", choices=sorted(set(CODECS) | {"hevc"}),

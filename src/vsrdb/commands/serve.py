@@ -61,12 +61,12 @@ def _token(workdir: Path, renew: bool) -> str:
 
 
 def _models(weights: list[str]) -> dict[str, dict]:
-    from ..checkpoints import BUILTIN, builtin_weights, load_checkpoint
+    from ..checkpoints import BUILTIN_MODELS, builtin_weights, load_checkpoint
 
     models: dict[str, dict] = {}
-    if builtin_weights() is not None:
-        models[BUILTIN] = {"name": "built-in (fmanet-cpu)", "weights": BUILTIN,
-                           "about": "the model that ships with vsrdb: blurry low-resolution video, x4"}
+    for name, purpose in BUILTIN_MODELS.items():  # the default first: the page preselects it
+        if builtin_weights(name) is not None:
+            models[name] = {"name": f"{name} (fmanet-cpu)", "weights": name, "about": f"x4; for {purpose}"}
     for folder in weights:
         model = load_checkpoint(folder)  # a bad folder is refused now, not at the first job
         path = Path(folder).resolve()

@@ -83,10 +83,9 @@ def main() -> int:
                              "--clip-frames", "8", "--exposure", "re", "-o", str(tmp / "data"), "--seed", "1"],
                             timeout=300)
         rows.append(("data: vsrdb synth (8 clips, varying exposure)", ok, msg, secs))
-        from vsrdb.train.losses import LossWeights
-
         for family in FAMILIES:
-            stages = [s.name for s in build(family).training_stages(LossWeights())]
+            probe = build(family)
+            stages = [s.name for s in probe.training_stages(probe.loss_weights())]
             for precision in precisions:
                 run_dir = tmp / f"run-{family}-{precision}"
                 cfg = {"model": family,

@@ -55,7 +55,8 @@ def run_case(args: argparse.Namespace) -> dict:
     import torch
 
     import vsrdb
-    from vsrdb.restore import Restorer, pick_device, use_heap_allocator
+    from vsrdb.devices import use_heap_allocator
+    from vsrdb.restore import Restorer, pick_device
 
     torch.set_num_threads(args.threads)
     use_heap_allocator()

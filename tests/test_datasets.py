@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from vsrdb.data.datasets import WindowDataset, find_clips, reds_clips, validate_clips
-from conftest import synth_photo_dataset
 from vsrdb.data.video import InputError
 from vsrdb.ops import flow_warp
+
+from conftest import synth_photo_dataset
 
 
 @pytest.fixture(scope="module")

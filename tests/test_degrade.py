@@ -10,12 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import synth_photo_dataset
 from vsrdb.cli import main
 from vsrdb.data.datasets import WindowDataset, reds_clips
-from vsrdb.data.degrade import (DEGRADATION_FILE, PRESETS, add_noise, apply_record, describe_record,
-                                load_degradation, parse_chain)
+from vsrdb.data.degrade import (
+    DEGRADATION_FILE,
+    PRESETS,
+    add_noise,
+    apply_record,
+    describe_record,
+    load_degradation,
+    parse_chain,
+)
 from vsrdb.errors import ConfigError, InputError
+
+from conftest import synth_photo_dataset
 
 
 def _clip(n: int = 8, h: int = 64, w: int = 96) -> np.ndarray:

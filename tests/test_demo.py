@@ -70,8 +70,8 @@ BUILTIN = Path(__file__).resolve().parents[1] / "src" / "vsrdb" / "weights" / "b
 
 @pytest.mark.skipif(not (BUILTIN / "config.json").exists(), reason="no built-in weights in this checkout")
 def test_builtin_weights_ship_small_and_load_safely():
-    from vsrdb.checkpoints import load_checkpoint
     from vsrdb.checkpoints import builtin_weights as _builtin_weights
+    from vsrdb.checkpoints import load_checkpoint
 
     assert Path(_builtin_weights()) == BUILTIN
     assert (BUILTIN / "model.safetensors").stat().st_size <= 20 * 2 ** 20

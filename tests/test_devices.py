@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import vsrdb
-from test_families import _batch
 from vsrdb.restore import Restorer
-from vsrdb.train.losses import LossWeights
+
+from test_families import _batch
 
 
 @pytest.fixture
@@ -34,10 +34,10 @@ def cpu_hop(monkeypatch):
 @pytest.mark.parametrize("name", vsrdb.list_models())
 def test_training_loss_and_backward_follow_the_models_device(name, cpu_hop):
     probe = vsrdb.build(name)
-    for stage in probe.training_stages(LossWeights()):
+    for stage in probe.training_stages(probe.loss_weights()):
         model = vsrdb.build(name, **stage.build_args).to("meta").train()
         batch = {k: v.to("meta") for k, v in _batch(probe, stage.window, b=2).items()}
-        loss, terms = model.training_loss(model, batch, stage, LossWeights())
+        loss, terms = model.training_loss(model, batch, stage, probe.loss_weights())
         loss.backward()
         assert loss.device.type == "meta" and "total" in terms
         grads = [p.grad for _, part in model.trainable_parts(stage) for p in part.parameters()]
@@ -58,10 +58,10 @@ def test_cuda_restore_matches_the_cpu_and_trains(name):
         got = list(Restorer(model, device="cuda", precision=precision).run(iter(frames)))
         assert all(torch.isfinite(g).all() and (g.float() - c).abs().max() < tol for g, c in zip(got, on_cpu)), precision
     probe = vsrdb.build(name)
-    for stage in probe.training_stages(LossWeights()):
+    for stage in probe.training_stages(probe.loss_weights()):
         m = vsrdb.build(name, **stage.build_args).cuda().train()
         batch = {k: v.cuda() for k, v in _batch(probe, stage.window, b=2).items()}
-        loss, _ = m.training_loss(m, batch, stage, LossWeights())
+        loss, _ = m.training_loss(m, batch, stage, probe.loss_weights())
         loss.backward()
         assert torch.isfinite(loss)
 

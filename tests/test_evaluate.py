@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from vsrdb.cli import main
-from vsrdb.evaluate.metrics import psnr, ssim, tof, tof_crop, to_y
+from vsrdb.evaluate.metrics import psnr, ssim, to_y, tof, tof_crop
 from vsrdb.evaluate.scoring import ScoreOptions, SequenceScorer, motion_bins
 
 from conftest import synth_photo_dataset

@@ -7,6 +7,7 @@ round trip, and streaming restoration equal to the plain per-window call.
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -18,12 +19,12 @@ import yaml
 from PIL import Image
 
 import vsrdb
-from conftest import synth_photo_dataset
 from vsrdb.cli import main
 from vsrdb.data.flow import initial_flows
 from vsrdb.data.windows import window_indices
 from vsrdb.restore import Restorer
-from vsrdb.train.losses import LossWeights
+
+from conftest import synth_photo_dataset
 
 H, W = 8, 12
 
@@ -43,6 +44,8 @@ def _batch(model, window: int, b: int = 1) -> dict:
              "exposure": torch.arange(b * window).remainder(5).add(1).reshape(b, window)}
     if model.input_flow:
         batch["input_flow"] = initial_flows(lr, model.input_flow)
+    for key in model.training_flows:  # FMA-Net++: each frame to its neighbours
+        batch[key] = torch.randn(b, 4, window, H, W, generator=gen)
     return batch
 
 
@@ -67,14 +70,14 @@ def test_every_parameter_is_trained_by_a_stage(name):
     are taken."""
     probe = vsrdb.build(name)
     trained: set[str] = set()
-    for stage in probe.training_stages(LossWeights()):
+    for stage in probe.training_stages(probe.loss_weights()):
         torch.manual_seed(0)
         model = vsrdb.build(name, **stage.build_args).train()
         parts = model.trainable_parts(stage)
         optims = [torch.optim.Adam(p.parameters(), lr=1e-3) for _, p in parts]
         batch = _batch(model, stage.window)
         for _ in range(2):
-            loss, terms = model.training_loss(model, batch, stage, LossWeights())
+            loss, terms = model.training_loss(model, batch, stage, probe.loss_weights())
             assert torch.isfinite(loss) and "total" in terms
             for o in optims:
                 o.zero_grad()
@@ -128,8 +131,10 @@ def test_streaming_restore_equals_the_plain_call(name):
 
 # ----------------------------------------------------------------------------- a family of one's own
 
-USER_FAMILY = '''
-"""A family written outside vsrdb: three frames stacked, two convolutions, a pixel shuffle."""
+USER_FAMILY = """
+\"\"\"A family written outside vsrdb: three frames stacked, convolutions, a pixel shuffle; trained
+in two stages of its own (a coarse body, then a refining head on it), with loss weights and
+loss terms of its own.\"\"\"
 from dataclasses import dataclass
 
 import torch.nn as nn
@@ -144,16 +149,29 @@ class TinyConfig:
     channels: int = 8
     window: int = 3
     scale: int = 4
+    refine: bool = True
+
+
+@dataclass(frozen=True)
+class TinyLoss:
+    edge_agreement: float = 0.5   # weight of the gradient term
+    sharpness: float = 0.1        # the fine stage's extra term
+
+
+def _grad(x):
+    return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
 
 class Tiny(RestorationModel):
     preset = "tiny-user"
+    loss_weights_type = TinyLoss
 
     def __init__(self, config=None):
         super().__init__()
         self.config = config or TinyConfig()
         c, t, s = self.config.channels, self.config.window, self.config.scale
         self.body = nn.Sequential(nn.Conv2d(3 * t, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, 3 * s * s, 3, padding=1))
+        self.head = nn.Conv2d(3, 3, 3, padding=1) if self.config.refine else None
 
     @property
     def frames(self):
@@ -165,24 +183,51 @@ class Tiny(RestorationModel):
     def forward(self, lr, hr=None):
         b, c, t, h, w = lr.shape
         up = F.interpolate(lr[:, :, t // 2], scale_factor=self.scale, mode="bilinear", align_corners=False)
-        return {"output": up + F.pixel_shuffle(self.body(lr.reshape(b, c * t, h, w)), self.scale)}
+        out = up + F.pixel_shuffle(self.body(lr.reshape(b, c * t, h, w)), self.scale)
+        return {"output": out + self.head(out) if self.head is not None else out}
 
     def restore(self, lr, *, features=None, flows=None):
         return self(lr)["output"]
 
     def training_stages(self, weights):
-        return [TrainingStage("main", "model", self.config.window)]
+        w = self.config.window
+        return [TrainingStage("coarse", "stage1_coarse", w, {"refine": False}, replaced_by_init=True, legacy_key=None),
+                TrainingStage("fine", "model", w, legacy_key=None)]
+
+    def trainable_parts(self, stage):
+        return [("body", self.body)] + ([("head", self.head)] if self.head is not None else [])
+
+    def start_stage(self, stage, previous):
+        if previous is not None:
+            self.body.load_state_dict(previous.body.state_dict())
+
+    def loss_terms(self, stage, weights):
+        return ("pixel_fidelity", "edge_agreement") + (("sharpness",) if stage.name == "fine" else ())
 
     def training_loss(self, forward, batch, stage, weights):
         c = batch["lr"].shape[2] // 2
-        loss = F.l1_loss(forward(batch["lr"])["output"], batch["hr"][:, :, c])
-        return loss, {"restore": loss.detach(), "total": loss.detach()}
+        out, target = forward(batch["lr"])["output"], batch["hr"][:, :, c]
+        terms = {"pixel_fidelity": F.l1_loss(out, target),
+                 "edge_agreement": sum(F.l1_loss(a, b) for a, b in zip(_grad(out), _grad(target)))}
+        loss = terms["pixel_fidelity"] + weights.edge_agreement * terms["edge_agreement"]
+        if stage.name == "fine":
+            terms["sharpness"] = -sum(g.abs().mean() for g in _grad(out))
+            loss = loss + weights.sharpness * terms["sharpness"]
+        return loss, {k: v.detach() for k, v in terms.items()}
 
 
 @vsrdb.register_model("tiny-user")
 def tiny_user(**overrides):
     return from_preset(Tiny, TinyConfig(), overrides)
-'''
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def test_a_family_in_a_users_file_trains_restores_and_evaluates(tmp_path):
@@ -192,19 +237,45 @@ def test_a_family_in_a_users_file_trains_restores_and_evaluates(tmp_path):
     cfg = {"model": "tiny-user", "model_args": {"channels": 6},
            "data": {"layout": "reds", "root": str(data), "val_root": str(data), "patch": 8, "batch": 2,
                     "workers": 0, "val_windows": 1, "flow": None},
-           "stages": {"main": {"iterations": 6, "lr": 1e-3}}, "run_dir": str(tmp_path / "run"),
-           "checkpoint_every": 3, "val_every": 6, "log_every": 1, "threads": 1}
+           "stages": {"coarse": {"iterations": 4, "lr": 1e-3}, "fine": {"iterations": 4, "lr": 1e-3}},
+           "loss": {"edge_agreement": 0.25}, "run_dir": str(tmp_path / "run"),
+           "checkpoint_every": 2, "val_every": 4, "log_every": 1, "threads": 1}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    # A fresh process, as a user runs it: vsrdb knows nothing of the family until told.
+    # Fresh processes, as a user runs them: vsrdb knows nothing of the family until told.
     run = [sys.executable, "-m", "vsrdb", "--model-module", str(family)]
     done = subprocess.run([*run, "train", str(tmp_path / "c.yaml"), "--quiet"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     with open(tmp_path / "run" / "log.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["stage"] for r in rows if r["total"]] == ["main"] * 6 and "lr_model" in rows[0]
+    header = list(rows[0])
+    assert header[:4] == ["stage", "step", "lr_body", "lr_head"] and "seconds" in header
+    assert {"pixel_fidelity", "edge_agreement", "sharpness"} <= set(header)
+    assert not {"total", "recon", "anchor_d"} & set(header)  # nothing of FMA-Net's vocabulary
+    logged = [r for r in rows if r["pixel_fidelity"]]
+    assert [r["stage"] for r in logged] == ["coarse"] * 4 + ["fine"] * 4
+    assert all(r["sharpness"] for r in logged[4:]) and not any(r["sharpness"] for r in logged[:4])
+    assert all(r["edge_agreement"] and not r["lr_head"] for r in logged[:4])
     assert any(r["val_psnr"] for r in rows)
+    resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert resolved["loss"] == {"edge_agreement": 0.25, "sharpness": 0.1}  # the family's weights, resolved
     weights = tmp_path / "run" / "model"
     assert json.loads((weights / "config.json").read_text())["model"] == "tiny-user"
+    assert (tmp_path / "run" / "stage1_coarse" / "config.json").exists()
+
+    # The same run on two processes (torchrun, gloo) follows the same trajectory.
+    two = {**cfg, "run_dir": str(tmp_path / "run2")}
+    (tmp_path / "c2.yaml").write_text(yaml.safe_dump(two))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={_free_port()}", "-m", "vsrdb", "--model-module", str(family),
+                           "train", str(tmp_path / "c2.yaml"), "--quiet"],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(tmp_path / "run2" / "log.csv") as f:
+        rows2 = [r for r in csv.DictReader(f) if r["pixel_fidelity"]]
+    assert [(r["stage"], r["step"]) for r in rows2] == [(r["stage"], r["step"]) for r in logged]
+    for a, b in zip(logged, rows2):
+        for term in ("pixel_fidelity", "edge_agreement"):
+            assert abs(float(a[term]) - float(b[term])) <= 1e-5 * max(1.0, abs(float(a[term])))
 
     frames = tmp_path / "in"
     frames.mkdir()
@@ -221,10 +292,37 @@ def test_a_family_in_a_users_file_trains_restores_and_evaluates(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     scores = json.loads((tmp_path / "e.json").read_text())
-    assert scores["methods"]["run/model"]["parameters"] == 6 * 9 * 9 + 6 + 48 * 6 * 9 + 48
+    assert scores["methods"]["run/model"]["parameters"] == 6 * 9 * 9 + 6 + 48 * 6 * 9 + 48 + 3 * 3 * 9 + 3
     # Without the module the checkpoint names a family vsrdb does not know, and says how to fix that.
     done = subprocess.run([sys.executable, "-m", "vsrdb", "info", str(weights)], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown model 'tiny-user'" in done.stderr and "--model-module" in done.stderr
+
+
+def test_a_family_that_declares_no_terms_logs_its_first_steps_and_refuses_a_change(tmp_path, capsys):
+    """Without loss_terms(), log.csv takes the first step's terms; a stage that then logs others
+    is a one-line error, not a traceback (the file is never rewritten while training)."""
+    source = textwrap.dedent(USER_FAMILY).replace("def loss_terms(", "def _unused_loss_terms(")
+    family = tmp_path / "undeclared.py"
+    family.write_text(source.replace('"tiny-user"', '"tiny-undeclared"'))
+    data = synth_photo_dataset(tmp_path, (64, 80), photo_size=(48, 64))
+    cfg = {"model": "tiny-undeclared",
+           "data": {"layout": "reds", "root": str(data), "val_root": str(data), "patch": 8, "batch": 2,
+                    "workers": 0, "val_windows": 1, "flow": None},
+           "stages": {"coarse": {"iterations": 2}, "fine": {"iterations": 2}}, "run_dir": str(tmp_path / "run"),
+           "checkpoint_every": 1, "val_every": 10, "log_every": 1, "threads": 1}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["--model-module", str(family), "train", str(tmp_path / "c.yaml"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stage fine logs loss terms sharpness" in err[0] and "loss_terms()" in err[0], err
+    with open(tmp_path / "run" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[-5:] == ["pixel_fidelity", "edge_agreement", "val_psnr", "val_ssim", "val_bicubic_psnr"]
+    assert [r["stage"] for r in rows if r["pixel_fidelity"]] == ["coarse", "coarse"]
+    # A loss weight the family does not have is named, before training.
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump({**cfg, "loss": {"edge": 1.0}, "run_dir": str(tmp_path / "r2")}))
+    assert main(["--model-module", str(family), "train", str(tmp_path / "d.yaml"), "--quiet"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "loss.edge: not a loss weight of tiny-undeclared (its weights: edge_agreement, sharpness)" in line
 
 
 def test_a_missing_model_module_is_one_line(tmp_path, capsys):

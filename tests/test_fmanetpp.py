@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import vsrdb
-from vsrdb.models.fmanetpp import ExposureModulation, degrade, supervised_contrastive_loss
 from vsrdb.models.family import RestorationModel
+from vsrdb.models.fmanetpp import ExposureModulation, degrade, supervised_contrastive_loss
 from vsrdb.restore import Restorer
 
 
@@ -177,8 +177,9 @@ def test_three_stages_train_from_exposure_labelled_data(tmp_path):
 
     import yaml
 
-    from conftest import synth_photo_dataset
     from vsrdb.cli import main
+
+    from conftest import synth_photo_dataset
 
     data = synth_photo_dataset(tmp_path, (64, 80), photo_size=(48, 64), exposure="re", clip_frames=10)
     cfg = {"model": "fmanetpp-cpu", "model_args": {"num_seq": 4, "dim": 12, "num_heads": 2, "embed_dim": 16,
@@ -201,8 +202,9 @@ def test_three_stages_train_from_exposure_labelled_data(tmp_path):
 def test_evaluate_reports_each_exposure_level(tmp_path):
     import json
 
-    from conftest import synth_photo_dataset
     from vsrdb.cli import main
+
+    from conftest import synth_photo_dataset
 
     data = synth_photo_dataset(tmp_path, (96, 112), photo_size=(48, 64), exposure="me", clip_frames=4,
                                photo_clips=1, photo_subframes=10, max_shift=12.0)
@@ -218,8 +220,9 @@ def test_evaluate_reports_each_exposure_level(tmp_path):
 def test_a_sequence_family_is_scored_on_every_frame_and_beside_a_window_family_on_the_same_frames(tmp_path):
     import json
 
-    from conftest import synth_photo_dataset
     from vsrdb.cli import main
+
+    from conftest import synth_photo_dataset
 
     data = synth_photo_dataset(tmp_path, (64, 80), photo_size=(32, 48), clip_frames=5, photo_clips=1)
     torch.manual_seed(0)

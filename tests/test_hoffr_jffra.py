@@ -8,14 +8,16 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from conftest import synth_photo_dataset
 from vsrdb.checkpoints import load_checkpoint, save_checkpoint
 from vsrdb.cli import main
 from vsrdb.data.flow import initial_flows
 from vsrdb.models import build
+from vsrdb.models.hoffr import hoffr_loss
 from vsrdb.ops import l1_cost_volume, window_attention
+from vsrdb.ops.losses import temporal_consistency_loss
 from vsrdb.restore import Restorer
-from vsrdb.train.losses import LossWeights, hoffr_loss, temporal_consistency_loss
+
+from conftest import synth_photo_dataset
 
 TINY = {"hoffr": dict(dim=8, num_db_blocks=1, num_sr_blocks=1, num_rcab=1, reduction=4, flow_dim=4, flow_levels=2),
         "jffra": dict(dims=(6, 8), num_heads=2, window=4, radius=2)}
@@ -172,14 +174,14 @@ def test_temporal_loss_default_weight_is_the_papers_for_jffra_only():
     jffra = tiny("jffra")
     lr, hr, lr_sharp, flow = _batch(3)
     batch = {"lr": lr, "hr": hr, "lr_sharp": lr_sharp, "flow": flow, "input_flow": initial_flows(lr, "dis")}
-    [stage] = jffra.training_stages(LossWeights())
-    loss, terms = jffra.training_loss(jffra, batch, stage, LossWeights())
+    [stage] = jffra.training_stages(jffra.loss_weights())
+    loss, terms = jffra.training_loss(jffra, batch, stage, jffra.loss_weights())
     assert torch.isclose(loss, terms["restore"] + 0.2 * terms["temporal"])
-    loss, terms = jffra.training_loss(jffra, batch, stage, LossWeights(temporal=0.0))
+    loss, terms = jffra.training_loss(jffra, batch, stage, jffra.loss_weights({"temporal": 0.0}))
     assert "temporal" not in terms and torch.equal(loss, terms["restore"])
     fmanet = build("fmanet-tiny")
-    assert [s.window for s in fmanet.training_stages(LossWeights())] == [3, 3]
-    assert [s.window for s in fmanet.training_stages(LossWeights(temporal=0.5))] == [3, 5]
+    assert [s.window for s in fmanet.training_stages(fmanet.loss_weights())] == [3, 3]
+    assert [s.window for s in fmanet.training_stages(fmanet.loss_weights({"temporal": 0.5}))] == [3, 5]
 
 
 # ----------------------------------------------------------------------------- restore and checkpoints

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import vsrdb
-from vsrdb.train.losses import LossWeights, fmanet_loss
+from vsrdb.models.fmanet import FMANetLossWeights, fmanet_loss
 
 
 def fake_outputs(b=1, t=3, h=4, w=5, s=4):
@@ -34,7 +34,7 @@ def test_perfect_predictions_give_zero():
     out = fake_outputs()
     lr, hr = torch.zeros(1, 3, 3, 4, 5), torch.zeros(1, 3, 3, 16, 20)
     total, _ = fmanet_loss(out, lr=lr, hr=hr, lr_sharp=torch.zeros_like(lr), flow_gt=torch.zeros(1, 2, 3, 4, 5),
-                           stage=2, weights=LossWeights())
+                           stage=2, weights=FMANetLossWeights())
     assert total.item() == 0
 
 

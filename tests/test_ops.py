@@ -3,8 +3,15 @@
 import torch
 import torch.nn.functional as F
 
-from vsrdb.ops import (dynamic_downsample, dynamic_upsample, flow_warp, image_flow_warp, multi_flow_warp,
-                       normalize_downsampling_kernels, normalize_upsampling_kernels)
+from vsrdb.ops import (
+    dynamic_downsample,
+    dynamic_upsample,
+    flow_warp,
+    image_flow_warp,
+    multi_flow_warp,
+    normalize_downsampling_kernels,
+    normalize_upsampling_kernels,
+)
 
 
 def test_flow_warp_zero_flow_is_identity():

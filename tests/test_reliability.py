@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 import yaml
 
+from vsrdb.cli import main
+
 from conftest import synth_photo_dataset
 from test_restore_media import _one_line_error, _run, clip, decode, make_video
 from test_train import write_config
-from vsrdb.cli import main
 
 
 def _listing(folder: Path) -> list[str]:

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import vsrdb
+from vsrdb.checkpoints import builtin_weights
 from vsrdb.cli import main
 from vsrdb.data.video import OUTPUT_CONTAINERS, open_frames
-from vsrdb.checkpoints import builtin_weights
 
 FPS = 12
 RED, GREEN = (230, 30, 30), (30, 200, 40)

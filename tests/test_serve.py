@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import vsrdb
+
 from test_restore_media import clip, decode, make_video
 
 pytest.importorskip("starlette", reason="vsrdb serve needs the serve extra (pip install 'vsrdb[serve]')")

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from vsrdb.cli import main
-from conftest import synth_photo_dataset
 from vsrdb.train.config import ConfigError, load_config
+
+from conftest import synth_photo_dataset
 
 
 @pytest.fixture(scope="module")

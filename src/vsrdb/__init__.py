@@ -16,8 +16,16 @@ if _sys.argv and (_sys.argv[0] == "-m" or _sys.argv[0].replace("\\", "/").rsplit
 
 from .checkpoints import load_checkpoint, save_checkpoint
 from .errors import CheckpointError, ConfigError, InputError, VsrdbError
-from .models import (FrameNeed, RestorationModel, TrainingStage, WeightsMeta, build, import_model_module, list_models,
-                     register_model)
+from .models import (
+    FrameNeed,
+    RestorationModel,
+    TrainingStage,
+    WeightsMeta,
+    build,
+    import_model_module,
+    list_models,
+    register_model,
+)
 
 __version__ = "0.1.0"
 __all__ = ["build", "list_models", "register_model", "import_model_module", "load_checkpoint", "save_checkpoint",

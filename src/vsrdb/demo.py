@@ -89,13 +89,13 @@ def run_demo(output: str | None = None, *, overwrite: bool = False, frames: int 
         chosen = resolve_precision(precision, "cpu")
         print(f"restoring with the built-in model, {chosen.describe()} ...")
         methods = [ModelMethod("vsrdb-builtin", model, precision=chosen), baseline("bicubic")]
-        options = ScoreOptions(num_seq=model.frames.window)
+        options = ScoreOptions(num_seq=model.frames.scored_window)
         outputs: dict[str, list[Tensor]] = {m.name: [] for m in methods}
         results = evaluate_methods(methods, clips, options, progress=progress,
                                    on_frame=lambda m, c, i, out: outputs[m].append(out))
         _write_side_by_side(tmp / "side_by_side.mp4", outputs["bicubic"], outputs["vsrdb-builtin"], clips[0].sharp)
         key = next(iter(results[0].samples))
-        window = clip_window(clips[0], key[1], model.frames.window)
+        window = clip_window(clips[0], key[1], model.frames.length)
         write_report(results, tmp / "report", options, title="vsrdb demo: built-in model vs bicubic",
                      command="vsrdb demo", maps={key: model_maps(model, window)})
         replace_atomically(tmp, folder)
@@ -111,7 +111,7 @@ def _write_side_by_side(path: Path, bicubic: list[Tensor], restored: list[Tensor
     """bicubic | restored | ground truth, labelled, as an H.264 video."""
     from fractions import Fraction
 
-    from .data.video import read_image, open_writer, to_array
+    from .data.video import open_writer, read_image, to_array
 
     with open_writer(path, fps=Fraction(6)) as writer:
         for b, r, s in zip(bicubic, restored, sharp):

@@ -118,7 +118,7 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
         methods += [baseline(n) for n in names if n != "none"]
         if not methods:
             raise InputError("nothing to evaluate: give --weights or a --baseline other than none")
-        t = args.num_seq or max([m.num_seq for m in methods if m.model is not None], default=3)
+        t = args.num_seq or max([m.scored_window for m in methods if m.model is not None], default=3)
         options = ScoreOptions(num_seq=t, all_frames=args.all_frames, y_channel=args.y_channel,
                                border=args.crop_border)
         settings = [(text, load_degradation(text)) for text in args.degrade or [""]]

@@ -48,7 +48,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"  {key}: {value}")
     if args.run:
         gen = torch.Generator().manual_seed(0)
-        lr = torch.rand(1, 3, model.frames.window, 32, 32, generator=gen)
+        lr = torch.rand(1, 3, model.frames.scored_window, 32, 32, generator=gen)
         inputs = {}
         if model.input_flow is not None:
             from ..data.flow import initial_flows

@@ -12,12 +12,11 @@ import torch
 from ..checkpoints import BUILTIN, load_checkpoint
 from ..data.encode import CODECS
 from ..data.video import OUTPUT_CONTAINERS, check_output_path
-from ..devices import pick_device
+from ..devices import pick_device, use_heap_allocator
 from ..errors import InputError
 from ..precision import resolve_precision
 from ..restore.batch import Dist, ProgressFile, expand_inputs, run_jobs, threads_for
 from ..restore.job import RestoreOptions, check_not_input, work_folder
-from ..restore.restorer import use_heap_allocator
 from .common import add_device_argument, add_output_flags, add_precision_argument, positive_int
 
 __all__ = ["add_subcommand", "MAX_FPS"]

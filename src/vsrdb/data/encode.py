@@ -25,7 +25,7 @@ from .colour import ColourSpec, HdrMetadata
 from ..files import replace_atomically
 from .video import OUTPUT_CONTAINERS, InputError, encoder_frame
 
-__all__ = ["OutputFormat", "choose_format", "SegmentEncoder", "join_segments", "CODECS", "set_display_rotation"]
+__all__ = ["OutputFormat", "choose_format", "VideoEncoder", "join_segments", "CODECS", "set_display_rotation"]
 
 # --codec name -> (encoder, pixel format for 8-bit sources, for deeper sources)
 CODECS = {
@@ -177,19 +177,22 @@ def choose_format(path: Path, *, source_bits: int, colour: ColourSpec, codec: st
     return OutputFormat(muxer, encoder, pix, options, bits, rgb, colour.for_yuv())
 
 
-class SegmentEncoder:
-    """Encodes RGB frames ``[H, W, 3]`` (uint8, or uint16 for 16-bit formats) into one
-    self-contained segment file (Matroska, so any codec fits); ``close()`` finishes it under
-    its final name."""
+class VideoEncoder:
+    """Encodes RGB frames ``[H, W, 3]`` (uint8, or uint16 for 16-bit formats) in ``fmt`` into
+    one file under a temporary name; ``close()`` moves it into place, ``abort()`` removes it.
 
-    def __init__(self, path: Path, fmt: OutputFormat, fps: Fraction) -> None:
+    ``vsrdb restore`` writes its segments with it (``muxer`` Matroska, which takes any codec)
+    and ``VideoWriter`` previews and reports (the output's own container).
+    """
+
+    def __init__(self, path: Path, fmt: OutputFormat, fps: Fraction, *, muxer: str = "matroska") -> None:
         import av
 
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.name}.partial")
         self.fmt = fmt
         self.fps = Fraction(fps).limit_denominator(1001 * 1000) or Fraction(30)
-        self.container = av.open(str(self.tmp), "w", format="matroska")
+        self.container = av.open(str(self.tmp), "w", format=muxer)
         self.stream = None
         self.count = 0
 

@@ -420,55 +420,33 @@ class PNGFolderWriter(FrameWriter):
 class VideoWriter(FrameWriter):
     """H.264 (yuv420p, CRF, BT.709 matrix and tags) by default; ``lossless``: H.264 RGB at qp 0
     (bit-exact 8-bit RGB). For previews and reports; ``vsrdb restore`` writes through
-    ``vsrdb.restore.job``, which keeps the source's colour, depth, timing and sound."""
+    ``vsrdb.restore.job``, which keeps the source's colour, depth, timing and sound. Both
+    encode with ``vsrdb.data.encode.VideoEncoder``."""
 
     def __init__(self, path: Path, *, fps: Fraction, overwrite: bool, lossless: bool = False, crf: int = 18) -> None:
-        import av
+        from .encode import OutputFormat, VideoEncoder  # encode builds on this module
 
         super().__init__(path, overwrite=overwrite)
-        self.tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
-        fmt = OUTPUT_CONTAINERS.get(path.suffix.lower())
-        self.container = av.open(str(self.tmp), mode="w", format=fmt)
-        self.fps = Fraction(fps).limit_denominator(1001 * 1000)
-        self.lossless = lossless
-        self.crf = crf
-        self.stream = None
-
-    def _open_stream(self, width: int, height: int) -> None:
-        if self.lossless:
-            self.stream = self.container.add_stream("libx264rgb", rate=self.fps)
-            self.stream.pix_fmt = "rgb24"
-            self.stream.options = {"qp": "0", "preset": "medium"}
+        muxer = OUTPUT_CONTAINERS.get(path.suffix.lower()) or "matroska"
+        if lossless:
+            fmt = OutputFormat(muxer, "libx264rgb", "rgb24", {"qp": "0", "preset": "medium"}, rgb=True,
+                               colour=SRGB.for_yuv())
         else:
-            self.stream = self.container.add_stream("libx264", rate=self.fps)
-            self.stream.pix_fmt = "yuv420p"
-            self.stream.options = {"crf": str(self.crf), "preset": "medium"}
-        SRGB.for_yuv().tag(self.stream.codec_context, rgb=self.lossless)
-        self.stream.width, self.stream.height = width, height
+            fmt = OutputFormat(muxer, "libx264", "yuv420p", {"crf": str(crf), "preset": "medium"},
+                               colour=SRGB.for_yuv())
+        self.encoder = VideoEncoder(path, fmt, fps, muxer=muxer)
 
     def write(self, frame: np.ndarray) -> None:
         if frame.dtype != np.uint8:
             frame = (frame.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-        if self.stream is None:
-            self._open_stream(frame.shape[1], frame.shape[0])
-        vf = encoder_frame(frame, self.stream.pix_fmt, SRGB.for_yuv(), rgb=self.lossless)
-        for packet in self.stream.encode(vf):
-            self.container.mux(packet)
+        self.encoder.write(frame)
         self.count += 1
 
     def _finish(self) -> None:
-        if self.stream is not None:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-        self.container.close()
-        replace_atomically(self.tmp, self.path)
+        self.encoder.close()
 
     def _discard(self) -> None:
-        try:
-            self.container.close()
-        except Exception:  # the stream may be half set up; the file goes either way
-            pass
-        self.tmp.unlink(missing_ok=True)
+        self.encoder.abort()
 
 
 def open_writer(path: str | os.PathLike, *, fps: Fraction, overwrite: bool = False, lossless: bool = False,

@@ -34,7 +34,7 @@ class Method:
     """A named frame-stream restorer with the figures ``vsrdb evaluate`` reports."""
 
     name: str
-    num_seq: int = 1
+    scored_window: int = 1  # the T of the protocol's frame exclusion (``FrameNeed.scored_window``)
     parameters: int = 0
     model: nn.Module | None = None
 
@@ -60,7 +60,7 @@ class ModelMethod(Method):
         from ..restore import Restorer
 
         self.name, self.model = name, model
-        self.num_seq = model.frames.window  # 1 for recurrent and sequence families: every frame is whole
+        self.scored_window = model.frames.scored_window
         self.parameters = sum(p.numel() for p in model.parameters())
         self.restorer = Restorer(model, device=device, **restorer_args)
 

@@ -3,8 +3,8 @@
 The HTML page embeds everything (images as data URIs), so it can be mailed or attached to
 an issue. For each chosen frame it shows a before/after slider (any two of: blurry input,
 each method's output, ground truth), zoomed crops of the most detailed region, per-method
-error maps, and for FMA-Net models the image flows and the FGDF kernels (the paper's
-Figs. 10 and 11).
+error maps, and the pictures the first model's family draws of its internals
+(``diagnostic_maps``; FMA-Net: image flows and FGDF kernels, the paper's Figs. 10 and 11).
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def write_report(results: list[MethodResult], folder: str | Path, options: Score
         parts.append("</div>")
         extra = maps.get(key, {})
         if extra:
-            parts.append("<h3>FMA-Net: image flows and FGDF kernels</h3><div class='pics'>")
+            parts.append("<h3>The model's own maps (its family's <code>diagnostic_maps</code>)</h3><div class='pics'>")
             for k, m in extra.items():
                 zoom_m = max(1, 256 // m.shape[0])
                 big = np.kron(m, np.ones((zoom_m, zoom_m, 1), np.uint8))

@@ -22,9 +22,17 @@ from torch import Tensor
 from ..data.datasets import Clip
 from ..data.degrade import Degradation, degrade_tensors
 from ..data.resize import imresize
+from ..data.video import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    InputError,
+    list_frames,
+    natural_key,
+    open_frames,
+    read_image,
+    to_tensor,
+)
 from ..data.windows import window_indices
-from ..data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, list_frames, natural_key, \
-    open_frames, read_image, to_tensor
 from .methods import Method
 from .scoring import ClipScore, ScoreOptions, SequenceScorer, average, exposure_levels, motion_bins
 

@@ -1,4 +1,5 @@
-"""Building blocks of FMA-Net: RDB/RRDB, Restormer-style attention and feed-forward, FRMA.
+"""Building blocks the families share: RDB/RRDB, Restormer-style attention and feed-forward, and
+FMA-Net's FRMA (which FMA-Net++'s HRBA builds on).
 
 Layout: sequences are frames-major ``[B, T, C, H, W]`` inside the model, so a "2D-per-frame"
 convolution is a plain conv2d over ``B*T`` frames, and activations are kept channels-last
@@ -9,11 +10,11 @@ release's 5-D shapes so its checkpoints load unchanged.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from typing import Callable
-
 from torch import Tensor
 
 from ..ops.warp import multi_flow_warp

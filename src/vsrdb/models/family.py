@@ -14,6 +14,11 @@ What a family says about itself:
   an input (JFFRA's initial flow), or None. The caller computes it (``vsrdb.data.flow``), so
   ``forward`` stays a pure tensor function.
 - ``inference_bytes``: the working memory of restoring one LR tile, for tiling.
+- ``loss_weights_type``: the dataclass of its loss weights, read from a config's ``loss:``
+  section by ``loss_weights`` (unknown keys and negative values are ``ConfigError``s);
+  ``loss_terms``: the names its loss returns, which become ``log.csv``'s columns.
+- ``training_flows``: pseudo-ground-truth flows its loss needs beyond the dataset's
+  centre-based ``flow`` (FMA-Net++: each frame to its neighbours); the trainer computes them.
 
 What it does:
 
@@ -22,7 +27,7 @@ What it does:
   ``sequence_stream`` for sequence families (frames in, restored frames out, in order).
 - Training: ``training_stages`` (the recipe, in order), ``trainable_parts`` (one optimiser
   each), ``training_loss`` (the stage's loss and its terms), ``validation_pair``, and
-  ``start_stage`` (what a stage takes over from the stage before).
+  ``start_stage`` (what a stage takes over from the previous stage's trained model).
 - ``diagnostic_maps``: pictures of its internals for reports (FMA-Net: flows and kernels).
 
 Tensors are ``[B, C, T, H, W]`` for windows, ``[B, C, H, W]`` for frames, float in [0, 1].
@@ -30,8 +35,8 @@ Tensors are ``[B, C, T, H, W]`` for windows, ``[B, C, H, W]`` for frames, float 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
@@ -39,7 +44,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["FrameNeed", "TrainingStage", "RestorationModel", "LossFn", "SequenceStream", "ContextStream"]
+from ..errors import ConfigError
+
+__all__ = ["FrameNeed", "TrainingStage", "RestorationModel", "LossFn", "SequenceStream", "ContextStream",
+           "NoLossWeights", "TRAINING_FLOWS"]
 
 # The model (or its DDP wrapper) called as in training: (lr, hr, **inputs) -> outputs.
 LossFn = Callable[..., Mapping[str, Any]]
@@ -72,10 +80,10 @@ class FrameNeed:
         return self.reach, self.reach
 
     @property
-    def window(self) -> int:
-        """The T whose incomplete windows the paper's protocol leaves unscored: ``length`` for
-        window families; 1 for recurrent and sequence families, which restore every frame of a
-        clip and are scored on all of them (their papers evaluate full-length videos)."""
+    def scored_window(self) -> int:
+        """The T of the paper's protocol, which leaves out frames without a complete T-window:
+        ``length`` for window families; 1 (every frame scored) for recurrent and sequence
+        families, which restore every frame of a clip (their papers evaluate whole videos)."""
         return self.length if self.mode == "window" else 1
 
 
@@ -97,8 +105,23 @@ class TrainingStage:
     window: int
     build_args: Mapping[str, Any] = field(default_factory=dict)
     replaced_by_init: bool = False
-    legacy_key: str = "stage2"
+    legacy_key: str | None = "stage2"
 
+
+@dataclass(frozen=True)
+class NoLossWeights:
+    """The loss weights of a family that has none to set."""
+
+
+# Every key of the single flat ``LossWeights`` that vsrdb 0.1 had for all families. Configs and
+# run folders of that time carry all of them; a family ignores those it does not use, as it
+# always did, while any other unknown key is an error.
+_FLAT_LOSS_KEYS = frozenset({"hr_warp", "flow", "anchor_d", "lr_warp", "anchor_r", "stage1", "hr_warp_pp",
+                             "hoffr_db", "hoffr_flow", "temporal", "temporal_alpha"})
+
+# Pseudo-ground-truth flows a family's loss may ask for beyond the dataset's centre-based
+# ``flow`` (``training_flows``), by batch key.
+TRAINING_FLOWS = {"neighbour_flow": "from every frame to its next and previous frame, [B, 4, T, H, W]"}
 
 class RestorationModel(nn.Module):
     """Base class of every model family; see the module docstring.
@@ -140,9 +163,10 @@ class RestorationModel(nn.Module):
         """Values held at the peak of one window's inference, per LR pixel."""
         raise NotImplementedError
 
-    def inference_bytes(self, height: int, width: int, *, bytes_per_value: int = 4) -> int:
+    def inference_bytes(self, height: int, width: int, *, frames: int = 1, bytes_per_value: int = 4) -> int:
         """Peak working memory of restoring one ``height`` x ``width`` LR tile, with a quarter added
-        for the allocator."""
+        for the allocator. ``frames``: how many frames one call restores together (sequence
+        families' chunks; a window or recurrent family restores one)."""
         return int(height * width * self.inference_values_per_pixel() * bytes_per_value * 1.25)
 
     # ------------------------------------------------------------------ inference
@@ -178,8 +202,44 @@ class RestorationModel(nn.Module):
 
     # ------------------------------------------------------------------ training
 
+    loss_weights_type: type = NoLossWeights  # a frozen dataclass: the family's loss weights
+
+    def loss_weights(self, raw: Mapping[str, Any] | None = None, *, where: str = "loss") -> Any:
+        """This family's loss weights (``loss_weights_type``) from a config's ``loss:`` mapping.
+
+        Raises ConfigError for a key that is not one of its weights (keys of vsrdb 0.1's flat
+        weights are ignored, as they always were by the families that did not use them) and for
+        a value that is not a number of 0 or more; null means the default."""
+        cls = self.loss_weights_type
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in (raw or {}).items():
+            if key not in names:
+                if key in _FLAT_LOSS_KEYS:
+                    continue
+                known = ", ".join(sorted(names)) or "none"
+                raise ConfigError(f"{where}.{key}: not a loss weight of {self.preset or type(self).__name__} "
+                                  f"(its weights: {known})")
+            if value is None:  # null: the family's default (vsrdb 0.1 wrote temporal: null so)
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigError(f"{where}.{key} must be 0 or more, got {value!r}")
+            kwargs[key] = float(value)
+        return cls(**kwargs)
+
+    def loss_terms(self, stage: "TrainingStage", weights: Any) -> tuple[str, ...] | None:
+        """The names ``training_loss`` returns in ``stage`` (``log.csv``'s columns, in order), or
+        None: the trainer then takes the first logged step's names for the whole run."""
+        return None
+
+    @property
+    def training_flows(self) -> Mapping[str, str]:
+        """Flows the loss needs beyond ``batch["flow"]``: batch key (in ``TRAINING_FLOWS``) ->
+        the estimator (``vsrdb.data.flow``) to compute it with, from the sharp LR frames."""
+        return {}
+
     def training_stages(self, weights: Any) -> list[TrainingStage]:
-        """The recipe, in order; ``weights`` is the run's ``LossWeights``."""
+        """The recipe, in order; ``weights`` is the run's ``loss_weights``."""
         raise NotImplementedError
 
     def trainable_parts(self, stage: TrainingStage) -> list[tuple[str, nn.Module]]:
@@ -191,8 +251,9 @@ class RestorationModel(nn.Module):
         """The stage's loss for one batch and its terms (detached, for logging).
 
         ``forward`` is this model or its DDP wrapper; ``batch`` holds ``lr``, ``hr``, ``lr_sharp``
-        (sharp LR frames), ``flow`` (pseudo-GT flow at LR from the centre) and, for families with
-        an ``input_flow``, ``input_flow``; each ``[B, C, stage.window, H, W]``."""
+        (sharp LR frames), ``flow`` (pseudo-GT flow at LR from the centre), for families with
+        an ``input_flow`` ``input_flow``, and what ``training_flows`` asks for; each
+        ``[B, C, stage.window, H, W]``. ``weights``: the run's ``loss_weights``."""
         raise NotImplementedError
 
     def validation_pair(self, lr: Tensor, hr: Tensor, stage: TrainingStage,
@@ -202,8 +263,9 @@ class RestorationModel(nn.Module):
         c = lr.shape[2] // 2
         return self.restore(lr, **inputs)[0], hr[0, :, c]
 
-    def start_stage(self, stage: TrainingStage, previous: Path | None) -> None:
-        """Take over what ``stage`` needs from the previous stage's saved model (a checkpoint folder)."""
+    def start_stage(self, stage: TrainingStage, previous: "RestorationModel | None") -> None:
+        """Take over what ``stage`` needs from ``previous``, the previous stage's trained model
+        (loaded from its run-folder result), or None when there is none."""
 
     # ------------------------------------------------------------------ pictures
 

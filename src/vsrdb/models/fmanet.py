@@ -5,7 +5,7 @@ blocks, joined by flow-guided dynamic filtering (FGDF): NetD predicts motion-awa
 degradation kernels K^D and re-degrades the sharp HR sequence with them (training only);
 NetR restores the centre frame with flow-guided dynamic upsampling plus a high-frequency
 residual. Where the release differs from the paper, the release is followed and the spot
-says so (see ../shared/docs/fmanet-architecture.md in the development tree).
+says so in a comment.
 
 Public tensors are ``[B, C, T, H, W]`` in [0, 1] (channels before time, as the release);
 inside, sequences are frames-major ``[B, T, C, H, W]`` (see ``blocks``).
@@ -23,18 +23,58 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
-from ..ops.dynamic_filter import (dynamic_downsample, dynamic_upsample, dynamic_upsample_streamed,
-                                  normalize_downsampling_kernels, normalize_upsampling_kernels)
+from ..ops.dynamic_filter import (
+    dynamic_downsample,
+    dynamic_upsample,
+    dynamic_upsample_streamed,
+    normalize_downsampling_kernels,
+    normalize_upsampling_kernels,
+)
+from ..ops.losses import temporal_terms
 from ..ops.pictures import colorize_flow, kernel_mosaic
 from ..ops.warp import image_flow_warp
-from ..train.losses import LossWeights, fmanet_loss, temporal_terms
-from .blocks import (FRMA, RRDB, FrameConv, TemporalConv3d, cat_channels, channels_last, channels_to_seq,
-                     compute_dtype, lrelu)
+from .blocks import (
+    FRMA,
+    RRDB,
+    FrameConv,
+    TemporalConv3d,
+    cat_channels,
+    channels_last,
+    channels_to_seq,
+    compute_dtype,
+    lrelu,
+)
 from .family import FrameNeed, LossFn, RestorationModel, TrainingStage
 from .inputs import check_video_inputs
-from .registry import from_preset, register_model
+from .registry import check_positive, check_rules, from_preset, register_model
 
-__all__ = ["FMANetConfig", "NetD", "NetR", "FMANet"]
+__all__ = ["FMANetConfig", "FMANetLossWeights", "NetD", "NetR", "FMANet", "fmanet_loss"]
+
+
+@dataclass(frozen=True)
+class FMANetLossWeights:
+    """lambda_1..lambda_6 of Eqs. 8-9 (grid-searched by the authors), and the optional temporal loss.
+
+    Stage 1 (NetD alone):
+        L_D = l1(recon, X_c) + l_1 l1(hr_warp, Y_c over T) + l_2 l1(f^Y, pseudo-GT flow)
+              + l_3 l1(NetD anchor, X_sharp)
+    Stage 2 (both):
+        L = l1(Y_hat, Y_c) + l_6 L_D + l_4 l1(X_w, X_c over T) + l_5 l1(NetR anchor, X_sharp)
+
+    X_sharp is the bicubic-downsampled sharp sequence; the pseudo-GT flow goes from the centre
+    frame to each frame on X_sharp (zero for the centre), at LR size.
+    """
+
+    hr_warp: float = 0.1     # lambda_1: warping loss in Y
+    flow: float = 1e-4       # lambda_2: pseudo-GT flow
+    anchor_d: float = 0.1    # lambda_3: NetD's temporal anchor
+    lr_warp: float = 0.1     # lambda_4: warping loss in X
+    anchor_r: float = 0.1    # lambda_5: NetR's temporal anchor
+    stage1: float = 0.1      # lambda_6: L_D inside the stage-2 loss
+    # JFFRA's occlusion-aware temporal loss on the restored centre and its neighbours (ops.losses);
+    # None or 0: off, as in the paper.
+    temporal: float | None = None
+    temporal_alpha: float = 0.2  # alpha of JFFRA's Eq. 13, on 8-bit pixel values
 
 
 @dataclass(frozen=True)
@@ -76,13 +116,10 @@ class FMANetConfig:
     flow_guided: bool = True
 
     def __post_init__(self) -> None:
-        positive = ("in_channels", "dim", "ds_kernel_size", "us_kernel_size", "num_rdb", "growth_rate",
-                    "num_dense_layer", "num_flow", "num_frma", "num_transformer_block", "num_heads", "num_seq")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"FMANetConfig.{name} must be a positive integer, got {value!r}")
-        checks = [
+        check_positive(self, ("in_channels", "dim", "ds_kernel_size", "us_kernel_size", "num_rdb", "growth_rate",
+                              "num_dense_layer", "num_flow", "num_frma", "num_transformer_block", "num_heads",
+                              "num_seq"))
+        check_rules(self, [
             (self.dim % self.num_seq == 0, f"dim ({self.dim}) must be divisible by num_seq ({self.num_seq})"),
             (self.dim % self.num_flow == 0, f"dim ({self.dim}) must be divisible by num_flow ({self.num_flow})"),
             (self.dim % self.num_heads == 0, f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})"),
@@ -94,10 +131,7 @@ class FMANetConfig:
              f"layernorm_type must be 'WithBias' or 'BiasFree', got {self.layernorm_type!r}"),
             (self.stage in (1, 2), f"stage must be 1 or 2, got {self.stage!r}"),
             (int(self.dim * self.ffn_expansion_factor) >= 1, "ffn_expansion_factor gives no hidden channels"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"FMANetConfig: {message}")
+        ])
 
     @property
     def center(self) -> int:
@@ -421,7 +455,15 @@ class FMANet(RestorationModel):
 
     # ------------------------------------------------------------------ training recipe
 
-    def training_stages(self, weights: LossWeights) -> list[TrainingStage]:
+    loss_weights_type = FMANetLossWeights
+
+    def loss_terms(self, stage: TrainingStage, weights: FMANetLossWeights) -> tuple[str, ...]:
+        terms = ("total", "loss_d", "recon", "hr_warp", "flow", "anchor_d")
+        if stage.name == "joint":
+            terms += ("restore", "lr_warp", "anchor_r") + (("temporal",) if weights.temporal else ())
+        return terms
+
+    def training_stages(self, weights: FMANetLossWeights) -> list[TrainingStage]:
         t = self.config.num_seq
         # With the temporal loss the centre's neighbours are restored too: two more frames.
         wide = t + 2 if weights.temporal else t
@@ -432,12 +474,12 @@ class FMANet(RestorationModel):
         parts = [("d", self.net_d)]
         return parts + [("r", self.net_r)] if self.net_r is not None else parts
 
-    def start_stage(self, stage: TrainingStage, previous: nn.Module | None) -> None:
-        if previous is not None and self.net_r is not None:
+    def start_stage(self, stage: TrainingStage, previous: RestorationModel | None) -> None:
+        if isinstance(previous, FMANet) and self.net_r is not None:
             self.net_d.load_state_dict(previous.net_d.state_dict())
 
     def training_loss(self, forward: LossFn, batch: Mapping[str, Tensor], stage: TrainingStage,
-                      weights: LossWeights) -> tuple[Tensor, dict[str, Tensor]]:
+                      weights: FMANetLossWeights) -> tuple[Tensor, dict[str, Tensor]]:
         lr, hr, lr_sharp, flow = batch["lr"], batch["hr"], batch["lr_sharp"], batch["flow"]
         joint = self.net_r is not None
         t = self.config.num_seq
@@ -510,26 +552,22 @@ class FMANet(RestorationModel):
         return maps
 
 
-def _preset(base: FMANetConfig, overrides: dict[str, Any]) -> FMANet:
-    return from_preset(FMANet, base, overrides)
-
-
 @register_model("fmanet")
 def fmanet(**overrides: Any) -> FMANet:
     """The released FMA-Net (M=4, n=9, k_d=20, k_r=5): 9,766,503 parameters."""
-    return _preset(FMANetConfig(), overrides)
+    return from_preset(FMANet, FMANetConfig(), overrides)
 
 
 @register_model("fmanet-s")
 def fmanet_s(**overrides: Any) -> FMANet:
     """FMA-Net_s of the supplement: M=2, nothing else changed. 7,569,603 parameters."""
-    return _preset(FMANetConfig(num_frma=2), overrides)
+    return from_preset(FMANet, FMANetConfig(num_frma=2), overrides)
 
 
 @register_model("fmanet-cpu")
 def fmanet_cpu(**overrides: Any) -> FMANet:
     """A small FMA-Net for training on a CPU in minutes to hours (our preset, not the paper's)."""
-    return _preset(FMANetConfig(dim=36, ds_kernel_size=12, us_kernel_size=5, num_rdb=3, growth_rate=12,
+    return from_preset(FMANet, FMANetConfig(dim=36, ds_kernel_size=12, us_kernel_size=5, num_rdb=3, growth_rate=12,
                                 num_dense_layer=3, num_flow=3, num_frma=2, num_transformer_block=1,
                                 num_heads=2), overrides)
 
@@ -537,6 +575,43 @@ def fmanet_cpu(**overrides: Any) -> FMANet:
 @register_model("fmanet-tiny")
 def fmanet_tiny(**overrides: Any) -> FMANet:
     """The size of the shared reference model (tiny_a): for tests and smoke runs."""
-    return _preset(FMANetConfig(dim=18, ds_kernel_size=8, us_kernel_size=3, num_rdb=2, growth_rate=6,
+    return from_preset(FMANet, FMANetConfig(dim=18, ds_kernel_size=8, us_kernel_size=3, num_rdb=2, growth_rate=6,
                                 num_dense_layer=2, num_flow=3, num_frma=2, num_transformer_block=1,
                                 num_heads=2), overrides)
+
+
+# ---------------------------------------------------------------------------- loss
+
+def fmanet_loss(out: dict[str, Tensor], *, lr: Tensor, hr: Tensor, lr_sharp: Tensor, flow_gt: Tensor,
+                stage: int, weights: FMANetLossWeights = FMANetLossWeights()) -> tuple[Tensor, dict[str, Tensor]]:
+    """The stage's total loss and every term, unweighted, for logging.
+
+    Args:
+        out: ``model(lr, hr)``.
+        lr: blurry LR window ``[B, 3, T, H, W]``; hr: sharp HR window ``[B, 3, T, sH, sW]``.
+        lr_sharp: X_sharp ``[B, 3, T, H, W]``; flow_gt: ``[B, 2, T, H, W]``.
+    Returns:
+        (total, terms): ``terms`` holds recon, hr_warp, flow, anchor_d, loss_d and in stage 2
+        restore, lr_warp, anchor_r; each a detached scalar.
+    """
+    t = lr.shape[2]
+    c = t // 2
+    x_c, y_c = lr[:, :, c], hr[:, :, c]
+    terms = {
+        "recon": F.l1_loss(out["recon"], x_c),
+        "hr_warp": F.l1_loss(out["hr_warp"], y_c.unsqueeze(2).expand_as(out["hr_warp"])),
+        "flow": F.l1_loss(out["image_flow"], flow_gt),
+        "anchor_d": F.l1_loss(out["anchor_d"], lr_sharp),
+    }
+    loss_d = (terms["recon"] + weights.hr_warp * terms["hr_warp"] + weights.flow * terms["flow"]
+              + weights.anchor_d * terms["anchor_d"])
+    terms["loss_d"] = loss_d
+    total = loss_d
+    if stage == 2:
+        terms["restore"] = F.l1_loss(out["output"], y_c)
+        terms["lr_warp"] = F.l1_loss(out["lr_warp"], x_c.unsqueeze(2).expand_as(out["lr_warp"]))
+        terms["anchor_r"] = F.l1_loss(out["anchor_r"], lr_sharp)
+        total = (terms["restore"] + weights.stage1 * loss_d + weights.lr_warp * terms["lr_warp"]
+                 + weights.anchor_r * terms["anchor_r"])
+    terms["total"] = total
+    return total, {k: v.detach() for k, v in terms.items()}

@@ -42,7 +42,6 @@ Public tensors are ``[B, C, T, H, W]`` in [0, 1]; inside, sequences are frames-m
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
@@ -52,22 +51,40 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import InputError
 from ..ops.dynamic_filter import dynamic_downsample, normalize_downsampling_kernels
 from ..ops.pictures import colorize_flow, kernel_mosaic
 from ..ops.warp import image_flow_warp, multi_flow_warp
-from .blocks import RDB, FrameConv, GatedFeedForward, GuidedTransposedAttention, LayerNorm2d, cat_channels, \
-    channel_softmax, compute_dtype, flatten_frames, lrelu
-from ..data.flow import neighbour_flows
-from ..errors import InputError
-from ..train.losses import LossWeights
+from .blocks import (
+    RDB,
+    FrameConv,
+    GatedFeedForward,
+    GuidedTransposedAttention,
+    LayerNorm2d,
+    cat_channels,
+    channel_softmax,
+    compute_dtype,
+    flatten_frames,
+    lrelu,
+)
 from .family import FrameNeed, LossFn, RestorationModel, SequenceStream, TrainingStage
 from .inputs import check_video_inputs
-from .registry import from_preset, register_model
+from .registry import check_positive, check_rules, from_preset, register_model
 
-__all__ = ["FMANetPPConfig", "FMANetPP", "ExposureEncoder", "ExposureModulation", "HRBA", "NetDPP", "NetRPP",
-           "FMANetPPStream", "supervised_contrastive_loss", "degrade", "VISIBLE"]
+__all__ = ["FMANetPPConfig", "FMANetPPLossWeights", "FMANetPP", "ExposureEncoder", "ExposureModulation", "HRBA",
+           "NetDPP", "NetRPP", "FMANetPPStream", "supervised_contrastive_loss", "degrade", "VISIBLE"]
 
 VISIBLE = 10.0  # occlusion-mask logit meaning "fully visible" (sigmoid 0.99995)
+
+
+@dataclass(frozen=True)
+class FMANetPPLossWeights:
+    """Eq. 9-10's weights: L_D = l1(recon) + lambda_1 l1(hr_warp) + lambda_2 l1(flows, pseudo-GT);
+    the joint stage adds l1(restored) + lambda_3 L_D. The ETE stage's contrastive loss has none."""
+
+    hr_warp_pp: float = 1e-4  # lambda_1 (the key keeps vsrdb 0.1's name, so its configs still mean it)
+    flow: float = 1e-4        # lambda_2
+    stage1: float = 0.1       # lambda_3
 
 
 @dataclass(frozen=True)
@@ -105,22 +122,16 @@ class FMANetPPConfig:
     flow_estimator: str = "dis"
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "dim", "num_hrba", "num_flow", "ds_kernel_size", "num_heads", "growth_rate",
-                     "num_dense_layer", "ete_width", "embed_dim", "num_seq"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"FMANetPPConfig.{name} must be a positive integer, got {value!r}")
-        checks = [
+        check_positive(self, ("in_channels", "dim", "num_hrba", "num_flow", "ds_kernel_size", "num_heads",
+                              "growth_rate", "num_dense_layer", "ete_width", "embed_dim", "num_seq"))
+        check_rules(self, [
             (self.dim % self.num_flow == 0, f"dim ({self.dim}) must be divisible by num_flow ({self.num_flow})"),
             (self.dim % self.num_heads == 0, f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})"),
             (self.scale == 4, f"scale must be 4 (two x2 pixel shuffles), got {self.scale}"),
             (self.ds_kernel_size >= self.scale and (self.ds_kernel_size - self.scale) % 2 == 0,
              f"ds_kernel_size - scale must be even and >= 0, got {self.ds_kernel_size} - {self.scale}"),
             (self.stage in (1, 2, 3), f"stage must be 1, 2 or 3, got {self.stage!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"FMANetPPConfig: {message}")
+        ])
 
 
 # ----------------------------------------------------------------------------- ETE and ETM
@@ -564,9 +575,9 @@ class FMANetPP(RestorationModel):
         c, k2 = self.config.dim, self.config.ds_kernel_size ** 2
         return 12 * c + 2 * 3 * k2
 
-    def inference_bytes(self, height: int, width: int, *, bytes_per_value: int = 4, frames: int | None = None) -> int:
-        n = frames if frames is not None else self.frames.length + 2 * self.frames.reach
-        return int(height * width * n * self.inference_values_per_pixel() * bytes_per_value * 1.25)
+    def inference_bytes(self, height: int, width: int, *, frames: int = 1, bytes_per_value: int = 4) -> int:
+        # Every frame of a push is held through the network at once.
+        return int(height * width * frames * self.inference_values_per_pixel() * bytes_per_value * 1.25)
 
     def check_inputs(self, lr: Tensor, hr: Tensor | None = None) -> None:
         cfg = self.config
@@ -643,9 +654,22 @@ class FMANetPP(RestorationModel):
 
     # ------------------------------------------------------------------ training recipe
 
-    def training_stages(self, weights: LossWeights) -> list[TrainingStage]:
+    loss_weights_type = FMANetPPLossWeights
+
+    def loss_terms(self, stage: TrainingStage, weights: FMANetPPLossWeights) -> tuple[str, ...]:
+        if stage.name == "ete":
+            return ("total", "contrastive")
+        return ("total", "loss_d", "recon", "hr_warp", "flow") + (("restore",) if stage.name == "joint" else ())
+
+    @property
+    def training_flows(self) -> Mapping[str, str]:
+        # Eq. 9's pseudo-GT flows (the paper: RAFT; here the config's estimator, DIS by default)
+        # from each sharp LR frame to its neighbours: the dataset's flows start at the centre.
+        return {"neighbour_flow": self.config.flow_estimator}
+
+    def training_stages(self, weights: FMANetPPLossWeights) -> list[TrainingStage]:
         t = self.config.num_seq
-        return [TrainingStage("ete", "stage1_ete", t, {"stage": 1}, replaced_by_init=True, legacy_key="stage0"),
+        return [TrainingStage("ete", "stage1_ete", t, {"stage": 1}, replaced_by_init=True, legacy_key=None),
                 TrainingStage("netd", "stage2_netd", t, {"stage": 2}, replaced_by_init=True, legacy_key="stage1"),
                 TrainingStage("joint", "model", t, {"stage": 3}, legacy_key="stage2")]
 
@@ -655,15 +679,15 @@ class FMANetPP(RestorationModel):
         parts = [("d", self.net_d)]
         return parts + [("r", self.net_r)] if self.net_r is not None else parts
 
-    def start_stage(self, stage: TrainingStage, previous: nn.Module | None) -> None:
-        if previous is None:
+    def start_stage(self, stage: TrainingStage, previous: RestorationModel | None) -> None:
+        if not isinstance(previous, FMANetPP):
             return
         self.ete.load_state_dict(previous.ete.state_dict())
         if self.net_r is not None and previous.net_d is not None:
             self.net_d.load_state_dict(previous.net_d.state_dict())
 
     def training_loss(self, forward: LossFn, batch: Mapping[str, Tensor], stage: TrainingStage,
-                      weights: LossWeights) -> tuple[Tensor, dict[str, Tensor]]:
+                      weights: FMANetPPLossWeights) -> tuple[Tensor, dict[str, Tensor]]:
         lr, hr = batch["lr"], batch["hr"]
         if self.net_d is None:
             if "exposure" not in batch:
@@ -677,12 +701,7 @@ class FMANetPP(RestorationModel):
         terms = {"recon": F.l1_loss(out["recon"].float(), x),
                  "hr_warp": F.l1_loss(out["hr_warp"].float(), y.unsqueeze(2).expand_as(out["hr_warp"]))}
         loss_d = terms["recon"] + weights.hr_warp_pp * terms["hr_warp"]
-        # Eq. 9's pseudo-GT flows (the paper: RAFT; here the run's estimator, DIS by default) from
-        # each sharp LR frame to its neighbours, computed here: the dataset gives centre-based flows.
-        target = batch.get("neighbour_flow")
-        if target is None:
-            target = neighbour_flows(batch["lr_sharp"], self.config.flow_estimator)
-        terms["flow"] = F.l1_loss(out["image_flow"].float()[:, [0, 1, 3, 4]], target)
+        terms["flow"] = F.l1_loss(out["image_flow"].float()[:, [0, 1, 3, 4]], batch["neighbour_flow"])
         loss_d = loss_d + weights.flow * terms["flow"]
         terms["loss_d"] = loss_d
         total = loss_d
@@ -704,18 +723,15 @@ class FMANetPP(RestorationModel):
     ETE_TEMPERATURE = 0.5  # Eq. S1's alpha (the supplement)
 
 
-def _preset(base: FMANetPPConfig, overrides: dict[str, Any]) -> FMANetPP:
-    return from_preset(FMANetPP, base, overrides)
-
-
 @register_model("fmanetpp")
 def fmanetpp(**overrides: Any) -> FMANetPP:
     """FMA-Net++ at the paper's settings (M = 4, n = 9, k_d = 20, T = 10): 12,571,561 parameters."""
-    return _preset(FMANetPPConfig(), overrides)
+    return from_preset(FMANetPP, FMANetPPConfig(), overrides)
 
 
 @register_model("fmanetpp-cpu")
 def fmanetpp_cpu(**overrides: Any) -> FMANetPP:
     """A small FMA-Net++ for CPU training (ours): M = 2, n = 3, k_d = 12, C = 36."""
-    return _preset(FMANetPPConfig(dim=36, num_hrba=2, num_flow=3, ds_kernel_size=12, num_heads=2, growth_rate=12,
-                                  num_dense_layer=3, ete_width=16, embed_dim=64), overrides)
+    return from_preset(FMANetPP, FMANetPPConfig(dim=36, num_hrba=2, num_flow=3, ds_kernel_size=12, num_heads=2,
+                                                growth_rate=12, num_dense_layer=3, ete_width=16, embed_dim=64),
+                       overrides)

@@ -44,15 +44,27 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..ops.losses import per_frame, temporal_terms
 from ..ops.warp import flow_warp, resize_flow
-from ..train.losses import LossWeights, hoffr_loss, temporal_terms
 from .blocks import compute_dtype, lrelu
 from .family import FrameNeed, LossFn, RestorationModel, TrainingStage
 from .inputs import check_video_inputs
 from .layers import RCAB, ResidualBlock, Upsampler, conv3x3
-from .registry import from_preset, register_model
+from .registry import check_positive, check_rules, from_preset, register_model
 
-__all__ = ["HOFFRConfig", "FlowPredictor", "ParallelFeatures", "HOFFR"]
+__all__ = ["HOFFRConfig", "HOFFRLossWeights", "FlowPredictor", "ParallelFeatures", "HOFFR", "hoffr_loss"]
+
+
+@dataclass(frozen=True)
+class HOFFRLossWeights:
+    """The note's Eq. 10 (all L2): SR on every output frame + ``hoffr_db`` * deblurred LR frames
+    against the sharp LR + ``hoffr_flow`` * multi-scale warping of each previous sharp LR frame
+    onto the next. The note gives no values; 1 each."""
+
+    hoffr_db: float = 1.0    # lambda_DB
+    hoffr_flow: float = 1.0  # lambda_OF
+    temporal: float | None = None  # JFFRA's occlusion-aware temporal loss (ops.losses); None or 0: off
+    temporal_alpha: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -82,12 +94,8 @@ class HOFFRConfig:
     unroll: int = 8
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"HOFFRConfig.{f.name} must be a positive integer, got {value!r}")
-        if self.scale != 4:
-            raise ValueError("HOFFRConfig.scale: only x4 is implemented")
+        check_positive(self, (f.name for f in fields(self)))
+        check_rules(self, [(self.scale == 4, "scale: only x4 is implemented")])
 
     def inference_values_per_pixel(self) -> int:
         """Live floats per LR pixel at the peak of one frame's inference (the x4 tail:
@@ -281,11 +289,16 @@ class HOFFR(RestorationModel):
             hr_prev = self.step(lr[:, :, max(i - 1, 0)], lr[:, :, i], hr_prev)
         return hr_prev
 
-    def training_stages(self, weights: LossWeights) -> list[TrainingStage]:
+    loss_weights_type = HOFFRLossWeights
+
+    def loss_terms(self, stage: TrainingStage, weights: HOFFRLossWeights) -> tuple[str, ...]:
+        return ("total", "restore", "deblur", "flow_warp") + (("temporal",) if weights.temporal else ())
+
+    def training_stages(self, weights: HOFFRLossWeights) -> list[TrainingStage]:
         return [TrainingStage("main", "model", self.config.unroll)]
 
     def training_loss(self, forward: LossFn, batch: Mapping[str, Tensor], stage: TrainingStage,
-                      weights: LossWeights) -> tuple[Tensor, dict[str, Tensor]]:
+                      weights: HOFFRLossWeights) -> tuple[Tensor, dict[str, Tensor]]:
         lr, hr, flow = batch["lr"], batch["hr"], batch["flow"]
         out = forward(lr, hr)
         loss, terms = hoffr_loss(out, hr=hr, lr_sharp=batch["lr_sharp"], weights=weights)
@@ -298,18 +311,39 @@ class HOFFR(RestorationModel):
         return loss, terms
 
 
-def _preset(base: HOFFRConfig, overrides: dict[str, Any]) -> HOFFR:
-    return from_preset(HOFFR, base, overrides, renamed={"num_seq": "unroll"})
-
-
 @register_model("hoffr")
 def hoffr(**overrides: Any) -> HOFFR:
     """HOFFR at a width typical of its time (64 channels); the note gives no sizes."""
-    return _preset(HOFFRConfig(), overrides)
+    return from_preset(HOFFR, HOFFRConfig(), overrides, renamed={"num_seq": "unroll"})
 
 
 @register_model("hoffr-cpu")
 def hoffr_cpu(**overrides: Any) -> HOFFR:
     """A HOFFR with about fmanet-cpu's parameter count, for equal-budget CPU comparisons."""
-    return _preset(HOFFRConfig(dim=48, num_db_blocks=4, num_sr_blocks=4, num_rcab=5, reduction=8, flow_dim=16),
-                   overrides)
+    return from_preset(HOFFR, HOFFRConfig(dim=48, num_db_blocks=4, num_sr_blocks=4, num_rcab=5, reduction=8,
+                                          flow_dim=16), overrides, renamed={"num_seq": "unroll"})
+
+
+def hoffr_loss(out: dict, *, hr: Tensor, lr_sharp: Tensor, weights: HOFFRLossWeights = HOFFRLossWeights()
+               ) -> tuple[Tensor, dict[str, Tensor]]:
+    """HOFFR's loss and its terms (detached).
+
+    Args:
+        out: ``HOFFR.forward``: outputs ``[B, 3, T, sH, sW]``, deblurred ``[B, 3, T, H, W]``,
+            flows (a list of ``[B, 2, T, h, w]``, coarsest first, finest at LR).
+        hr: sharp HR frames; lr_sharp: sharp LR frames ``[B, 3, T, H, W]``.
+    """
+    terms = {"restore": F.mse_loss(out["outputs"], hr), "deblur": F.mse_loss(out["deblurred"], lr_sharp)}
+    flow_term = hr.new_zeros(())
+    for flow in out["flows"]:
+        size = flow.shape[-2:]
+        sharp = lr_sharp if size == lr_sharp.shape[-2:] else per_frame(
+            lambda x: F.interpolate(x, size=size, mode="area"), lr_sharp)
+        frames = sharp.transpose(1, 2)  # [B, T, 3, h, w]
+        # frame 0's predecessor is itself: its flow is not trained
+        warped = flow_warp(frames[:, :-1].flatten(0, 1), flow[:, :, 1:].transpose(1, 2).flatten(0, 1))
+        flow_term = flow_term + F.mse_loss(warped, frames[:, 1:].flatten(0, 1))
+    terms["flow_warp"] = flow_term
+    total = terms["restore"] + weights.hoffr_db * terms["deblur"] + weights.hoffr_flow * flow_term
+    terms["total"] = total
+    return total, {k: v.detach() for k, v in terms.items()}

@@ -17,7 +17,7 @@ For a window of T = 2N+1 blurry LR frames around frame t:
    attention inside 8x8 windows yields one residual per frame (Eqs. 10-11).
 4. An upsampling tail (pixel shuffle x4, on a bicubic upscale of the frame) restores every
    frame of the window; the centre is the output, and its neighbours feed the temporal
-   consistency loss (``vsrdb.train.losses.temporal_consistency_loss``, Eqs. 12-15).
+   consistency loss (``vsrdb.ops.losses.temporal_consistency_loss``, Eqs. 12-15).
 
 Choices where the paper is silent (its Fig. 2 did not survive in our copy):
 
@@ -47,15 +47,23 @@ from torch import Tensor
 from ..errors import InputError
 from ..ops.attention import window_attention
 from ..ops.cost_volume import l1_cost_volume
+from ..ops.losses import temporal_terms
 from ..ops.warp import flow_warp, resize_flow
-from ..train.losses import LossWeights, jffra_loss
 from .blocks import compute_dtype, lrelu
 from .family import FrameNeed, LossFn, RestorationModel, TrainingStage
 from .inputs import check_video_inputs
 from .layers import Upsampler, conv3x3
-from .registry import from_preset, register_model
+from .registry import check_positive, check_rules, from_preset, register_model
 
-__all__ = ["JFFRAConfig", "JFFR", "JFFRA"]
+__all__ = ["JFFRAConfig", "JFFRALossWeights", "JFFR", "JFFRA", "jffra_loss"]
+
+
+@dataclass(frozen=True)
+class JFFRALossWeights:
+    """Eq. 15: L1 on the centre frame + w1 L^T_{t,t-1} + w2 L^T_{t,t+1} (w1 = w2 = ``temporal``)."""
+
+    temporal: float = 0.2        # w1 = w2 (0 switches the temporal terms off)
+    temporal_alpha: float = 0.2  # alpha of Eq. 13, on 8-bit pixel values (ops.losses)
 
 
 @dataclass(frozen=True)
@@ -82,10 +90,7 @@ class JFFRAConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dims", tuple(self.dims))  # JSON and YAML give lists
-        for name in ("in_channels", "num_heads", "window", "radius", "num_seq"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"JFFRAConfig.{name} must be a positive integer, got {value!r}")
+        check_positive(self, ("in_channels", "num_heads", "window", "radius", "num_seq"))
         if not self.dims or any(not isinstance(d, int) or d < 1 for d in self.dims):
             raise ValueError(f"JFFRAConfig.dims must be positive integers, got {self.dims!r}")
         if self.num_seq % 2 == 0 or self.num_seq < 3:
@@ -94,8 +99,7 @@ class JFFRAConfig:
         if bad:
             raise ValueError(f"JFFRAConfig: T*dim ({self.num_seq}*{bad[0]}) is not divisible by "
                              f"num_heads={self.num_heads}")
-        if self.scale != 4:
-            raise ValueError("JFFRAConfig.scale: only x4 is implemented")
+        check_rules(self, [(self.scale == 4, "scale: only x4 is implemented")])
 
     def inference_values_per_pixel(self) -> int:
         """Live floats per LR pixel at the peak of one window's inference: the finest level's
@@ -159,8 +163,6 @@ class JFFRA(RestorationModel):
     """
 
     preset = "jffra"
-
-    TEMPORAL_WEIGHT = 0.2  # Eq. 15's w1 = w2
 
     def __init__(self, config: JFFRAConfig | None = None, **overrides: Any) -> None:
         super().__init__()
@@ -255,29 +257,49 @@ class JFFRA(RestorationModel):
         feats, _ = self._features(lr, flows)
         return self._tail(feats[:, c], lr[:, :, c])
 
-    def training_stages(self, weights: LossWeights) -> list[TrainingStage]:
+    loss_weights_type = JFFRALossWeights
+
+    def loss_terms(self, stage: TrainingStage, weights: JFFRALossWeights) -> tuple[str, ...]:
+        return ("total", "restore") + (("temporal",) if weights.temporal else ())
+
+    def training_stages(self, weights: JFFRALossWeights) -> list[TrainingStage]:
         return [TrainingStage("main", "model", self.config.num_seq)]
 
     def training_loss(self, forward: LossFn, batch: Mapping[str, Tensor], stage: TrainingStage,
-                      weights: LossWeights) -> tuple[Tensor, dict[str, Tensor]]:
+                      weights: JFFRALossWeights) -> tuple[Tensor, dict[str, Tensor]]:
         out = forward(batch["lr"], batch["hr"], flows=batch["input_flow"])
-        temporal = self.TEMPORAL_WEIGHT if weights.temporal is None else weights.temporal
-        return jffra_loss(out, hr=batch["hr"], flow_gt=batch["flow"], temporal=temporal,
+        return jffra_loss(out, hr=batch["hr"], flow_gt=batch["flow"], temporal=weights.temporal,
                           alpha=weights.temporal_alpha)
-
-
-def _preset(base: JFFRAConfig, overrides: dict[str, Any]) -> JFFRA:
-    return from_preset(JFFRA, base, overrides)
 
 
 @register_model("jffra")
 def jffra(**overrides: Any) -> JFFRA:
     """JFFRA with T=3, 8x8 attention windows and a 9x9 cost volume (the paper's settings);
     the widths are ours (the paper gives none)."""
-    return _preset(JFFRAConfig(), overrides)
+    return from_preset(JFFRA, JFFRAConfig(), overrides)
 
 
 @register_model("jffra-cpu")
 def jffra_cpu(**overrides: Any) -> JFFRA:
     """A JFFRA with about fmanet-cpu's parameter count, for equal-budget CPU comparisons."""
-    return _preset(JFFRAConfig(dims=(32, 40, 56), num_heads=4), overrides)
+    return from_preset(JFFRA, JFFRAConfig(dims=(32, 40, 56), num_heads=4), overrides)
+
+
+def jffra_loss(out: dict, *, hr: Tensor, flow_gt: Tensor, temporal: float, alpha: float = 0.2
+               ) -> tuple[Tensor, dict[str, Tensor]]:
+    """JFFRA's Eq. 15 and its terms (detached).
+
+    Args:
+        out: ``JFFRA.forward``: outputs ``[B, 3, T, sH, sW]``.
+        hr: sharp HR window; flow_gt: pseudo-GT flow at LR from the centre ``[B, 2, T, H, W]``.
+        temporal: the temporal terms' weight (w1 = w2; 0 switches them off); alpha: Eq. 13's.
+    """
+    c = hr.shape[2] // 2
+    terms = {"restore": F.l1_loss(out["outputs"][:, :, c], hr[:, :, c])}
+    total = terms["restore"]
+    if temporal:
+        terms["temporal"] = temporal_terms(out["outputs"][:, :, c - 1:c + 2], hr[:, :, c - 1:c + 2],
+                                           flow_gt[:, :, c - 1:c + 2], alpha)
+        total = total + temporal * terms["temporal"]
+    terms["total"] = total
+    return total, {k: v.detach() for k, v in terms.items()}

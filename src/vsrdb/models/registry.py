@@ -18,12 +18,13 @@ import importlib.util
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import ConfigError
 from .family import RestorationModel
 
-__all__ = ["register_model", "build", "list_models", "from_preset", "register_release_format",
+__all__ = ["register_model", "build", "list_models", "from_preset", "check_positive", "check_rules",
+           "register_release_format",
            "release_formats", "import_model_module"]
 
 _PRESETS: dict[str, Callable[..., RestorationModel]] = {}
@@ -68,6 +69,23 @@ def from_preset(model_cls: Callable[..., RestorationModel], base: Any, overrides
         return model_cls(replace(base, **overrides))
     except ValueError as e:  # the config's own checks (__post_init__)
         raise ConfigError(str(e)) from None
+
+
+def check_positive(config: Any, names: Iterable[str]) -> None:
+    """A family config's ``__post_init__``: each of ``names`` must be a positive integer
+    (ValueError naming the class and field; ``from_preset`` turns it into a ConfigError)."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}")
+
+
+def check_rules(config: Any, rules: Iterable[tuple[bool, str]]) -> None:
+    """A family config's ``__post_init__``: each ``(holds, message)`` must hold (after
+    ``check_positive``, since the rules divide by those fields)."""
+    for ok, message in rules:
+        if not ok:
+            raise ValueError(f"{type(config).__name__}: {message}")
 
 
 def list_models() -> list[str]:
@@ -129,9 +147,9 @@ def _import_families() -> None:
     if _IMPORTED:
         return
     _IMPORTED = True
-    from . import fmanet, fmanet_release, fmanetpp, hoffr, jffra  # noqa: F401
-
     from importlib.metadata import entry_points
+
+    from . import fmanet, fmanet_release, fmanetpp, hoffr, jffra  # noqa: F401
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         ep.load()

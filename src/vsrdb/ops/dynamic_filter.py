@@ -7,10 +7,10 @@ filtering of Eq. 5. The kernels are per-pixel and span all T frames jointly.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from typing import Callable
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [

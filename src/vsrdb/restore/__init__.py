@@ -3,6 +3,6 @@
 
 from ..devices import pick_device
 from .batch import restore_video
-from .restorer import Restorer, TilePlan, plan_tiles, use_heap_allocator
+from .restorer import Restorer, TilePlan, plan_tiles
 
-__all__ = ["Restorer", "TilePlan", "pick_device", "plan_tiles", "restore_video", "use_heap_allocator"]
+__all__ = ["Restorer", "TilePlan", "pick_device", "plan_tiles", "restore_video"]

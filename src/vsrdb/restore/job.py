@@ -32,10 +32,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from ..data.encode import OutputFormat, SegmentEncoder, choose_format, join_segments, set_display_rotation
+from ..data.encode import OutputFormat, VideoEncoder, choose_format, join_segments, set_display_rotation
 from ..data.resize import resample
-from ..data.video import InputError, check_output_path, open_frames, read_image, replace_atomically, to_array, \
-    to_tensor
+from ..data.video import InputError, check_output_path, open_frames, read_image, replace_atomically, to_array, to_tensor
 from ..files import format_bytes, write_atomically
 from ..models.family import RestorationModel
 from .restorer import Restorer, TilePlan
@@ -398,7 +397,7 @@ class Job:
                 cached += 1
         encoder = None
         if spec.kind == "video":
-            encoder = SegmentEncoder(self.work / f"seg_{k:06d}.mkv", self.format, Fraction(spec.fps))
+            encoder = VideoEncoder(self.work / f"seg_{k:06d}.mkv", self.format, Fraction(spec.fps))
         pts: list[int] = []
         try:
             resume_at = start + cached

@@ -20,8 +20,6 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-import os
-import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -30,12 +28,12 @@ from torch import Tensor
 
 from ..data.flow import initial_flows
 from ..data.windows import window_indices
-from ..devices import available_memory
+from ..devices import available_memory, release_free_memory
 from ..errors import InputError
 from ..models.family import RestorationModel
 from ..precision import Precision, resolve_precision
 
-__all__ = ["Restorer", "TilePlan", "plan_tiles", "use_heap_allocator"]
+__all__ = ["Restorer", "TilePlan", "plan_tiles"]
 
 
 # On CPU, tiles down to about 20k LR pixels restore as fast as whole frames (measured with
@@ -184,12 +182,16 @@ class _FrameBuffer:
 class Restorer:
     """Restore a stream of frames with any registry model.
 
-    Window models (FMA-Net, JFFRA) get each frame's T-window through ``model.restore``;
-    recurrent ones (``model.frames.mode == "recurrent"``, HOFFR) get each frame with its predecessor and
-    their previous output through ``model.step``.
+    How frames reach the model follows ``model.frames.mode``, chosen once: window families
+    (FMA-Net, JFFRA) get each frame's T-window through ``model.restore``; recurrent ones (HOFFR)
+    each frame with its predecessor and their previous output through ``model.step``; sequence
+    ones (FMA-Net++) a ``model.sequence_stream`` fed a few frames at a time. Tiles, whichever
+    the mode, are blended by ``_blend``.
 
     Args:
-        model: a stage-2 model from ``vsrdb.build`` / ``vsrdb.load_checkpoint``.
+        model: a model that can restore (``model.can_restore``), from ``vsrdb.build`` /
+            ``vsrdb.load_checkpoint``; it is left as it was (a copy is cast when its device or
+            dtype differ from ``device`` and ``precision``).
         device: where to run.
         precision: ``fp32`` (the release's numbers), ``bf16``, ``fp16`` or ``auto``, resolved for
             ``device`` by ``vsrdb.precision.resolve_precision``; the weights are cast to it, the
@@ -202,8 +204,8 @@ class Restorer:
                  precision: str | Precision = "fp32",
                  tile: int | None = None, overlap: int = 8, max_memory: int | None = None) -> None:
         if not model.can_restore:
-            raise InputError(f"{model.preset} is a partial model (FMA-Net's stage-1 NetD): it trains but cannot "
-                             "restore frames")
+            raise InputError(f"{model.preset} is a partial model (an early training stage's): it trains but "
+                             "cannot restore frames")
         self.device = torch.device(device)
         self.precision = precision if isinstance(precision, Precision) else resolve_precision(precision, self.device)
         self.dtype = self.precision.dtype
@@ -217,10 +219,12 @@ class Restorer:
         self.bgr = model.channel_order == "BGR"
         self.scale = model.scale
         self.plan: TilePlan | None = None  # chosen from the first frame's size, or given
-        self._blend: list[Tensor] = []
+        self._weights: list[Tensor] = []   # per tile, its share of the blended HR frame
         self.state: Tensor | None = None  # a recurrent model's last output
-        # Sequence families: frames pushed to the stream at once (more use a GPU better).
-        self.sequence_chunk = 1 if self.device.type == "cpu" else model.frames.length
+        mode = model.frames.mode
+        self._drive = {"window": self._windows, "recurrent": self._recurrent, "sequence": self._sequence}[mode]
+        # Frames one model call restores together: a sequence family's push (more use a GPU better).
+        self.sequence_chunk = 1 if mode != "sequence" or self.device.type == "cpu" else model.frames.length
 
     def budget(self) -> int:
         """Bytes for one tile's forward pass: ``max_memory``, or what the device has."""
@@ -234,27 +238,44 @@ class Restorer:
                           min_size=max(8, self.model.min_size))
 
     def _tile_bytes(self, height: int, width: int) -> int:
-        if self.model.frames.mode == "sequence":
-            n = self.sequence_chunk  # a push's frames (what the blocks hold between pushes comes on top)
-            return self.model.inference_bytes(height, width, bytes_per_value=self.dtype.itemsize, frames=n)
-        return self.model.inference_bytes(height, width, bytes_per_value=self.dtype.itemsize)
+        # (what a sequence family's blocks hold between pushes comes on top)
+        return self.model.inference_bytes(height, width, frames=self.sequence_chunk,
+                                          bytes_per_value=self.dtype.itemsize)
 
-    @torch.no_grad()
-    def _restore_window(self, window: list[_Frame]) -> Tensor:
-        plan = self.plan
-        scale = self.scale
-        lr = torch.stack([f.lr for f in window], dim=1).unsqueeze(0)  # [1, 3, T, H, W]
+    def _blend(self, tiles: Iterable[Tensor]) -> Tensor:
+        """The HR frame ``[3, sH, sW]`` (fp32) from its tiles' outputs ``[3, sh, sw]`` in plan order,
+        each weighted by its share. ``tiles`` is consumed one at a time, so a generator keeps
+        one tile's output alive at once."""
+        plan, s = self.plan, self.scale
         if not plan.tiled:
-            return self._run(window, lr, 0, (0, 0, plan.height, plan.width))[0]
-        out = torch.zeros(3, plan.height * scale, plan.width * scale, device=self.device, dtype=torch.float32)
-        for idx, (y, x, h, w) in enumerate(plan.tiles()):
-            tile_out = self._run(window, lr[..., y:y + h, x:x + w], idx, (y, x, h, w))[0].float()
-            out[:, y * scale:(y + h) * scale, x * scale:(x + w) * scale] += tile_out * self._blend[idx]
-            del tile_out
-            _release_free_memory()
+            return next(iter(tiles)).float()
+        out = torch.zeros(3, plan.height * s, plan.width * s, device=self.device, dtype=torch.float32)
+        for idx, ((y, x, h, w), tile) in enumerate(zip(plan.tiles(), tiles)):
+            out[:, y * s:(y + h) * s, x * s:(x + w) * s] += tile.float() * self._weights[idx]
+            del tile
+            release_free_memory()
         return out
 
-    def _blend_weights(self, plan: TilePlan) -> list[Tensor]:
+    @torch.no_grad()
+    def _windows(self, frames: Iterator[tuple[int, _Frame]], start: int, stop: int | None,
+                 state: Tensor | None) -> Iterator[Tensor]:
+        """Window families: frame i from the clamped window i - N .. i + N, read ahead as needed."""
+        before, after = self.context
+        buffer = _FrameBuffer(frames)
+        i = start
+        while stop is None or i < stop:
+            buffer.fill(i + after)
+            if buffer.end is not None and i >= buffer.end:
+                break
+            window = [buffer.frames[j] for j in window_indices(i, before + after + 1, buffer.end)]
+            lr = torch.stack([f.lr for f in window], dim=1).unsqueeze(0)  # [1, 3, T, H, W]
+            out = self._blend(self._run(window, lr[..., y:y + h, x:x + w], idx, (y, x, h, w))[0]
+                              for idx, (y, x, h, w) in enumerate(self.plan.tiles()))
+            yield (out.flip(0) if self.bgr else out).cpu()
+            i += 1
+            buffer.drop_before(i - before)
+
+    def _tile_weights(self, plan: TilePlan) -> list[Tensor]:
         """Per tile, its HR blending weights divided by the sum over all tiles (made once per plan)."""
         scale = self.scale
         ov = self.overlap * scale
@@ -297,26 +318,29 @@ class Restorer:
                 prev = cur
                 continue
             before = prev or cur  # the first frame is its own predecessor
-            out = torch.zeros(3, plan.height * scale, plan.width * scale, device=self.device, dtype=torch.float32)
-            for idx, (y, x, h, w) in enumerate(plan.tiles()):
-                box = (slice(None), slice(y * scale, (y + h) * scale), slice(x * scale, (x + w) * scale))
-                tile_state = None if hr_prev is None else hr_prev[box].unsqueeze(0)
-                tile = self.model.step(before.lr[:, y:y + h, x:x + w].unsqueeze(0),
-                                       cur.lr[:, y:y + h, x:x + w].unsqueeze(0), tile_state)[0].float()
-                out[box] += tile * self._blend[idx] if plan.tiled else tile
+
+            def tiles() -> Iterator[Tensor]:
+                for y, x, h, w in plan.tiles():
+                    tile_state = None if hr_prev is None else \
+                        hr_prev[:, y * scale:(y + h) * scale, x * scale:(x + w) * scale].unsqueeze(0)
+                    yield self.model.step(before.lr[:, y:y + h, x:x + w].unsqueeze(0),
+                                          cur.lr[:, y:y + h, x:x + w].unsqueeze(0), tile_state)[0]
+
+            out = self._blend(tiles())
             # The model is fed its own (unclamped) output, as in training.
             hr_prev, prev = out, cur
             self.state = out
             yield (out.flip(0) if self.bgr else out).cpu()
 
     @torch.no_grad()
-    def _sequence(self, frames: Iterator[tuple[int, _Frame]], start: int, stop: int | None) -> Iterator[Tensor]:
+    def _sequence(self, frames: Iterator[tuple[int, _Frame]], start: int, stop: int | None,
+                  state: Tensor | None) -> Iterator[Tensor]:
         """Sequence families: one ``model.sequence_stream`` per tile, fed ``sequence_chunk`` frames at
         a time. A stream takes its first frame as the clip's start (run() checked that it is, or
         lies ``reach`` frames or more before ``start``: what the stream's start changes reaches
         only the ``reach`` frames after it) and ends the clip only when the frames end, so every
         output equals the whole-clip forward's."""
-        plan, scale, reach = self.plan, self.scale, self.model.frames.reach
+        plan, reach = self.plan, self.model.frames.reach
         streams = [self.model.sequence_stream(self.sequence_chunk) for _ in plan.tiles()]
         chunk: list[Tensor] = []
         first: int | None = None  # clip index of the first frame, hence of the first output
@@ -330,19 +354,13 @@ class Restorer:
                 chunk.clear()
             if end:
                 outs = [o + s.finish() for o, s in zip(outs, streams)]
-            _release_free_memory()
+            release_free_memory()
             return outs
 
         def blend(per_tile: list[list[Tensor]]) -> Iterator[tuple[int, Tensor]]:
             nonlocal done
             for parts in zip(*per_tile):
-                if plan.tiled:
-                    out = torch.zeros(3, plan.height * scale, plan.width * scale, device=self.device)
-                    for idx, ((y, x, h, w), tile) in enumerate(zip(plan.tiles(), parts)):
-                        box = (slice(None), slice(y * scale, (y + h) * scale), slice(x * scale, (x + w) * scale))
-                        out[box] += tile[0].float() * self._blend[idx]
-                else:
-                    out = parts[0][0].float()
+                out = self._blend(tile[0] for tile in parts)
                 yield first + done, (out.flip(0) if self.bgr else out).cpu()
                 done += 1
 
@@ -370,7 +388,7 @@ class Restorer:
     def use_plan(self, plan: TilePlan) -> None:
         """Restore with these tiles from now on (a resumed or shared job keeps its first plan)."""
         self.plan = plan
-        self._blend = self._blend_weights(plan) if plan.tiled else []
+        self._weights = self._tile_weights(plan) if plan.tiled else []
 
     @property
     def recurrent(self) -> bool:
@@ -394,7 +412,7 @@ class Restorer:
         Raises InputError when frames change size or are smaller than the model allows.
         """
         start = first if start is None else start
-        before, after = self.context
+        before = self.context[0]
         if first > max(0, start - before):
             raise InputError(f"frame {start}'s window needs frames from {max(0, start - before)}; given from {first}")
         it = iter(frames)
@@ -415,56 +433,4 @@ class Restorer:
             return _Frame(img.flip(0) if self.bgr else img)
 
         indexed = ((first + k, prepare(img)) for k, img in enumerate(itertools.chain([head], it)))
-        if self.recurrent:
-            yield from self._recurrent(indexed, start, stop, state)
-            return
-        if self.model.frames.mode == "sequence":
-            yield from self._sequence(indexed, start, stop)
-            return
-        buffer = _FrameBuffer(indexed)
-        i = start
-        while stop is None or i < stop:
-            buffer.fill(i + after)
-            if buffer.end is not None and i >= buffer.end:
-                break
-            window = [buffer.frames[j] for j in window_indices(i, before + after + 1, buffer.end)]
-            out = self._restore_window(window).float()
-            yield (out.flip(0) if self.bgr else out).cpu()
-            i += 1
-            buffer.drop_before(i - before)
-
-
-_LIBC = None
-
-
-def _release_free_memory() -> None:
-    """Return freed heap pages to the OS between tiles (see ``use_heap_allocator``).
-
-    With the heap allocator, memory freed by one tile stays resident; trimming between
-    tiles keeps peak RSS near the live set of one tile, for the price of faulting those
-    pages in again (a few hundred ms against seconds of compute per tile).
-    """
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def use_heap_allocator() -> None:
-    """Keep freed tensor memory for reuse instead of returning it to the OS.
-
-    glibc serves blocks over 32 MB with fresh mmap()s whose pages the kernel zeroes on first
-    touch; a forward pass allocates and frees hundreds of such activations, and the page
-    faults cost about a third of CPU inference time. Serving them from the heap removes that.
-    """
-    if sys.platform != "linux" or os.environ.get("VSRDB_KEEP_MALLOC"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4
-        libc.mallopt(m_mmap_max, 0)
-        libc.mallopt(m_trim_threshold, 1 << 30)
-    except (OSError, AttributeError):
-        return
-    global _LIBC
-    _LIBC = libc
+        yield from self._drive(indexed, start, stop, state)

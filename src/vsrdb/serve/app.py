@@ -30,12 +30,11 @@ from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, \
-    StreamingResponse
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..data.encode import CODECS, choose_format
 from ..data.colour import ColourSpec
+from ..data.encode import CODECS, choose_format
 from ..devices import pick_device
 from ..errors import InputError
 from ..files import format_bytes

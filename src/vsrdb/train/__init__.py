@@ -1,1 +1,1 @@
-"""Training: losses, configs, the two-stage trainer (``vsrdb train`` / ``torchrun -m vsrdb.train``)."""
+"""Training: configs and the trainer that runs any family's recipe (``vsrdb train`` / ``torchrun -m vsrdb.train``)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..data.degrade import load_degradation
 from ..errors import ConfigError
-from .losses import LossWeights
+from ..models import build, list_models
 
 __all__ = ["DataConfig", "StageConfig", "TrainConfig", "load_config", "config_to_dict", "ConfigError"]
 
@@ -46,7 +46,7 @@ class StageConfig:
 
 @dataclass
 class TrainConfig:
-    name: str = "fmanet"
+    name: str = ""                       # a label for the run: the progress bar shows it
     model: str = "fmanet"
     model_args: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
@@ -57,7 +57,7 @@ class TrainConfig:
     stage2: StageConfig | None = None
     milestones: tuple[float, ...] = (0.7, 0.85, 0.95)  # of each stage's iterations; lr x gamma at each
     gamma: float = 0.5
-    loss: LossWeights = field(default_factory=LossWeights)
+    loss: dict[str, Any] = field(default_factory=dict)  # the family's loss weights (``loss_weights_type``)
     init: str | None = None              # start the last stage from these weights (a vsrdb checkpoint
                                          # folder): fine-tuning; FMA-Net's stage 1 is then skipped
     run_dir: str = "runs/fmanet"
@@ -176,10 +176,10 @@ def check_ranges(cfg: TrainConfig, source: str) -> None:
     for key in ("checkpoint_every", "val_every", "log_every"):
         need(getattr(cfg, key) >= 1, key, getattr(cfg, key), "1 or more")
     need(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, "1 or more")
-    for f in dataclasses.fields(cfg.loss):
-        value = getattr(cfg.loss, f.name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            need(value >= 0 and value == value, f"loss.{f.name}", value, "0 or more")
+    if not isinstance(cfg.loss, dict):
+        raise ConfigError(f"{source}: loss must be a mapping of the family's loss weights, got {cfg.loss!r}")
+    if cfg.model in list_models():  # else the trainer names the unknown model
+        build(cfg.model, **cfg.model_args).loss_weights(cfg.loss, where=f"{source}: loss")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:

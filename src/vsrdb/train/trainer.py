@@ -1,12 +1,13 @@
 """Training for every model family: resumable, on one CPU or many GPUs (torchrun + DDP).
 
-The family says how it trains (``RestorationModel.training_stages`` and friends): FMA-Net in
-two stages (``netd``: NetD alone; ``joint``: both networks from the trained NetD), HOFFR and
-JFFRA in one (``main``). Each stage's settings are ``stages.<name>`` in the config (the older
-``stage1``/``stage2`` keys still work). Every network a stage trains has its own Adam optimiser
-whose learning rate halves at 70/85/95 % of the stage's iterations (the FMA-Net release steps
-NetD's scheduler twice per epoch in stage 2 and NetR's never: a bug we do not copy). The
-occlusion-aware temporal loss is added to any family with ``loss.temporal``.
+The family says how it trains (``RestorationModel.training_stages`` and friends): its stages
+in order (FMA-Net: ``netd`` then ``joint``; FMA-Net++: ``ete``, ``netd``, ``joint``; HOFFR and
+JFFRA: ``main``), its loss and loss weights (``loss:`` in the config, read by the family), the
+terms it logs and the flows it needs. The trainer knows none of them by name. Each stage's
+settings are ``stages.<name>`` in the config (the older ``stage1``/``stage2`` keys still
+work). Every network a stage trains has its own Adam optimiser whose learning rate halves at
+70/85/95 % of the stage's iterations (the FMA-Net release steps NetD's scheduler twice per
+epoch in stage 2 and NetR's never: a bug we do not copy).
 
 Everything random is a function of (seed, step): the sampler gives each step's global batch
 from per-epoch permutations, the dataset draws crops and flips from (seed, epoch, index).
@@ -21,6 +22,7 @@ as a vsrdb checkpoint (FMA-Net: ``stage1_netd/``; the last stage: ``model/``).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import sys
 import time
@@ -35,7 +37,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..data.datasets import WindowDataset, find_clips, validate_clips
 from ..data.degrade import load_degradation
-from ..data.flow import initial_flows
+from ..data.flow import initial_flows, neighbour_flows
 from ..data.resize import imresize
 from ..data.video import check_writable_folder
 from ..devices import pick_device
@@ -43,16 +45,16 @@ from ..errors import CheckpointError, ConfigError, InputError
 from ..evaluate.metrics import psnr, ssim
 from ..files import replace_atomically, save_torch_atomically, temporary_name, user_cache_dir
 from ..models import RestorationModel, TrainingStage, build
+from ..models.family import TRAINING_FLOWS
 from ..precision import resolve_precision
 from .config import StageConfig, TrainConfig, config_to_dict
 
-__all__ = ["StepSampler", "Trainer", "LOG_COLUMNS", "export_last"]
+__all__ = ["StepSampler", "Trainer", "export_last"]
 
-# Fixed columns, so log.csv is never rewritten while training; each network's learning rate
-# (lr_<part>) is added after "step" for the run's family.
-LOG_COLUMNS = ["stage", "step", "seconds", "total", "loss_d", "recon", "hr_warp", "flow", "anchor_d",
-               "restore", "lr_warp", "anchor_r", "val_psnr", "val_ssim", "val_bicubic_psnr", "deblur", "flow_warp",
-               "temporal", "contrastive"]
+# log.csv's columns: these, one learning rate per network (lr_<part>) after "step", and the
+# family's loss terms (``RestorationModel.loss_terms``) before the validation scores. They are
+# fixed when the file is made, so it is never rewritten while training.
+VALIDATION_COLUMNS = ["val_psnr", "val_ssim", "val_bicubic_psnr"]
 
 
 class StepSampler(Sampler):
@@ -128,12 +130,19 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         probe = build(cfg.model, **cfg.model_args)
-        self.stages = probe.training_stages(cfg.loss)
+        self.family = probe.preset or cfg.model
+        self.weights = probe.loss_weights(cfg.loss)
+        self.stages = probe.training_stages(self.weights)
         self.stage_settings = _stage_settings(cfg, self.stages)
         self.input_flow = probe.input_flow
+        self.training_flows = dict(probe.training_flows)
+        unknown = sorted(set(self.training_flows) - set(TRAINING_FLOWS))
+        if unknown:
+            raise ConfigError(f"{cfg.model}: training_flows asks for {unknown[0]!r}; the trainer computes "
+                              f"{', '.join(TRAINING_FLOWS)}")
         self.scale = probe.scale
         self.val_window = probe.frames.length
-        self.columns = _log_columns(cfg, self.stages)
+        self.columns = self._log_columns(probe)
         self._check_run_dir()
         self._prepare_data()  # data errors come before anything is written: no empty run folder
         self._make_run_dir()
@@ -152,8 +161,8 @@ class Trainer:
             import yaml
 
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(_plain(config_to_dict(self.cfg)),
-                                                                      sort_keys=False))
+            resolved = config_to_dict(self.cfg) | {"loss": dataclasses.asdict(self.weights)}
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(_plain(resolved), sort_keys=False))
 
     def _prepare_data(self) -> None:
         d = self.cfg.data
@@ -251,7 +260,8 @@ class Trainer:
                             persistent_workers=False, pin_memory=self.device.type == "cuda")
         from tqdm import tqdm
 
-        bar = tqdm(total=scfg.iterations, initial=start, desc=f"stage {stage.name}", unit="it",
+        bar = tqdm(total=scfg.iterations, initial=start, desc=f"{cfg.name + ' ' if cfg.name else ''}stage {stage.name}",
+                   unit="it",
                    disable=not self.progress, dynamic_ncols=True, file=sys.stderr)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp.name == "fp16")
@@ -262,7 +272,7 @@ class Trainer:
             # Weights and optimiser state stay fp32; autocast runs the convolutions and matmuls in
             # bf16/fp16, and the ops pinned to fp32 (warping, kernel normalisation) stay there.
             with torch.autocast(self.device.type, dtype=self.amp.dtype, enabled=self.amp.name != "fp32"):
-                loss, terms = model.training_loss(net, batch, stage, cfg.loss)
+                loss, terms = model.training_loss(net, batch, stage, self.weights)
             for o in optims:
                 o.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -274,7 +284,7 @@ class Trainer:
             bar.update(1)
             if step % cfg.log_every == 0 or step == scfg.iterations:
                 self._log(stage.name, step, terms, parts, optims, time.perf_counter() - t0)
-                bar.set_postfix_str(f"loss {terms['total'].item():.4f}")
+                bar.set_postfix_str(f"loss {loss.item():.4f}")
             if step % cfg.checkpoint_every == 0 or step == scfg.iterations:
                 self._save_state(last, model, optims, scheds, step)
             if step % cfg.val_every == 0 or step == scfg.iterations:
@@ -299,6 +309,8 @@ class Trainer:
             batch = {k: v[:, :, middle] if v.dim() == 5 else v for k, v in batch.items()}
         if self.input_flow is not None:
             batch["input_flow"] = initial_flows(batch["lr"], self.input_flow)
+        for key, estimator in self.training_flows.items():  # only key so far: neighbour_flow
+            batch[key] = neighbour_flows(batch["lr_sharp"], estimator)
         return batch
 
     # ------------------------------------------------------------------ bookkeeping
@@ -318,6 +330,14 @@ class Trainer:
         return value.item()
 
     def _log(self, stage: str, step: int, terms: dict, parts, optims, seconds: float) -> None:
+        if self.columns is None:  # a family that does not declare its terms: the first step's, for the run
+            self.columns = self._prefix + list(terms) + VALIDATION_COLUMNS
+        unknown = [k for k in terms if k not in self.columns]
+        if unknown:
+            raise ConfigError(f"{self.family}: stage {stage} logs loss terms {', '.join(unknown)} that "
+                              f"{self.run_dir / 'log.csv'} has no column for (its terms: "
+                              f"{', '.join(c for c in self.columns if c not in self._prefix + VALIDATION_COLUMNS)}); "
+                              "declare every stage's terms in loss_terms(), or start a new run_dir")
         values = {k: self._reduce(v) for k, v in terms.items()}
         if not self.main:
             return
@@ -330,8 +350,31 @@ class Trainer:
             for k, v in {**values, **lrs}.items():
                 tb.add_scalar(f"{stage}/{k}", v, step)
 
+    def _log_columns(self, probe: RestorationModel) -> list[str] | None:
+        """log.csv's columns: an existing file's (a resumed run keeps its header), else the
+        fixed ones with the family's declared terms; None until the first step for a family
+        that declares none."""
+        lrs: list[str] = []
+        for stage in self.stages:
+            model = build(self.cfg.model, **{**self.cfg.model_args, **stage.build_args})
+            lrs += [f"lr_{name}" for name, _ in model.trainable_parts(stage) if f"lr_{name}" not in lrs]
+        self._prefix = ["stage", "step", *lrs, "seconds"]
+        path = self.run_dir / "log.csv"
+        if self.resume and path.exists():
+            with open(path, newline="") as f:
+                header = next(csv.reader(f), None)
+            if header:
+                return header
+        declared = [probe.loss_terms(stage, self.weights) for stage in self.stages]
+        if any(d is None for d in declared):
+            return None
+        terms = list(dict.fromkeys(t for d in declared for t in d))
+        return self._prefix + terms + VALIDATION_COLUMNS
+
     def _write_csv(self, row: dict) -> None:
         """Append one row (fixed columns, so the file is never rewritten while training)."""
+        if self.columns is None:  # validation before the first logged step
+            return
         path = self.run_dir / "log.csv"
         new = not path.exists()
         with open(path, "a", newline="") as f:
@@ -343,7 +386,7 @@ class Trainer:
     def _trim_logs(self, stage: str, start: int) -> None:
         """On resume, drop log rows the killed run wrote after its last checkpoint."""
         path = self.run_dir / "log.csv"
-        if not self.main or not path.exists():
+        if not self.main or not path.exists() or self.columns is None:
             return
         names = [s.name for s in self.stages]
         here = names.index(stage)
@@ -412,18 +455,9 @@ def _stage_settings(cfg: TrainConfig, stages: list[TrainingStage]) -> dict[str, 
         raise ConfigError(f"stages.{unknown[0]}: {cfg.model} trains in stage(s) {', '.join(names)}")
     settings = {}
     for s in stages:
-        legacy = getattr(cfg, s.legacy_key, None)
+        legacy = getattr(cfg, s.legacy_key) if s.legacy_key else None
         settings[s.name] = cfg.stages.get(s.name) or legacy or StageConfig()
     return settings
-
-
-def _log_columns(cfg: TrainConfig, stages: list[TrainingStage]) -> list[str]:
-    """LOG_COLUMNS with one learning-rate column per network any stage trains (lr_d, lr_r, ...)."""
-    lrs: list[str] = []
-    for stage in stages:
-        model = build(cfg.model, **{**cfg.model_args, **stage.build_args})
-        lrs += [f"lr_{name}" for name, _ in model.trainable_parts(stage) if f"lr_{name}" not in lrs]
-    return LOG_COLUMNS[:2] + lrs + LOG_COLUMNS[2:]
 
 
 def _load_init(model: RestorationModel, path: str) -> None:
@@ -466,7 +500,7 @@ def export_last(cfg: TrainConfig, out: str | Path) -> Path:
     """
     ckpt_dir = Path(cfg.run_dir) / "checkpoints"
     probe = build(cfg.model, **cfg.model_args)
-    stages = probe.training_stages(cfg.loss)
+    stages = probe.training_stages(probe.loss_weights(cfg.loss))
     for index in reversed(range(len(stages))):
         stage = stages[index]
         number = _stage_number(index, len(stages))

@@ -93,7 +93,7 @@ def run_demo(output: str | None = None, *, overwrite: bool = False, frames: int 
         outputs: dict[str, list[Tensor]] = {m.name: [] for m in methods}
         results = evaluate_methods(methods, clips, options, progress=progress,
                                    on_frame=lambda m, c, i, out: outputs[m].append(out))
-        _write_side_by_side(tmp / "side_by_side.mp4", outputs["bicubic"], outputs["vsrdb-builtin"], clips[0].sharp)
+        _write_side_by_side(tmp / "side_by_side.mp4", outputs["bicubic"], outputs["vsrdb-builtin"], list(clips[0].sharp))
         key = next(iter(results[0].samples))
         window = clip_window(clips[0], key[1], model.frames.length)
         write_report(results, tmp / "report", options, title="vsrdb demo: built-in model vs bicubic",

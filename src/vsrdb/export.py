@@ -69,7 +69,8 @@ def export_onnx(model: RestorationModel, path: str | os.PathLike, *, opset: int 
     # Batch 2 in the example: torch.export specialises dimensions of size 1.
     lr = torch.rand(2, 3, t, h, w, generator=torch.Generator().manual_seed(0))
     batch, height, width = torch.export.Dim("batch", max=64), torch.export.Dim("height"), torch.export.Dim("width")
-    args, names, shapes = (lr,), ["lr"], {"lr": {0: batch, 3: height, 4: width}}
+    args: tuple[torch.Tensor, ...] = (lr,)
+    names, shapes = ["lr"], {"lr": {0: batch, 3: height, 4: width}}
     if model.input_flow is not None:  # JFFRA: the estimator's flow is a second graph input
         args, names = (lr, torch.zeros(2, t, 2, h, w)), ["lr", "flows"]
         shapes["flows"] = {0: batch, 3: height, 4: width}
@@ -86,6 +87,8 @@ def export_onnx(model: RestorationModel, path: str | os.PathLike, *, opset: int 
             gist = lines[-1] if lines else type(e).__name__
             raise InputError(f"{path}: torch.export cannot export {model.preset} with dynamic height and width "
                              f"({gist})") from None
+        if program is None:  # dynamo=True always returns a program; the signature allows None
+            raise InputError(f"{path}: torch.onnx.export returned no program")
         program.save(str(tmp))
         replace_atomically(tmp, path)
     finally:

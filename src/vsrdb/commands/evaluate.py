@@ -95,7 +95,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
     """Do what the parsed command line asks; returns the text table it prints."""
-    from ..evaluate.methods import ModelMethod, baseline
+    from ..evaluate.methods import Method, ModelMethod, baseline
     from ..evaluate.report import markdown_tables, model_maps, write_report
     from ..evaluate.runs import clip_window, evaluate_methods, evaluate_predictions
     from ..evaluate.scoring import ScoreOptions
@@ -113,7 +113,8 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
         precision = resolve_precision(args.precision, device)
         if args.weights and progress:
             print(f"vsrdb evaluate: {precision.describe()}", file=sys.stderr)
-        methods = [ModelMethod(_label(w), _load(w), device=device, precision=precision) for w in args.weights]
+        methods: list[Method] = [ModelMethod(_label(w), _load(w), device=device, precision=precision)
+                                 for w in args.weights]
         names = args.baseline if args.baseline is not None else ["bicubic"]
         methods += [baseline(n) for n in names if n != "none"]
         if not methods:

@@ -56,6 +56,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
             inputs["flows"] = initial_flows(lr, model.input_flow)
         start = time.perf_counter()
         with torch.no_grad():
-            out = model.restore(lr, **inputs) if model.can_restore else model(lr)["anchor_d"]
+            out = model.restore(lr, flows=inputs.get("flows")) if model.can_restore else model(lr)["anchor_d"]
         print(f"ran {tuple(lr.shape)} -> {tuple(out.shape)} in {time.perf_counter() - start:.2f} s")
     return 0

@@ -360,7 +360,10 @@ def jpeg(frame: np.ndarray, quality: int) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
-    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
+    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise RuntimeError("JPEG decoding failed")
+    return np.ascontiguousarray(decoded[:, :, ::-1])
 
 
 def rescale(frames: np.ndarray, scale: float, kernel: str, back: str) -> np.ndarray:

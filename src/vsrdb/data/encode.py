@@ -17,7 +17,7 @@ import heapq
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -193,18 +193,22 @@ class VideoEncoder:
         self.fmt = fmt
         self.fps = Fraction(fps).limit_denominator(1001 * 1000) or Fraction(30)
         self.container = av.open(str(self.tmp), "w", format=muxer)
-        self.stream = None
+        self.stream: "av.VideoStream | None" = None
         self.count = 0
 
     def write(self, frame: np.ndarray) -> None:
         if self.stream is None:
+            import av
+
             st = self.container.add_stream(self.fmt.encoder, rate=self.fps)
+            assert isinstance(st, av.VideoStream)
             st.width, st.height, st.pix_fmt = frame.shape[1], frame.shape[0], self.fmt.pix_fmt
             st.options = dict(self.fmt.options)
             self.fmt.colour.tag(st.codec_context, rgb=self.fmt.rgb)
             self.stream = st
         vf = encoder_frame(frame, self.fmt.pix_fmt, self.fmt.colour, rgb=self.fmt.rgb)
         vf.pts = self.count
+        assert self.stream is not None
         for packet in self.stream.encode(vf):
             self.container.mux(packet)
         self.count += 1
@@ -278,7 +282,7 @@ def join_segments(out_path: Path, muxer: str, segments: list[Path], pts: list[in
 
         last_duration = (pts[-1] - pts[-2]) if len(pts) > 1 else max(1, round(1 / (frame_rate * time_base)))
 
-        def video() -> Iterator[tuple[float, int, object]]:
+        def video() -> Iterator[tuple[float, int, Any]]:
             k = 0
             for seg in segments:
                 c = first if seg == segments[0] else av.open(str(seg))
@@ -299,7 +303,7 @@ def join_segments(out_path: Path, muxer: str, segments: list[Path], pts: list[in
             if k != len(pts):
                 raise InputError(f"{out_path}: segments hold {k} frames, expected {len(pts)}")
 
-        def others() -> Iterator[tuple[float, int, object]]:
+        def others() -> Iterator[tuple[float, int, Any]]:
             if inp is None or not copies:
                 return
             last = 0.0

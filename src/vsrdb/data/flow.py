@@ -34,7 +34,7 @@ def register_flow_estimator(name: str):
 def _dis(centre: np.ndarray, other: np.ndarray) -> np.ndarray:
     import cv2
 
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # type: ignore[attr-defined]  # cv2's stubs
     return dis.calc(centre, other, None)
 
 
@@ -42,7 +42,7 @@ def _dis(centre: np.ndarray, other: np.ndarray) -> np.ndarray:
 def _farneback(centre: np.ndarray, other: np.ndarray) -> np.ndarray:
     import cv2
 
-    return cv2.calcOpticalFlowFarneback(centre, other, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    return cv2.calcOpticalFlowFarneback(centre, other, None, 0.5, 3, 15, 3, 5, 1.2, 0)  # type: ignore[call-overload]
 
 
 def _gray(frame: Tensor | np.ndarray) -> np.ndarray:

@@ -19,7 +19,8 @@ _LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789"
 
 
 def _colour(rng: np.random.Generator) -> tuple[float, float, float]:
-    return tuple(float(c) for c in rng.uniform(0, 255, 3))
+    r, g, b = (float(c) for c in rng.uniform(0, 255, 3))
+    return r, g, b
 
 
 def _noise(rng: np.random.Generator, h: int, w: int, octaves: int = 4) -> np.ndarray:
@@ -61,11 +62,11 @@ def procedural_image(height: int, width: int, rng: np.random.Generator) -> Tenso
     """A random scene ``[3, height, width]`` in [0, 1]; the same ``rng`` state gives the same picture."""
     import cv2
 
-    img = (_noise(rng, height, width) * rng.uniform(80, 255) + rng.uniform(0, 60)).astype(np.float32)
+    img: np.ndarray = (_noise(rng, height, width) * rng.uniform(80, 255) + rng.uniform(0, 60)).astype(np.float32)
     scale = min(height, width)
     # Textured regions under soft-edged masks.
     for _ in range(int(rng.integers(2, 5))):
-        mask = np.zeros((height, width), np.float32)
+        mask: np.ndarray = np.zeros((height, width), np.float32)
         cx, cy = rng.uniform(0, width), rng.uniform(0, height)
         axes = (int(rng.uniform(0.08, 0.3) * scale), int(rng.uniform(0.08, 0.3) * scale))
         cv2.ellipse(mask, (int(cx), int(cy)), axes, rng.uniform(0, 180), 0, 360, 1.0, -1)

@@ -231,7 +231,7 @@ def photo_clip(photo: Tensor, cfg: SynthConfig, rng: np.random.Generator, patch_
             frame = cv2.remap(frame, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
         for p in patches:
             th, tw = p["tile"].shape[:2]
-            mt = np.float32([[1, 0, p["x"][i]], [0, 1, p["y"][i]]])
+            mt = np.array([[1, 0, p["x"][i]], [0, 1, p["y"][i]]], np.float32)
             layer = cv2.warpAffine(p["tile"], mt, (out_w, out_h), flags=cv2.INTER_LINEAR)
             a = cv2.warpAffine(p["alpha"], mt, (out_w, out_h), flags=cv2.INTER_LINEAR)[..., None]
             frame = frame * (1 - a) + layer * a
@@ -318,7 +318,7 @@ def synthesize(sources: list[str | Path], out: str | Path, cfg: SynthConfig = Sy
             photos.extend(list_frames(s))
         else:
             videos.append(s)
-    names = []
+    names: list[str] = []
     if not videos and not photos and cfg.procedural <= 0:
         raise InputError("nothing to synthesise from: give videos, photos or --procedural N")
     total = len(videos) + (len(photos) + cfg.procedural) * cfg.photo_clips

@@ -19,7 +19,6 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -36,7 +35,7 @@ class Method:
     name: str
     scored_window: int = 1  # the T of the protocol's frame exclusion (``FrameNeed.scored_window``)
     parameters: int = 0
-    model: nn.Module | None = None
+    model: RestorationModel | None = None
 
     def run(self, frames: Iterable[Tensor]) -> Iterator[Tensor]:
         raise NotImplementedError

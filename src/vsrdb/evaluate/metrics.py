@@ -90,7 +90,7 @@ def farneback(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
     """Farneback flow ``[H, W, 2]`` (float32, pixels) from grey frame ``prev`` to ``cur``, the paper's settings."""
     import cv2
 
-    return cv2.calcOpticalFlowFarneback(prev, cur, None, **FARNEBACK)
+    return cv2.calcOpticalFlowFarneback(prev, cur, None, **FARNEBACK)  # type: ignore[call-overload]  # cv2's stubs
 
 
 def tof_crop(height: int, width: int) -> tuple[slice, slice]:

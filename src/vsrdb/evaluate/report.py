@@ -23,6 +23,7 @@ from torch import Tensor
 from ..data.resize import imresize
 from ..data.video import to_array
 from ..files import write_atomically
+from ..models.family import RestorationModel
 from ..ops.pictures import ERROR_RANGE, detail_crop, error_map
 from .runs import MethodResult
 from .scoring import MOTION_BINS, ScoreOptions
@@ -31,7 +32,7 @@ __all__ = ["markdown_tables", "write_report", "model_maps"]
 
 
 @torch.no_grad()
-def model_maps(model: torch.nn.Module, window: list[Tensor], *, crop: int = 64) -> dict[str, np.ndarray]:
+def model_maps(model: RestorationModel, window: list[Tensor], *, crop: int = 64) -> dict[str, np.ndarray]:
     """The model family's diagnostic pictures (``RestorationModel.diagnostic_maps``) on one LR window.
 
     ``window``: T RGB frames ``[3, H, W]``. Runs on a ``crop`` x ``crop`` region at the window's

@@ -196,8 +196,9 @@ def evaluate_predictions(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike,
             scorer.add(out, gt)
             if i == want:
                 sample = {"output": out, "target": gt}
-                if name in lrs:
-                    sample["input"] = _nth_frame(lrs[name], i)
+                lr_frame = _nth_frame(lrs[name], i) if name in lrs else None
+                if lr_frame is not None:
+                    sample["input"] = lr_frame
                 result.samples[(name, i)] = sample
             bar.update(1)
         result.scores[name] = scorer.result()

@@ -10,7 +10,7 @@ release's 5-D shapes so its checkpoints load unchanged.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 import torch.nn as nn
@@ -147,9 +147,10 @@ class TemporalConv3d(nn.Conv3d):
             for tap, j in ((1, i), (0, i + 1), (2, i - 1)):
                 if 0 <= j < t:
                     y = F.conv2d(x, w[:, :, tap], self.bias if tap == 1 else None, padding=1)
-                    out[j] = y if out[j] is None else out[j].add_(y)
+                    acc = out[j]
+                    out[j] = y if acc is None else acc.add_(y)
             del x
-        return torch.stack(out, dim=1)
+        return torch.stack(out, dim=1)  # type: ignore[arg-type]  # every frame got its centre tap
 
 
 def seq_to_channels(x: Tensor) -> Tensor:
@@ -190,11 +191,11 @@ class RDB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, c = x.shape[:3]
-        convs = [layer.conv for layer in self.layers]
+        convs = [cast(DenseLayer, layer).conv for layer in self.layers]
         g, n = convs[0].out_channels, len(convs)
         xf = flatten_frames(x)
-        biases = [cv.bias for cv in convs]
-        bias = torch.cat(biases) if biases[0] is not None else None
+        biases = [cv.bias for cv in convs if cv.bias is not None]  # all or none (one bias flag)
+        bias = torch.cat(biases) if biases else None
         partial = list(F.conv2d(xf, torch.cat([cv.weight[:, :c, 0] for cv in convs]), bias, padding=1).split(g, 1))
         fuse_w = self.fuse.weight[:, :, 0]
         out = F.conv2d(xf, fuse_w[:, :c], self.fuse.bias)
@@ -232,6 +233,7 @@ class RRDB(nn.Module):
             h = rdb(h)
             term = F.conv2d(flatten_frames(h), w[:, :, None, None])
             fused = term if fused is None else fused.add_(term) if not torch.is_grad_enabled() else fused + term
+        assert fused is not None  # num_rdb >= 1
         if self.fuse.bias is not None:
             fused = fused + self.fuse.bias.view(1, -1, 1, 1)
         return self.conv(fused.unflatten(0, (b, t))) + x
@@ -388,11 +390,16 @@ class FRMA(nn.Module):
         feat = self.rdb(feat)
         f0c_seq = f0c.unsqueeze(1).expand(-1, t, -1, -1, -1)
         if self.has_flow_in:
+            assert flow is not None  # every block after the first gets the previous block's flow
             flow = flow + self.conv_f(cat_channels(f0c_seq, flow, multi_flow_warp(feat, flow)))  # Eq. 1
         else:
             flow = self.conv_f(cat_channels(f0c_seq, feat))
         warped = seq_to_channels(multi_flow_warp(feat, flow))
-        fw = self.conv_fw(torch.cat((fw, warped), dim=1) if self.has_fw_in else warped)  # Eq. 2
+        if self.has_fw_in:
+            assert fw is not None  # every block after the first gets the previous block's F_w
+            fw = self.conv_fw(torch.cat((fw, warped), dim=1))  # Eq. 2
+        else:
+            fw = self.conv_fw(warped)
         kd = self.conv_kd(seq_to_channels(self.rdb_kd(kd_feat))) if self.degradation_aware else None
         for block in self.attn_blocks:
             fw = block(fw, f0c, kd)

@@ -261,7 +261,7 @@ class RestorationModel(nn.Module):
         """(prediction, target) ``[3, H', W']`` that validation scores for one window ``[1, 3, T, ...]``,
         or None for a stage with no picture to score."""
         c = lr.shape[2] // 2
-        return self.restore(lr, **inputs)[0], hr[0, :, c]
+        return self.restore(lr, flows=inputs.get("flows"))[0], hr[0, :, c]
 
     def start_stage(self, stage: TrainingStage, previous: "RestorationModel | None") -> None:
         """Take over what ``stage`` needs from ``previous``, the previous stage's trained model

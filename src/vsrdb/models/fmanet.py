@@ -209,6 +209,7 @@ class NetD(nn.Module):
         fw = flow = None
         for block in self.frma_blocks:
             feat, fw, flow = block(feat, fw, flow, f0c)
+        assert fw is not None  # num_frma >= 1
         fw_seq = channels_to_seq(fw, self.cfg.num_seq)
         k = self.kernel_head(fw_seq) if kernels else None
         return NetDOutput(feat, k, fw_seq, self.flow_head(flow), flow, self.anchor_head(feat) if anchor else None)
@@ -315,6 +316,7 @@ class NetR(nn.Module):
         t = lr.shape[1]
         # lr stays as given (fp32) for the image-space warps and the dynamic upsampling; the
         # feature path takes it in the compute dtype.
+        assert d.feat is not None and d.flow is not None  # NetD's output, not yet used up
         lr_c = lr.to(d.feat.dtype)
         feat = self.feature_extractor(cat_channels(lr_c, d.feat))
         f0c = feat[:, cfg.center].clone()
@@ -323,7 +325,10 @@ class NetR(nn.Module):
         if not lean:
             kd_feat = self.kd_embed(d.kernels)
         else:
-            first = self.kd_embed[0].forward_streamed(lambda i: kernel_head(d.fw[:, i:i + 1]), t)
+            assert kernel_head is not None and d.fw is not None, "lean inference needs NetD's kernel head and F_w"
+            head, d_fw = kernel_head, d.fw
+            first = self.kd_embed[0].forward_streamed(lambda i: head(d_fw[:, i:i + 1]), t)  # type: ignore[operator]
+            del d_fw  # with d.fw below: F_w is freed before NetR peaks
             kd_feat = self.kd_embed[2](self.kd_embed[1](first))
             d.feat = d.fw = d.flow = None  # used up; frees them while NetR peaks
         fw = None
@@ -336,6 +341,7 @@ class NetR(nn.Module):
         image_flow = self.flow_head(cat_channels(flow, pre_warp.to(flow.dtype), center))
         _, lr_warp = image_flow_warp(lr, image_flow, 1)
         frames = lr_warp if cfg.flow_guided else lr
+        assert fw is not None  # num_frma >= 1
         fw_seq = channels_to_seq(fw, cfg.num_seq)
         if d.kernels is None:
             kernels = None
@@ -458,7 +464,7 @@ class FMANet(RestorationModel):
     loss_weights_type = FMANetLossWeights
 
     def loss_terms(self, stage: TrainingStage, weights: FMANetLossWeights) -> tuple[str, ...]:
-        terms = ("total", "loss_d", "recon", "hr_warp", "flow", "anchor_d")
+        terms: tuple[str, ...] = ("total", "loss_d", "recon", "hr_warp", "flow", "anchor_d")
         if stage.name == "joint":
             terms += ("restore", "lr_warp", "anchor_r") + (("temporal",) if weights.temporal else ())
         return terms
@@ -471,7 +477,7 @@ class FMANet(RestorationModel):
                 TrainingStage("joint", "model", wide, {"stage": 2}, legacy_key="stage2")]
 
     def trainable_parts(self, stage: TrainingStage) -> list[tuple[str, nn.Module]]:
-        parts = [("d", self.net_d)]
+        parts: list[tuple[str, nn.Module]] = [("d", self.net_d)]
         return parts + [("r", self.net_r)] if self.net_r is not None else parts
 
     def start_stage(self, stage: TrainingStage, previous: RestorationModel | None) -> None:
@@ -484,6 +490,7 @@ class FMANet(RestorationModel):
         joint = self.net_r is not None
         t = self.config.num_seq
         restored = None
+        out: Mapping[str, Any]
         if lr.shape[2] > t:  # the temporal loss's wider window: frames c-1, c, c+1 restored
             b = lr.shape[0]
             subs = [slice(j, j + t) for j in range(3)]
@@ -502,7 +509,7 @@ class FMANet(RestorationModel):
             c = t // 2 + 1
             temporal = temporal_terms(restored, batch["hr"][:, :, c - 1:c + 2], batch["flow"][:, :, c - 1:c + 2],
                                       weights.temporal_alpha)
-            loss = loss + weights.temporal * temporal
+            loss = loss + (weights.temporal or 0.0) * temporal
             terms = {**terms, "temporal": temporal.detach(), "total": loss.detach()}
         return loss, terms
 
@@ -534,7 +541,7 @@ class FMANet(RestorationModel):
         py, px = np.unravel_index(int(mag.argmax()), mag.shape)
         points = [(int(py), int(px)), (h // 2, w // 2)]
         kd = normalize_downsampling_kernels(d.kernels.float())[0]
-        kd = kd.reshape(t, cfg.ds_kernel_size, cfg.ds_kernel_size, h, w).cpu().numpy()
+        kd = kd.reshape(t, cfg.ds_kernel_size, cfg.ds_kernel_size, h, w).cpu().numpy()  # type: ignore[assignment]
         maps["K^D degradation kernels (rows: two pixels; columns: frames)"] = kernel_mosaic(
             np.stack([[kd[i, :, :, py_, px_] for i in range(t)] for py_, px_ in points]), cell=6)
         if self.net_r is not None:

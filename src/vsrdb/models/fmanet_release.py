@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
@@ -92,9 +92,9 @@ def _invert(renames: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def export_official_state_dicts(model: FMANet) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
     """Our FMANet state dict -> the release's (NetD, NetR) state dicts (NetR None at stage 1)."""
     state = model.state_dict()
-    result = []
+    result: list[dict[str, Any] | None] = []
     for prefix, renames in (("net_d.", _NET_D_RENAMES), ("net_r.", _NET_R_RENAMES)):
-        part = {}
+        part: dict[str, Any] = {}
         for key, value in state.items():
             if not key.startswith(prefix):
                 continue
@@ -103,7 +103,7 @@ def export_official_state_dicts(model: FMANet) -> tuple[dict[str, Tensor], dict[
                 key = re.sub(pattern, repl, key)
             part[key] = value
         result.append(part or None)
-    return result[0], result[1]
+    return result[0] or {}, result[1]
 
 
 def save_official_checkpoint(model: FMANet, folder: str | os.PathLike, *, epoch: int = 0) -> Path:

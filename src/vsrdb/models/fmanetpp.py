@@ -188,8 +188,8 @@ class ExposureModulation(nn.Module):
     def __init__(self, embed_dim: int, dim: int) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(embed_dim, dim), nn.LeakyReLU(0.2, inplace=True), nn.Linear(dim, 2 * dim))
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        nn.init.zeros_(self.mlp[-1].weight)  # type: ignore[arg-type]  # Sequential indexes as Module
+        nn.init.zeros_(self.mlp[-1].bias)  # type: ignore[arg-type]
 
     def forward(self, feat: Tensor, u: Tensor) -> Tensor:
         """``feat [N, C, H, W]``, ``u [N, E]`` -> ``[N, C, H, W]``."""
@@ -251,8 +251,8 @@ class HRBA(nn.Module):
         if update_flow:
             self.flow_update = nn.Sequential(FrameConv(c + n6, c, 3, bias=True), lrelu(),
                                              FrameConv(c, n6, 3, bias=True))
-            nn.init.zeros_(self.flow_update[-1].weight)
-            nn.init.zeros_(self.flow_update[-1].bias)
+            nn.init.zeros_(self.flow_update[-1].weight)  # type: ignore[arg-type]  # Sequential indexes as Module
+            nn.init.zeros_(self.flow_update[-1].bias)  # type: ignore[arg-type]
         self.norm1 = LayerNorm2d(c, with_bias=True)
         self.self_attn = GuidedTransposedAttention(c, cfg.num_heads, bias=False)
         self.norm2 = LayerNorm2d(c, with_bias=True)
@@ -285,6 +285,7 @@ class HRBA(nn.Module):
         x = x + self.self_attn(n, n)
         x = x + self.ffn1(self.norm2(x))
         if self.degradation_aware:
+            assert kd is not None  # NetR's blocks get K^D's embedding
             x = x + self.da_attn(self.norm3(x), flatten_frames(kd))
             x = x + self.ffn2(self.norm4(x))
         x = self.etm(x, u.flatten(0, 1))
@@ -489,17 +490,23 @@ class FMANetPPStream(SequenceStream):
     def __init__(self, model: "FMANetPP") -> None:
         self.model = model
         net_d, net_r = model.net_d, model.net_r
-        self.steps = [*(_BlockStream(b) for b in net_d.blocks), _PerFrame(self._between),
-                      *(_BlockStream(b) for b in net_r.blocks), _PerFrame(self._end)]
+        if net_d is None or net_r is None:
+            raise InputError(f"a stage-{model.config.stage} FMA-Net++ (no NetR) cannot restore")
+        self.net_d, self.net_r = net_d, net_r
+        blocks_d: list[HRBA] = list(net_d.blocks)  # type: ignore[arg-type]  # a ModuleList of HRBAs
+        blocks_r: list[HRBA] = list(net_r.blocks)  # type: ignore[arg-type]
+        self.steps: list[_BlockStream | _PerFrame] = [*(_BlockStream(b) for b in blocks_d), _PerFrame(self._between),
+                                                      *(_BlockStream(b) for b in blocks_r), _PerFrame(self._end)]
 
     def push(self, lr: Tensor) -> list[Tensor]:
         x = lr.transpose(1, 2)  # frames-major [B, K, 3, H, W]
-        feat, flow = self.model.net_d.begin(x)
-        item: Frames | None = {"x": x, "u": self.model.embed(x), "feat": feat, "flow": flow}
+        feat, flow = self.net_d.begin(x)
+        item: Frames = {"x": x, "u": self.model.embed(x), "feat": feat, "flow": flow}
         for step in self.steps:
-            item = step.push(item)
-            if item is None:
+            out = step.push(item)
+            if out is None:  # the step holds the frames until the next push
                 return []
+            item = out
         return list(item["output"].unbind(1))
 
     def finish(self) -> list[Tensor]:
@@ -513,12 +520,12 @@ class FMANetPPStream(SequenceStream):
 
     def _between(self, item: Frames) -> Frames:
         """NetD's K^D head, then NetR's first features, from NetD's last block."""
-        kernels = self.model.net_d.kernel_head(item["feat"])
-        feat, kd = self.model.net_r.begin(item["x"], item["feat"], kernels)
+        kernels = self.net_d.kernel_head(item["feat"])
+        feat, kd = self.net_r.begin(item["x"], item["feat"], kernels)
         return {"x": item["x"], "u": item["u"], "feat": feat, "flow": item["flow"], "kd": kd}
 
     def _end(self, item: Frames) -> Frames:
-        return {"output": self.model.net_r.end(item["x"], item["feat"])}  # [B, K, 3, sH, sW]
+        return {"output": self.net_r.end(item["x"], item["feat"])}  # [B, K, 3, sH, sW]
 
 
 # ----------------------------------------------------------------------------- the family
@@ -607,7 +614,7 @@ class FMANetPP(RestorationModel):
     def restore_sequence(self, lr: Tensor) -> Tensor:
         """Every frame: ``lr [B, 3, T, H, W]`` -> ``[B, 3, T, 4H, 4W]``."""
         self.check_inputs(lr)
-        if self.net_r is None:
+        if self.net_r is None or self.net_d is None:
             raise InputError(f"a stage-{self.config.stage} FMA-Net++ (no NetR) cannot restore")
         x = lr.transpose(1, 2)
         u = self.embed(x)
@@ -638,7 +645,7 @@ class FMANetPP(RestorationModel):
             [colorize_flow(flows[i], top) for i in range(t)], axis=1)}
         c, k = t // 2, self.config.ds_kernel_size
         kd = normalize_downsampling_kernels(kernels[0, c].float().unflatten(0, (3, k * k))[None])[0]
-        kd = kd.reshape(3, k, k, h, w).cpu().numpy()
+        kd = kd.reshape(3, k, k, h, w).cpu().numpy()  # type: ignore[assignment]
         mag = np.sqrt((flows[c] ** 2).sum(0))
         py, px = np.unravel_index(int(mag.argmax()), mag.shape)
         maps["K^D at the centre frame (rows: two pixels; columns: frames i-1, i, i+1)"] = kernel_mosaic(
@@ -676,14 +683,14 @@ class FMANetPP(RestorationModel):
     def trainable_parts(self, stage: TrainingStage) -> list[tuple[str, nn.Module]]:
         if self.net_d is None:
             return [("e", self.ete)]
-        parts = [("d", self.net_d)]
+        parts: list[tuple[str, nn.Module]] = [("d", self.net_d)]
         return parts + [("r", self.net_r)] if self.net_r is not None else parts
 
     def start_stage(self, stage: TrainingStage, previous: RestorationModel | None) -> None:
         if not isinstance(previous, FMANetPP):
             return
         self.ete.load_state_dict(previous.ete.state_dict())
-        if self.net_r is not None and previous.net_d is not None:
+        if self.net_r is not None and self.net_d is not None and previous.net_d is not None:
             self.net_d.load_state_dict(previous.net_d.state_dict())
 
     def training_loss(self, forward: LossFn, batch: Mapping[str, Tensor], stage: TrainingStage,

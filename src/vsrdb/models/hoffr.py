@@ -287,6 +287,7 @@ class HOFFR(RestorationModel):
         hr_prev = None
         for i in range(c + 1):
             hr_prev = self.step(lr[:, :, max(i - 1, 0)], lr[:, :, i], hr_prev)
+        assert hr_prev is not None  # range(c + 1) is never empty
         return hr_prev
 
     loss_weights_type = HOFFRLossWeights
@@ -324,7 +325,7 @@ def hoffr_cpu(**overrides: Any) -> HOFFR:
                                           flow_dim=16), overrides, renamed={"num_seq": "unroll"})
 
 
-def hoffr_loss(out: dict, *, hr: Tensor, lr_sharp: Tensor, weights: HOFFRLossWeights = HOFFRLossWeights()
+def hoffr_loss(out: Mapping[str, Any], *, hr: Tensor, lr_sharp: Tensor, weights: HOFFRLossWeights = HOFFRLossWeights()
                ) -> tuple[Tensor, dict[str, Tensor]]:
     """HOFFR's loss and its terms (detached).
 

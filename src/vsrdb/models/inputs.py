@@ -34,5 +34,5 @@ def check_video_inputs(lr: Tensor, hr: Tensor | None, *, in_channels: int, scale
     if hr is not None:
         want = (b, c, t, h * scale, w * scale)
         if not isinstance(hr, Tensor) or tuple(hr.shape) != want:
-            got = tuple(hr.shape) if isinstance(hr, Tensor) else type(hr).__name__
+            got = str(tuple(hr.shape)) if isinstance(hr, Tensor) else type(hr).__name__
             raise InputError(f"hr must have shape {want} (lr x{scale}), got {got}")

@@ -121,8 +121,9 @@ class JFFR(nn.Module):
         cost = (2 * radius + 1) ** 2
         self.flow_head = nn.Sequential(conv3x3(cost + 2 * dim, dim), lrelu(), conv3x3(dim, dim), lrelu(),
                                        conv3x3(dim, 2))
-        nn.init.zeros_(self.flow_head[-1].weight)
-        nn.init.zeros_(self.flow_head[-1].bias)
+        last: nn.Conv2d = self.flow_head[-1]  # type: ignore[assignment]  # Sequential indexes as Module
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)  # type: ignore[arg-type]  # conv3x3 has a bias
         self.qkv = nn.Conv2d(num_seq * dim, 3 * num_seq * dim, 1)
         self.proj = nn.Conv2d(num_seq * dim, num_seq * dim, 1)
 
@@ -285,7 +286,7 @@ def jffra_cpu(**overrides: Any) -> JFFRA:
     return from_preset(JFFRA, JFFRAConfig(dims=(32, 40, 56), num_heads=4), overrides)
 
 
-def jffra_loss(out: dict, *, hr: Tensor, flow_gt: Tensor, temporal: float, alpha: float = 0.2
+def jffra_loss(out: Mapping[str, Any], *, hr: Tensor, flow_gt: Tensor, temporal: float, alpha: float = 0.2
                ) -> tuple[Tensor, dict[str, Tensor]]:
     """JFFRA's Eq. 15 and its terms (detached).
 

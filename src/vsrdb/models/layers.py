@@ -42,7 +42,7 @@ class ChannelAttention(nn.Module):
         # wholly dead that way). Small weights and a positive bias start every unit alive.
         with torch.no_grad():
             squeeze.weight.mul_(0.1)
-            squeeze.bias.fill_(0.1)
+            squeeze.bias.fill_(0.1)  # type: ignore[union-attr]  # Conv2d's bias: set (bias=True)
         self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), squeeze, nn.ReLU(inplace=True),
                                   nn.Conv2d(mid, dim, 1), nn.Sigmoid())
 

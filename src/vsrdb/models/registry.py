@@ -18,10 +18,12 @@ import importlib.util
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from ..errors import ConfigError
 from .family import RestorationModel
+
+M = TypeVar("M", bound="RestorationModel")
 
 __all__ = ["register_model", "build", "list_models", "from_preset", "check_positive", "check_rules",
            "register_release_format",
@@ -54,8 +56,8 @@ def release_formats() -> Mapping[str, tuple[Callable[[Path], bool], Callable[[Pa
     return dict(_RELEASE_FORMATS)
 
 
-def from_preset(model_cls: Callable[..., RestorationModel], base: Any, overrides: dict[str, Any], *,
-                renamed: Mapping[str, str] | None = None) -> RestorationModel:
+def from_preset(model_cls: Callable[..., M], base: Any, overrides: dict[str, Any], *,
+                renamed: Mapping[str, str] | None = None) -> M:
     """``model_cls(base with overrides)``; ``renamed`` maps old field names (in older checkpoints)
     to current ones. An override that is not a field is a ConfigError naming it and the known fields."""
     if renamed:
@@ -121,6 +123,8 @@ def import_model_module(spec: str) -> None:
         if name in sys.modules:
             return
         module_spec = importlib.util.spec_from_file_location(name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ConfigError(f"{spec}: not a Python module vsrdb can import")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
         try:

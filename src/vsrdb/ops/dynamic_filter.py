@@ -143,11 +143,14 @@ def dynamic_upsample_streamed(frame: Callable[[int], tuple[Tensor, Tensor]], t: 
             acc = x.new_zeros(b, c, scale * scale, h, w, dtype=dtype)
             ksum = x.new_zeros(b, 1, scale * scale, h, w, dtype=dtype)
             psum = x.new_zeros(b, c, 1, h, w, dtype=dtype)
+        assert ksum is not None and psum is not None
         for j in range(kk):
             acc.addcmul_(patches[:, :, j:j + 1], k[:, None, :, j])
         ksum += k.sum(dim=2, dtype=ksum.dtype).unsqueeze(1)
         psum += patches.sum(dim=2, keepdim=True, dtype=psum.dtype)
     n = t * kk
+    if acc is None or ksum is None or psum is None:
+        raise ValueError("dynamic_upsample_streamed needs at least one frame")
     acc.addcmul_(psum, (1.0 - ksum) / n)
     b, c, _, h, w = acc.shape
     out = acc.reshape(b, c, scale, scale, h, w).permute(0, 1, 4, 2, 5, 3)

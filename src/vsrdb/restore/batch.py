@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn as nn
 
 from ..data.video import IMAGE_EXTENSIONS, OUTPUT_CONTAINERS, VIDEO_EXTENSIONS, InputError, natural_key
 from ..devices import pick_device
 from ..files import write_atomically
+from ..models.family import RestorationModel
 from .job import Job, RestoreOptions, model_fingerprint, work_folder
 from .restorer import Restorer
 
@@ -149,7 +149,8 @@ def expand_inputs(inputs: list[str], output: str, *, ext: str | None,
     outdir = Path(output)
     if outdir.suffix.lower() in OUTPUT_CONTAINERS:
         raise InputError(f"{outdir}: several inputs need an output folder, not a file name")
-    pairs, seen = [], {}
+    pairs: list[tuple[Path, Path]] = []
+    seen: dict[Path, Path] = {}
     for p in expanded:
         if ext is not None:
             suffix = ext if (p.is_file() or ext) else ""
@@ -173,7 +174,7 @@ def expand_inputs(inputs: list[str], output: str, *, ext: str | None,
     return pairs, True
 
 
-def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOptions, *, batch: bool,
+def run_jobs(pairs: list[tuple[Path, Path]], model: RestorationModel, opts: RestoreOptions, *, batch: bool,
              device: str = "auto", overwrite: bool = False, resume: bool = False, restart: bool = False,
              progress: bool = True, dist: Dist | None = None, log: Callable[[str], None] | None = None,
              progress_file: ProgressFile | None = None) -> list[JobResult]:
@@ -218,16 +219,16 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: nn.Module, opts: RestoreOpti
     if all(s is None for s in specs) and not results:
         return []
     jobs = {n: Job(s) for n, s in enumerate(specs) if s is not None}
-    units = []
+    units: list[tuple[int, tuple[int, ...]]] = []
     for n, job in jobs.items():
         if restorer.recurrent:  # a recurrent model's segments follow each other: one process per file
             units.append((n, tuple(job.pending())))
         else:
             units += [(n, (k,)) for k in job.pending()]
-    mine: dict[int, list[int]] = {}
-    for u, (n, ks) in enumerate(units):
+    mine: dict[int, list[int]] = {}  # job -> its segments this process restores
+    for u, (n, segs) in enumerate(units):
         if u % dist.world == dist.rank:
-            mine.setdefault(n, []).extend(ks)
+            mine.setdefault(n, []).extend(segs)
     failures: dict[int, str] = {}
     kept: set[int] = set()  # failed jobs whose finished work stays for --resume
     started: dict[int, float] = {}

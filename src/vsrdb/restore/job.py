@@ -163,7 +163,7 @@ def output_size(path: Path, height: int, width: int, scale: int, opts: RestoreOp
         if h > full[0] or w > full[1]:
             raise InputError(f"--size {w}x{h}: larger than the model's x{scale} output of {path} "
                              f"({full[1]}x{full[0]}); vsrdb does not upscale further by interpolation")
-        if subsampled and (w % 2 or h % 2):
+        if subsampled and (w % 2 or h % 2) and fmt is not None:
             raise InputError(f"--size {w}x{h}: {fmt.pix_fmt} video needs even sides (or use --pix-fmt yuv444p)")
         return (h, w)
     return full
@@ -396,7 +396,7 @@ class Job:
             while (stop is None or start + cached < stop) and self.frame_path(start + cached).is_file():
                 cached += 1
         encoder = None
-        if spec.kind == "video":
+        if self.format is not None:  # a video output (PNG frames need no encoder)
             encoder = VideoEncoder(self.work / f"seg_{k:06d}.mkv", self.format, Fraction(spec.fps))
         pts: list[int] = []
         try:
@@ -463,17 +463,18 @@ class Job:
             raise InputError(_short_message(self.input, total, spec))
         if not spec.stated_frames and total < spec.frames:  # fewer frames decoded than packets counted
             raise InputError(_short_message(self.input, total, spec))
-        if spec.kind == "frames":
+        if self.format is None:  # PNG frames
             files = sorted((self.work / "frames").glob("*.png"))
             if len(files) != total:
                 raise InputError(f"{self.output}: {len(files)} frames written, {total} restored")
             replace_atomically(self.work / "frames", self.output)
         else:
+            muxer = self.format.muxer
             tmp = self.work / f"joined{self.output.suffix}"
             segments = [self.work / f"seg_{k:06d}.mkv" for k in range(spec.segments)]
             # Notes name the output the user asked for, not the temporary file being joined.
             try:
-                counts = join_segments(tmp, self.format.muxer, segments, pts, Fraction(spec.time_base),
+                counts = join_segments(tmp, muxer, segments, pts, Fraction(spec.time_base),
                                        frame_rate=Fraction(spec.fps),
                                        source=self.input if self.input.is_file() else None, audio=spec.audio,
                                        note=lambda text: note(text.replace(tmp.name, self.output.name)))
@@ -482,7 +483,7 @@ class Job:
                 raise
             if counts["video"] != total:
                 raise InputError(f"{self.output}: {counts['video']} frames written, {total} restored")
-            carries_rotation = self.format.muxer in ("mp4", "mov")
+            carries_rotation = muxer in ("mp4", "mov")
             if spec.rotation and not (carries_rotation and set_display_rotation(tmp, spec.rotation)):
                 note(f"{self.output.name}: the input is shown rotated by {spec.rotation} degrees; "
                      f"{self.output.suffix} output cannot carry that here, so it plays unrotated (use .mp4 or .mov)")

@@ -99,7 +99,7 @@ def plan_tiles(height: int, width: int, *, tile: int | None, overlap: int,
         if tile < max(height, width) and tile <= 2 * overlap:
             raise InputError(f"tile {tile} must exceed twice the overlap ({overlap})")
         return TilePlan.grid(height, width, min(tile, height), min(tile, width), overlap)
-    best = (1, 1)
+    best: tuple[int, int] | None = (1, 1)
     if tile_bytes is not None and budget is not None:
         best, best_area = None, None
         for ny in range(1, 65):
@@ -121,8 +121,8 @@ def plan_tiles(height: int, width: int, *, tile: int | None, overlap: int,
             raise InputError(f"a memory budget of {budget / (1 << 30):.3g} GB is too small for this model at any "
                              f"tile size (a {smallest}x{smallest} tile with overlap {overlap} needs "
                              f"{need / (1 << 30):.3g} GB); raise --max-memory or pass --tile")
-    return TilePlan.grid(height, width, _tile_len(height, best[0], overlap), _tile_len(width, best[1], overlap),
-                         overlap)
+    ny, nx = best or (1, 1)
+    return TilePlan.grid(height, width, _tile_len(height, ny, overlap), _tile_len(width, nx, overlap), overlap)
 
 
 def _tile_len(length: int, n: int, overlap: int) -> int:
@@ -246,7 +246,7 @@ class Restorer:
         """The HR frame ``[3, sH, sW]`` (fp32) from its tiles' outputs ``[3, sh, sw]`` in plan order,
         each weighted by its share. ``tiles`` is consumed one at a time, so a generator keeps
         one tile's output alive at once."""
-        plan, s = self.plan, self.scale
+        plan, s = self._plan(), self.scale
         if not plan.tiled:
             return next(iter(tiles)).float()
         out = torch.zeros(3, plan.height * s, plan.width * s, device=self.device, dtype=torch.float32)
@@ -270,7 +270,7 @@ class Restorer:
             window = [buffer.frames[j] for j in window_indices(i, before + after + 1, buffer.end)]
             lr = torch.stack([f.lr for f in window], dim=1).unsqueeze(0)  # [1, 3, T, H, W]
             out = self._blend(self._run(window, lr[..., y:y + h, x:x + w], idx, (y, x, h, w))[0]
-                              for idx, (y, x, h, w) in enumerate(self.plan.tiles()))
+                              for idx, (y, x, h, w) in enumerate(self._plan().tiles()))
             yield (out.flip(0) if self.bgr else out).cpu()
             i += 1
             buffer.drop_before(i - before)
@@ -293,22 +293,22 @@ class Restorer:
         inputs = {}
         if self.model.input_flow is not None:
             inputs["flows"] = initial_flows(lr, self.model.input_flow)
-        features = []
+        features: list[Tensor | None] = []
         for frame in window:
             if idx not in frame.features:
                 crop = frame.lr[:, y:y + h, x:x + w]
                 frame.features[idx] = self.model.encode_frame(crop.unsqueeze(0))
             features.append(frame.features[idx])
         if any(f is None for f in features):  # the family caches nothing per frame
-            return self.model.restore(lr, **inputs)
-        return self.model.restore(lr, features=features, **inputs)
+            return self.model.restore(lr, flows=inputs.get("flows"))
+        return self.model.restore(lr, features=[f for f in features if f is not None], flows=inputs.get("flows"))
 
     @torch.no_grad()
     def _recurrent(self, frames: Iterator[tuple[int, _Frame]], start: int, stop: int | None,
                    state: Tensor | None) -> Iterator[Tensor]:
         """One ``model.step`` per frame and tile; each tile's previous output is its crop of the
         previous blended frame, so tiles stay consistent across their seams over time."""
-        plan, scale = self.plan, self.scale
+        plan, scale = self._plan(), self.scale
         prev: _Frame | None = None
         hr_prev = state
         for index, cur in frames:
@@ -340,14 +340,14 @@ class Restorer:
         lies ``reach`` frames or more before ``start``: what the stream's start changes reaches
         only the ``reach`` frames after it) and ends the clip only when the frames end, so every
         output equals the whole-clip forward's."""
-        plan, reach = self.plan, self.model.frames.reach
+        plan, reach = self._plan(), self.model.frames.reach
         streams = [self.model.sequence_stream(self.sequence_chunk) for _ in plan.tiles()]
         chunk: list[Tensor] = []
         first: int | None = None  # clip index of the first frame, hence of the first output
         done = 0                  # outputs blended so far
 
         def push(end: bool) -> list[list[Tensor]]:
-            outs = [[] for _ in streams]
+            outs: list[list[Tensor]] = [[] for _ in streams]
             if chunk:
                 lr = torch.stack(chunk, dim=1).unsqueeze(0)  # [1, 3, K, H, W]
                 outs = [s.push(lr[..., y:y + h, x:x + w]) for s, (y, x, h, w) in zip(streams, plan.tiles())]
@@ -361,6 +361,7 @@ class Restorer:
             nonlocal done
             for parts in zip(*per_tile):
                 out = self._blend(tile[0] for tile in parts)
+                assert first is not None  # set by the first frame pushed
                 yield first + done, (out.flip(0) if self.bgr else out).cpu()
                 done += 1
 
@@ -384,6 +385,11 @@ class Restorer:
                 return
             if j >= start:
                 yield out
+
+    def _plan(self) -> TilePlan:
+        if self.plan is None:
+            raise RuntimeError("no tile plan: run() or use_plan() sets one")
+        return self.plan
 
     def use_plan(self, plan: TilePlan) -> None:
         """Restore with these tiles from now on (a resumed or shared job keeps its first plan)."""

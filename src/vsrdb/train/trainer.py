@@ -248,7 +248,7 @@ class Trainer:
             start = int(state["step"])
         last = self.ckpt_dir / f"{stage.name}_last.pt"
         self._trim_logs(stage.name, start)
-        net = model
+        net: torch.nn.Module = model
         if self.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -368,7 +368,7 @@ class Trainer:
         declared = [probe.loss_terms(stage, self.weights) for stage in self.stages]
         if any(d is None for d in declared):
             return None
-        terms = list(dict.fromkeys(t for d in declared for t in d))
+        terms = list(dict.fromkeys(t for d in declared for t in d or ()))
         return self._prefix + terms + VALIDATION_COLUMNS
 
     def _write_csv(self, row: dict) -> None:
@@ -418,7 +418,7 @@ class Trainer:
         if not self.main:
             return
         model.eval()
-        scores = {"psnr": [], "ssim": [], "bicubic_psnr": []}
+        scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "bicubic_psnr": []}
         c = self.val_window // 2
         for i in self.val_indices:
             item = self.val_set[i]

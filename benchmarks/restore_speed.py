@@ -9,6 +9,12 @@ cost does not depend on their values.
     python benchmarks/restore_speed.py --size 720x1280 --frames 1
     python benchmarks/restore_speed.py --precision bf16         # bf16 weights and features
     python benchmarks/restore_speed.py --device cuda --precision fp16
+    python benchmarks/restore_speed.py --profile            # + where one frame's time goes
+
+``--profile`` runs one more frame under ``torch.profiler`` and prints the share of self time
+spent in convolutions and matrix products against everything else (elementwise work, dtype
+copies, layout reorders), with the costliest other ops: on a CPU with native bf16 (AMX or
+AVX512-BF16) that share says what the bf16 path has left to gain outside the convolutions.
 """
 
 from __future__ import annotations
@@ -87,7 +93,31 @@ def run_case(args: argparse.Namespace) -> dict:
               "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)}
     if device.type == "cuda":
         result["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / (1 << 30)
+    if args.profile:
+        result["profile"] = profile_frame(restorer, h, w, model.config.num_seq)
     return result
+
+
+# Ops whose time is the convolutions' and matrix products' own (oneDNN and BLAS kernels).
+COMPUTE_OPS = ("conv", "mm", "matmul", "linear", "einsum", "baddbmm", "addmm", "bmm")
+
+
+def profile_frame(restorer, h: int, w: int, t: int) -> dict:
+    """Self CPU time of one restored frame by op: the convolution/matmul share, the rest, the top others."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    frames = [torch.rand(3, h, w, generator=torch.Generator().manual_seed(k)) for k in range(t)]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        next(iter(restorer.run(iter(frames), start=t // 2, stop=t // 2 + 1)))
+    by_op: dict[str, float] = {}
+    for e in prof.key_averages():
+        by_op[e.key] = by_op.get(e.key, 0.0) + e.self_cpu_time_total / 1e6
+    total = sum(by_op.values()) or 1.0
+    compute = sum(v for k, v in by_op.items() if any(c in k.lower() for c in COMPUTE_OPS))
+    others = sorted(((v, k) for k, v in by_op.items() if not any(c in k.lower() for c in COMPUTE_OPS)), reverse=True)
+    return {"total_s": total, "compute_s": compute, "compute_share": compute / total,
+            "top_others": [(k, v) for v, k in others[:6]]}
 
 
 def main() -> None:
@@ -103,6 +133,8 @@ def main() -> None:
                         "180x320 on this machine kind's Intel CPUs)")
     p.add_argument("--tile", type=int)
     p.add_argument("--max-memory", type=float, help="GB budget for choosing tiles")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one frame: convolution/matmul share of the time and the costliest other ops")
     p.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:
@@ -130,6 +162,12 @@ def main() -> None:
     print(f"  achieved                          : {r['gflops_achieved']:.0f} GFLOP/s"
           + (f" = {100 * r['gflops_achieved'] / rate:.0f}% of {r['precision']} matmul ({rate:.0f} GFLOP/s)"
              if rate == rate else ""))
+    if "profile" in r:
+        pr = r["profile"]
+        print(f"  profiled frame (self CPU time)    : {pr['total_s']:.2f} s: convolutions and matmuls "
+              f"{100 * pr['compute_share']:.0f}%, everything else {100 * (1 - pr['compute_share']):.0f}%")
+        for name, secs in pr["top_others"]:
+            print(f"      {name:38s} {secs:7.3f} s  ({100 * secs / pr['total_s']:.0f}%)")
 
 
 if __name__ == "__main__":

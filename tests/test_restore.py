@@ -211,21 +211,21 @@ def test_interrupt_leaves_no_output_and_keeps_work_for_resume(tmp_path, weights,
 
     model = vsrdb.load_checkpoint(weights)
     write_video(tmp_path / "in.mp4", make_clip(6))
-    original = Restorer._restore_window
+    original = Restorer._blend  # every restored frame passes through it, once
     calls = []
 
-    def interrupted(self, window):
+    def interrupted(self, tiles):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return original(self, window)
+        return original(self, tiles)
 
-    Restorer._restore_window = interrupted
+    Restorer._blend = interrupted  # type: ignore[method-assign]
     try:
         with pytest.raises(KeyboardInterrupt):
             restore_video(str(tmp_path / "in.mp4"), str(tmp_path / output), model, progress=False, segment=4)
     finally:
-        Restorer._restore_window = original
+        Restorer._blend = original  # type: ignore[method-assign]
     assert sorted(os.listdir(tmp_path)) == ["in.mp4", output + ".vsrdb-work"]
     with pytest.raises(ValueError, match="--resume"):
         restore_video(str(tmp_path / "in.mp4"), str(tmp_path / output), model, progress=False, segment=4)

@@ -101,13 +101,14 @@ def test_older_stage_keys_still_set_the_stages(tmp_path, dataset):
     data.update(stage1={"iterations": 5, "lr": 1e-3}, stage2={"iterations": 7})
     path.write_text(yaml.safe_dump(data))
     cfg = load_config(path)
-    fmanet = _stage_settings(cfg, build("fmanet-tiny").training_stages(cfg.loss))
+    fmanet = _stage_settings(cfg, build("fmanet-tiny").training_stages(build("fmanet-tiny").loss_weights(cfg.loss)))
     assert (fmanet["netd"].iterations, fmanet["netd"].lr, fmanet["joint"].iterations) == (5, 1e-3, 7)
-    assert _stage_settings(cfg, build("jffra-cpu").training_stages(cfg.loss))["main"].iterations == 7
+    jffra = build("jffra-cpu")
+    assert _stage_settings(cfg, jffra.training_stages(jffra.loss_weights(cfg.loss)))["main"].iterations == 7
     data["stages"] = {"jont": {"iterations": 3}}
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="stages.jont: fmanet-tiny trains in stage.s. netd, joint"):
-        _stage_settings(load_config(path), build("fmanet-tiny").training_stages(cfg.loss))
+        _stage_settings(load_config(path), build("fmanet-tiny").training_stages(build("fmanet-tiny").loss_weights(cfg.loss)))
 
 
 def test_two_stages_with_halving_schedule_on_both_optimisers(tmp_path, dataset):
@@ -202,5 +203,6 @@ def test_every_shipped_config_loads_and_names_its_models_stages(path):
 
     cfg = load_config(path)
     model = vsrdb.build(cfg.model, **cfg.model_args)
-    settings = _stage_settings(cfg, model.training_stages(cfg.loss))  # raises on a stage the family lacks
+    # raises on a stage the family lacks
+    settings = _stage_settings(cfg, model.training_stages(model.loss_weights(cfg.loss)))
     assert all(s.iterations > 0 and s.lr > 0 and (s.batch or cfg.data.batch) > 0 for s in settings.values())

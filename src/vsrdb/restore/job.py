@@ -157,7 +157,8 @@ def output_size(path: Path, height: int, width: int, scale: int, opts: RestoreOp
         if not 1 <= opts.outscale <= scale:
             raise InputError(f"--outscale {opts.outscale:g}: must be between 1 and the model's scale ({scale})")
         step = 2 if subsampled else 1
-        return tuple(max(step, round(n * opts.outscale / step) * step) for n in (height, width))  # type: ignore
+        out_h, out_w = (max(step, round(n * opts.outscale / step) * step) for n in (height, width))
+        return out_h, out_w
     if opts.size is not None:
         w, h = opts.size
         if h > full[0] or w > full[1]:

@@ -2,8 +2,6 @@
 training with them resumes exactly, evaluate scores degraded input."""
 
 import json
-import signal
-import time
 
 import cv2
 import numpy as np
@@ -190,7 +188,7 @@ def test_training_with_degradations_resumes_exactly_after_sigkill(tmp_path, data
     import subprocess
     import sys
 
-    from test_train import losses, write_config
+    from test_train import kill_at_checkpoint, losses, write_config
 
     extra = {"model": "fmanet-tiny", "stages.netd.iterations": 16, "stages.joint.iterations": 4,
              "data.degrade": "real", "data.workers": 1}
@@ -200,11 +198,7 @@ def test_training_with_degradations_resumes_exactly_after_sigkill(tmp_path, data
     proc = subprocess.Popen([sys.executable, "-m", "vsrdb.cli", "train", str(cfg), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt = tmp_path / "b" / "checkpoints" / "netd_last.pt"
-    deadline = time.time() + 90
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_checkpoint(proc, ckpt, timeout=90)
     assert ckpt.exists() and not (tmp_path / "b" / "model").exists()
     assert main(["train", str(cfg), "--resume", "--quiet"]) == 0
     assert losses(tmp_path / "b") == losses(tmp_path / "a")

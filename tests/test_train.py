@@ -131,17 +131,21 @@ def _run(args, **kw):
                             stderr=subprocess.PIPE, **kw)
 
 
-def test_kill_and_resume_follows_the_same_trajectory(tmp_path, dataset):
-    whole = write_config(tmp_path / "a.yaml", dataset, tmp_path / "a", **{"stages.netd.iterations": 30})
-    assert main(["train", str(whole), "--quiet"]) == 0
-    cfg = write_config(tmp_path / "b.yaml", dataset, tmp_path / "b", **{"stages.netd.iterations": 30})
-    proc = _run(["train", str(cfg), "--quiet"])
-    ckpt = tmp_path / "b" / "checkpoints" / "netd_last.pt"
-    deadline = time.time() + 60
+def kill_at_checkpoint(proc: subprocess.Popen, ckpt: Path, *, timeout: float) -> None:
+    """SIGKILL a training process as soon as it has written ``ckpt`` (or after ``timeout`` s)."""
+    deadline = time.time() + timeout
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def test_kill_and_resume_follows_the_same_trajectory(tmp_path, dataset):
+    whole = write_config(tmp_path / "a.yaml", dataset, tmp_path / "a", **{"stages.netd.iterations": 30})
+    assert main(["train", str(whole), "--quiet"]) == 0
+    cfg = write_config(tmp_path / "b.yaml", dataset, tmp_path / "b", **{"stages.netd.iterations": 30})
+    ckpt = tmp_path / "b" / "checkpoints" / "netd_last.pt"
+    kill_at_checkpoint(_run(["train", str(cfg), "--quiet"]), ckpt, timeout=60)
     assert ckpt.exists() and not (tmp_path / "b" / "model").exists()  # killed mid-run
     assert main(["train", str(cfg), "--quiet"]) == 2  # a started run is not silently restarted
     # As an earlier vsrdb named it (before stages had names): a run it started resumes too.

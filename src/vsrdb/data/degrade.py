@@ -21,7 +21,6 @@ so GOP structure, motion-compensated artefacts and their flicker are those of re
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -442,6 +441,3 @@ def degrade_tensors(frames: Sequence, record: Mapping[str, Any]) -> list:
     out = apply_record(arr, record)
     return [torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1).float() / 255 for f in out]
 
-
-def record_json(record: Mapping[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True)

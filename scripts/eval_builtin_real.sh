@@ -9,6 +9,6 @@ for d in megamind tree; do
   [ -d data/eval/$d ] || vsrdb synth ../shared/data/clips/$( [ $d = megamind ] && echo Megamind || echo tree ).avi \
       -o data/eval/$d --clip-frames 12 --seed 1
   vsrdb evaluate --data data/eval/$d --weights "$weights" --baseline bicubic --max-clips "$clips" \
-      --degrade clean --degrade h264:crf=23 --degrade h264:crf=28 \
+      --degrade clean --degrade h264:crf=23 --degrade h264:crf=28 --degrade noise:3,h264:crf=23 \
       --threads "$threads" --json "$out/$label-$d.json" --quiet --overwrite > "$out/$label-$d.md"
 done

@@ -101,14 +101,15 @@ def test_older_stage_keys_still_set_the_stages(tmp_path, dataset):
     data.update(stage1={"iterations": 5, "lr": 1e-3}, stage2={"iterations": 7})
     path.write_text(yaml.safe_dump(data))
     cfg = load_config(path)
-    fmanet = _stage_settings(cfg, build("fmanet-tiny").training_stages(build("fmanet-tiny").loss_weights(cfg.loss)))
+    tiny = build("fmanet-tiny")
+    fmanet = _stage_settings(cfg, tiny.training_stages(tiny.loss_weights(cfg.loss)))
     assert (fmanet["netd"].iterations, fmanet["netd"].lr, fmanet["joint"].iterations) == (5, 1e-3, 7)
     jffra = build("jffra-cpu")
     assert _stage_settings(cfg, jffra.training_stages(jffra.loss_weights(cfg.loss)))["main"].iterations == 7
     data["stages"] = {"jont": {"iterations": 3}}
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="stages.jont: fmanet-tiny trains in stage.s. netd, joint"):
-        _stage_settings(load_config(path), build("fmanet-tiny").training_stages(build("fmanet-tiny").loss_weights(cfg.loss)))
+        _stage_settings(load_config(path), tiny.training_stages(tiny.loss_weights(cfg.loss)))
 
 
 def test_two_stages_with_halving_schedule_on_both_optimisers(tmp_path, dataset):

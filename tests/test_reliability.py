@@ -348,12 +348,18 @@ def test_a_garbage_authors_checkpoint_does_not_advise_unsafe_loading(tmp_path, c
     assert "weights_only" not in line.replace("weights-only", "")
 
 
+def _as_from_a_terminal() -> None:
+    # A suite started in the background by a non-interactive shell inherits SIGINT ignored, and
+    # Python then keeps it ignored; a user's Ctrl-C reaches a process whose SIGINT is the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_in_the_first_second_is_one_line(tmp_path, weights):
     make_video(tmp_path / "in.mp4", clip(3))
     for delay in (0.3, 1.0):
         p = subprocess.Popen([sys.executable, "-m", "vsrdb", "restore", str(tmp_path / "in.mp4"), "-o",
                               str(tmp_path / "out.mp4"), "--weights", weights, "--quiet"], stderr=subprocess.PIPE,
-                             text=True)
+                             text=True, preexec_fn=_as_from_a_terminal)
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=60)

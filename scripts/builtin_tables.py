@@ -2,9 +2,10 @@
 
     python scripts/builtin_tables.py runs/eval5 NEW_LABEL OLD_LABEL [--datasets megamind tree]
 
-Reads OUT/LABEL-DATASET.json (and LABEL-DATASET-*.json, merged) for both labels and prints one table per degradation setting:
-PSNR / SSIM / tOF per clip, the PSNR gain over bicubic on the same input, the Megamind mean,
-and a tOF worse than bicubic's in bold. The gains the issue's targets name follow each table.
+Reads OUT/LABEL-DATASET.json (and LABEL-DATASET-*.json, merged) for both labels and prints one
+table per degradation setting: PSNR / SSIM / tOF per clip, the PSNR gain over bicubic on the same
+input, the Megamind mean, and a tOF worse than bicubic's in bold. The gains the issue's targets
+name follow each table.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 def _load(out: Path, label: str, dataset: str) -> dict:
     # Settings scored in separate runs (LABEL-DATASET-a.json, LABEL-DATASET-b.json, ...) are merged:
     # the inputs are seeded by clip name, so every run sees the same degraded bytes.
-    files = sorted(out.glob(f"{label}-{dataset}.json")) + sorted(out.glob(f"{label}-{dataset}-*.json"))
+    files = [f for f in [out / f"{label}-{dataset}.json"] if f.exists()] + sorted(out.glob(f"{label}-{dataset}-*.json"))
     if not files:
         raise SystemExit(f"error: no {label}-{dataset}.json (or {label}-{dataset}-*.json) in {out}")
     methods: dict = {}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vsrdb.data.datasets import WindowDataset, find_clips, reds_clips, validate_clips
-from vsrdb.data.video import InputError
+from vsrdb.errors import InputError
 from vsrdb.ops import flow_warp
 
 from conftest import synth_photo_dataset

@@ -190,7 +190,7 @@ def test_evaluate_pred_gt_json_matches_an_independent_computation(pred_gt, tmp_p
 
 
 def test_evaluate_reads_video_files_as_clips(pred_gt, tmp_path):
-    from vsrdb.data.video import open_writer
+    from vsrdb.video import open_writer
 
     pred, gt = pred_gt
     vids = tmp_path / "vids"
@@ -233,6 +233,26 @@ def test_evaluate_bad_input_names_clip_and_frame(pred_gt, tmp_path, capsys):
     _fails(["evaluate", "--pred", str(pred)], capsys, "--pred and --gt go together")
 
 
+def test_evaluate_values_out_of_range_are_one_line(pred_gt, tmp_path, capsys):
+    pred, gt = pred_gt
+    base = ["evaluate", "--quiet", "--pred", str(pred), "--gt", str(gt)]
+    _fails(base + ["--crop-border", "-1"], capsys, "--crop-border must be 0 or more, got -1")
+    _fails(base + ["--crop-border", "30"], capsys, "--crop-border 30 leaves 20x4 of 80x64 frames")
+    _fails(base + ["--num-seq", "0"], capsys, "--num-seq must be 1 or more, got 0")
+    # clips of 5 and 4 frames: a 9-frame window scores nothing, which is an error, not an empty table
+    _fails(base + ["--num-seq", "9"], capsys, "no frame was scored", "--all-frames")
+    _fails(["evaluate", "--quiet", "--data", str(tmp_path), "--max-clips", "-1"], capsys,
+           "--max-clips must be 1 or more, got -1")
+
+
+def test_evaluate_json_holds_an_infinite_psnr(pred_gt, tmp_path):
+    _, gt = pred_gt  # scored against itself: every frame equal, PSNR infinite
+    out = tmp_path / "same.json"
+    assert main(["evaluate", "--quiet", "--pred", str(gt), "--gt", str(gt), "--json", str(out)]) == 0
+    data = json.loads(out.read_text())  # strict JSON: no Infinity literal
+    assert data["average"]["psnr"] == "inf" and data["average"]["ssim"] == pytest.approx(1.0)
+
+
 # ---------------------------------------------------------------- vsrdb evaluate --data
 
 @pytest.fixture(scope="module")
@@ -266,7 +286,7 @@ def test_evaluate_runs_models_and_baselines_over_a_dataset(tiny_run, tmp_path):
     # The bicubic baseline is the MATLAB imresize of the blurry frame: check one clip by hand.
     from vsrdb.data.datasets import reds_clips
     from vsrdb.data.resize import imresize
-    from vsrdb.data.video import read_image, to_tensor
+    from vsrdb.video import read_image, to_tensor
 
     clip = reds_clips(data, "all")[0]
     want = np.mean([psnr(imresize(to_tensor(read_image(clip.blur[i])), 4.0).clamp(0, 1),

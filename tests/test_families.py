@@ -286,6 +286,14 @@ def test_a_family_in_a_users_file_trains_restores_and_evaluates(tmp_path):
     assert done.returncode == 0, done.stderr
     outs = sorted((tmp_path / "out").glob("*.png"))
     assert len(outs) == 4 and Image.open(outs[0]).size == (64, 48)
+    # bf16, forced (what --precision auto picks on an AMX or AVX512-BF16 CPU): the family knows
+    # nothing of vsrdb's precision rules, so it gets its frames in the dtype its weights run in.
+    done = subprocess.run([*run, "restore", str(frames), "-o", str(tmp_path / "out16"), "--weights", str(weights),
+                           "--quiet", "--threads", "1", "--precision", "bf16"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for a, b in zip(outs, sorted((tmp_path / "out16").glob("*.png"))):
+        diff = np.abs(np.asarray(Image.open(a), np.float64) - np.asarray(Image.open(b), np.float64))
+        assert diff.mean() < 2.0, diff.mean()  # bf16's rounding, in 8-bit levels
 
     done = subprocess.run([*run, "evaluate", "--data", str(data), "--layout", "reds", "--weights", str(weights),
                            "--json", str(tmp_path / "e.json"), "--quiet", "--precision", "fp32"],

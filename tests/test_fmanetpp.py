@@ -148,7 +148,7 @@ def test_exposure_synthesis_blurs_more_at_longer_exposures_and_labels_every_fram
     from vsrdb.data.datasets import WindowDataset, find_clips
     from vsrdb.data.procedural import procedural_image
     from vsrdb.data.synth import SynthConfig, exposure_trajectory, synthesize
-    from vsrdb.data.video import read_image, to_tensor
+    from vsrdb.video import read_image, to_tensor
 
     cfg = SynthConfig(clip_frames=4, photo_size=(64, 80), photo_clips=1, photo_subframes=10, max_shift=12.0,
                       exposure="me", seed=3)

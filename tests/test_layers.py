@@ -80,3 +80,27 @@ def test_declared_terms_are_what_the_loss_returns(name, temporal):
         torch.manual_seed(0)
         _, terms = model.training_loss(model, _batch(model, stage.window), stage, weights)
         assert set(terms) == set(model.loss_terms(stage, weights)), f"{name}/{stage.name}"
+
+
+def _bad_imports(paths, rule) -> list[str]:
+    return [f"{p.relative_to(SRC.parent)}:{line}: imports {module}"
+            for p in paths for line, module in _imports(p) if rule(p, module)]
+
+
+def test_video_io_is_a_layer_below_restore_serve_evaluate_and_training_data():
+    above = ("data", "restore", "serve", "evaluate", "train", "commands", "cli", "demo", "models")
+    bad = _bad_imports(sorted((SRC / "video").rglob("*.py")),
+                       lambda p, m: m.split(".")[0] == "vsrdb" and len(m.split(".")) > 1 and m.split(".")[1] in above)
+    assert not bad, "\n".join(bad)
+
+
+def test_decoding_and_encoding_do_not_import_each_other():
+    pairs = {"decode.py": "vsrdb.video.encode", "encode.py": "vsrdb.video.decode"}
+    bad = _bad_imports([SRC / "video" / name for name in pairs], lambda p, m: m.startswith(pairs[p.name]))
+    assert not bad, "\n".join(bad)
+
+
+def test_commands_import_nothing_from_serve_but_the_serve_command():
+    paths = [p for p in sorted((SRC / "commands").glob("*.py")) if p.name != "serve.py"]
+    bad = _bad_imports(paths, lambda p, m: m.startswith("vsrdb.serve"))
+    assert not bad, "\n".join(bad)

@@ -16,6 +16,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from vsrdb.cli import main
@@ -84,6 +85,35 @@ def test_two_inputs_with_one_output_name_say_rename(tmp_path, weights, capsys):
     assert _run(tmp_path / "a.mp4", tmp_path / "x" / "a.mp4", "-o", tmp_path / "out", "--weights", weights) == 2
     line = _one_line_error(capsys, "same name", "rename one of them")
     assert "--ext" not in line
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("dangling", "a link to a missing file"), ("loop", "a link that loops"), ("folder", "a folder, not a file"),
+    ("fifo", "a FIFO (named pipe), not a file")])
+def test_a_frame_that_cannot_be_read_stops_the_run_naming_it(tmp_path, weights, capsys, kind, words):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, f in enumerate(clip(8)):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), f)
+    bad = frames / "004.png"  # one frame among eight, which used to be left out (7 frames, exit 0)
+    bad.unlink()
+    if kind == "dangling":
+        bad.symlink_to(tmp_path / "gone.png")
+    elif kind == "loop":
+        bad.symlink_to(bad)
+    elif kind == "folder":
+        bad.mkdir()
+    else:
+        os.mkfifo(bad)
+    assert _run(frames, "-o", tmp_path / "out", "--weights", weights) == 2
+    _one_line_error(capsys, "004.png", words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_fifo_given_as_the_input_is_named_so(tmp_path, weights, capsys):
+    os.mkfifo(tmp_path / "in.mp4")
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path / "out.mp4", "--weights", weights) == 2
+    _one_line_error(capsys, "in.mp4: a FIFO (named pipe), not a file")
 
 
 # --- every frame or an error -----------------------------------------------------------------
@@ -156,7 +186,8 @@ def test_fp16_on_a_cpu_is_refused_up_front(tmp_path, weights, capsys):
 
 @pytest.mark.parametrize("argv, words", [
     (("--max-memory", "-1"), "-1 must be more than 0 GB"), (("--max-memory", "0"), "0 must be more than 0 GB"),
-    (("--fps", "1e9"), "above 1000 frames per second")])
+    (("--fps", "1e9"), "1e9 must be from 0.1 to 1000 frames per second"),
+    (("--fps", "0.001"), "0.001 must be from 0.1 to 1000 frames per second")])
 def test_impossible_numbers_are_refused_by_the_parser(tmp_path, weights, capsys, argv, words):
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -210,6 +241,32 @@ def test_restorer_errors_are_given_the_file_name(tmp_path, weights, capsys, monk
 
 # --- destinations ---------------------------------------------------------------------------------
 
+def test_overwrite_never_empties_a_folder_vsrdb_did_not_write(tmp_path, weights, capsys):
+    make_video(tmp_path / "clip.mp4", clip(3))
+    videos = tmp_path / "Videos"  # the user's own folder, with a sub-folder
+    (videos / "holiday").mkdir(parents=True)
+    make_video(videos / "holiday" / "beach.mp4", clip(3))
+    (videos / "notes.txt").write_text("mine")
+    before = _listing(videos)
+    assert _run(tmp_path / "clip.mp4", "-o", videos, "--weights", weights, "--overwrite") == 2
+    _one_line_error(capsys, str(videos), "a folder that vsrdb did not write", "choose another name")
+    assert _listing(videos) == before
+    # vsrdb's own PNG output is replaced, and so is an empty folder
+    out = tmp_path / "frames"
+    assert _run(tmp_path / "clip.mp4", "-o", out, "--weights", weights) == 0
+    assert _run(tmp_path / "clip.mp4", "-o", out, "--weights", weights, "--overwrite") == 0
+    assert len(list(out.glob("*.png"))) == 3
+    (tmp_path / "empty").mkdir()
+    assert _run(tmp_path / "clip.mp4", "-o", tmp_path / "empty", "--weights", weights, "--overwrite") == 0
+    # the demo's and evaluate's folders follow the same rule
+    assert main(["demo", "-o", str(videos), "--overwrite", "--quiet"]) == 2
+    _one_line_error(capsys, "a folder that vsrdb did not write")
+    assert main(["evaluate", "--quiet", "--pred", str(out), "--gt", str(out), "--report", str(videos),
+                 "--overwrite"]) == 2
+    _one_line_error(capsys, "a folder that vsrdb did not write")
+    assert _listing(videos) == before
+
+
 def test_a_read_only_output_folder_is_one_line(tmp_path, weights, capsys, tmpfs):
     ro = tmpfs("1m", ro=True)
     make_video(tmp_path / "in.mp4", clip(3))
@@ -248,7 +305,7 @@ def test_a_full_disk_keeps_the_finished_frames_and_resume_completes(tmp_path, we
     ref = tmp_path / "ref"
     assert _run(frames, "-o", ref, "--weights", weights) == 0
     names = sorted(os.listdir(out))
-    assert names == sorted(os.listdir(ref)) and len(names) == 12
+    assert names == sorted(os.listdir(ref)) and len([n for n in names if n.endswith(".png")]) == 12
     assert all((out / n).read_bytes() == (ref / n).read_bytes() for n in names)
 
 
@@ -293,9 +350,9 @@ def test_a_second_run_on_a_held_output_is_refused_untouched(tmp_path, weights, c
     monkeypatch.undo()
     job.release_work_folder(tmp_path / "out.mp4.vsrdb-work")  # as if that process had ended
     work = tmp_path / "out.mp4.vsrdb-work"
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
-                               "os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
-                               "time.sleep(120)", str(work)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from vsrdb.files import hold_folder; "
+                               "hold_folder(sys.argv[1], busy='busy'); print('held', flush=True); time.sleep(120)",
+                               str(work)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         before = {p: p.stat().st_mtime_ns for p in work.rglob("*")}
@@ -354,18 +411,53 @@ def _as_from_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_ctrl_c_in_the_first_second_is_one_line(tmp_path, weights):
-    make_video(tmp_path / "in.mp4", clip(3))
-    for delay in (0.3, 1.0):
-        p = subprocess.Popen([sys.executable, "-m", "vsrdb", "restore", str(tmp_path / "in.mp4"), "-o",
-                              str(tmp_path / "out.mp4"), "--weights", weights, "--quiet"], stderr=subprocess.PIPE,
-                             text=True, preexec_fn=_as_from_a_terminal)
+def _interrupted(p: subprocess.Popen, out: Path) -> None:
+    """The run ended as a Ctrl-C should: one line that says so, the status of a SIGINT, no output."""
+    _, err = p.communicate(timeout=120)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert p.returncode in (-signal.SIGINT, 130), (p.returncode, err)
+    assert len(lines) <= 2 and "Traceback" not in err and "interrupted" in err, err
+    assert not out.exists()
+
+
+def _start_restore(tmp_path: Path, weights: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "vsrdb", *extra, "restore", str(tmp_path / "in.mp4"), "-o",
+                             str(tmp_path / "out.mp4"), "--weights", weights, "--quiet"], stderr=subprocess.PIPE,
+                            text=True, preexec_fn=_as_from_a_terminal)
+
+
+def test_ctrl_c_at_any_moment_of_start_up_or_restoring_is_one_line(tmp_path, weights):
+    # 60 frames: the run cannot end before the signal, however fast the machine (the suite once
+    # signalled a 3-frame run that had already exited 0).
+    make_video(tmp_path / "in.mp4", clip(60))
+    for delay in (0.05, 0.2, 0.5):  # inside start-up: Python, torch and vsrdb still importing
+        p = _start_restore(tmp_path, weights)
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=60)
-        lines = [ln for ln in err.splitlines() if ln.strip()]
-        assert p.returncode in (-signal.SIGINT, 130), (p.returncode, err)
-        assert len(lines) <= 2 and "Traceback" not in err and "interrupted" in err, err
+        _interrupted(p, tmp_path / "out.mp4")
+    # While restoring: the work folder exists once the first frames are being made.
+    p = _start_restore(tmp_path, weights)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "out.mp4.vsrdb-work").exists() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    _interrupted(p, tmp_path / "out.mp4")
+
+
+@pytest.mark.parametrize("where", ["swallowed", "wrapped"])
+def test_a_ctrl_c_that_a_library_swallows_or_wraps_still_stops_the_run(tmp_path, weights, where):
+    # Libraries imported while the command runs drop a KeyboardInterrupt with a bare except:, or
+    # wrap it (Python wraps one raised in __set_name__ in a RuntimeError). The run must stop anyway.
+    body = {
+        "swallowed": "try:\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(1)\nexcept:\n    pass\n",
+        "wrapped": ("class Named:\n    def __set_name__(self, owner, name):\n"
+                    "        os.kill(os.getpid(), signal.SIGINT)\n        time.sleep(1)\n\n"
+                    "class Owner:\n    field = Named()\n"),
+    }[where]
+    (tmp_path / "lib.py").write_text("import os, signal, time\n" + body)
+    make_video(tmp_path / "in.mp4", clip(8))
+    p = _start_restore(tmp_path, weights, "--model-module", str(tmp_path / "lib.py"))
+    _interrupted(p, tmp_path / "out.mp4")
 
 
 # --- training ---------------------------------------------------------------------------------------
@@ -410,3 +502,76 @@ def test_training_never_writes_into_a_read_only_dataset(tmp_path, tmpfs, capsys)
     capsys.readouterr()
     assert main(["train", str(cfg), "--quiet"]) == 2
     _one_line_error(capsys, "data.cache_dir", "cannot write the flow cache")
+
+
+# --- weights ------------------------------------------------------------------------------------------
+
+def test_weights_that_are_not_floating_point_are_refused(tmp_path, weights, capsys):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "ints"
+    folder.mkdir()
+    (folder / "config.json").write_text((Path(weights) / "config.json").read_text())
+    state = load_file(str(Path(weights) / "model.safetensors"))
+    save_file({k: (v * 100).to(torch.int32) for k, v in state.items()}, str(folder / "model.safetensors"))
+    make_video(tmp_path / "in.mp4", clip(3))
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path / "out.mp4", "--weights", folder) == 2
+    _one_line_error(capsys, "model.safetensors: tensor", "holds int32 values; weights must be floating point")
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_checkpoint_config_with_a_value_of_the_wrong_type_is_named(tmp_path, weights, capsys):
+    import json
+    import shutil
+
+    folder = tmp_path / "w"
+    shutil.copytree(weights, folder)
+    record = json.loads((folder / "config.json").read_text())
+    record["config"]["dim"] = "wide"
+    (folder / "config.json").write_text(json.dumps(record))
+    make_video(tmp_path / "in.mp4", clip(3))
+    assert _run(tmp_path / "in.mp4", "-o", tmp_path / "out.mp4", "--weights", folder) == 2
+    _one_line_error(capsys, "config.json", "FMANetConfig.dim must be a whole number, got 'wide'")
+
+
+def test_data_errors_come_before_the_run_folder(tmp_path, capsys):
+    dataset = synth_photo_dataset(tmp_path, (48, 64), photo_size=(24, 32), clip_frames=3, photo_clips=1)  # LR 6x8
+    cfg = write_config(tmp_path / "c.yaml", dataset, tmp_path / "run", **{"data.patch": 20})
+    assert main(["train", str(cfg), "--quiet"]) == 2
+    _one_line_error(capsys, "data.patch 20 is larger than clip", "LR frames (8x6)", "data.patch 6 or less")
+    cfg = write_config(tmp_path / "c.yaml", dataset, tmp_path / "run", seed=-3)
+    assert main(["train", str(cfg), "--quiet"]) == 2
+    _one_line_error(capsys, "c.yaml", "seed must be 0 or more")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_second_training_run_on_one_run_dir_is_refused(tmp_path, capsys):
+    dataset = synth_photo_dataset(tmp_path, (48, 64), photo_size=(24, 32), clip_frames=3, photo_clips=1)
+    cfg = write_config(tmp_path / "c.yaml", dataset, tmp_path / "run", **{"stages.netd.iterations": 100000,
+                                                                          "data.patch": 4, "data.flow": None})
+    first = subprocess.Popen([sys.executable, "-m", "vsrdb", "train", str(cfg), "--quiet"], stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 120
+        log = tmp_path / "run" / "log.csv"
+        while not (log.is_file() and len(log.read_text().splitlines()) > 2) and time.monotonic() < deadline:
+            assert first.poll() is None, first.stderr.read() if first.stderr else ""
+            time.sleep(0.1)
+        assert main(["train", str(cfg), "--quiet", "--resume"]) == 2
+        _one_line_error(capsys, "run: another training run is using this run_dir")
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.kill()
+        first.wait()
+    steps = [line.split(",")[1] for line in log.read_text().splitlines()[1:]]
+    assert len(steps) == len(set(steps))  # every step logged once
+
+
+def test_a_file_name_with_a_newline_or_escape_sequence_stays_one_escaped_line(tmp_path, weights):
+    bad = tmp_path / "holiday\nclip\x1b[31m.mp4"
+    bad.write_bytes(b"not a video at all")
+    done = subprocess.run([sys.executable, "-m", "vsrdb", "restore", str(bad), "-o", str(tmp_path / "out.mp4"),
+                           "--weights", weights, "--quiet"], capture_output=True, text=True)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "\x1b" not in lines[0] and "holiday\\nclip\\x1b[31m.mp4" in lines[0]

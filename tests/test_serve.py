@@ -431,3 +431,120 @@ def test_the_page_restores_an_upload_with_sound_in_headless_chromium(server, tmp
     assert shot.stat().st_size > 10_000
     if os.environ.get("VSRDB_SCREENSHOT"):
         shutil.copy(shot, os.environ["VSRDB_SCREENSHOT"])
+
+
+# --- the work folder is the user's alone ----------------------------------------------------------
+
+def _serve_fails(workdir: Path, *words: str, **popen) -> None:
+    done = subprocess.run([sys.executable, "-m", "vsrdb", "serve", "--port", "0", "--workdir", str(workdir)],
+                          capture_output=True, text=True, timeout=60, **popen)
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_a_work_folder_another_user_could_change_is_refused(tmp_path):
+    work = tmp_path / "work"
+    (work / "jobs").mkdir(parents=True, mode=0o700)
+    work.chmod(0o700)
+    (work / "jobs").chmod(0o777)  # as mkdir makes it under umask 000
+    _serve_fails(work, "must be yours alone", "jobs is writable by group and others (mode 777)")
+    (work / "jobs").chmod(0o700)
+    if os.getuid() == 0:  # a token planted by another user: only root can make one here
+        (work / "token").write_text("k" * 40)
+        os.chown(work / "token", 65534, 65534)
+        _serve_fails(work, "token belongs to another user (uid 65534)")
+
+
+def test_under_umask_000_everything_the_server_makes_is_private(server, tmp_path):
+    old = os.umask(0)
+    try:
+        s = server(workdir=tmp_path / "open")
+    finally:
+        os.umask(old)
+    make_video(tmp_path / "in.mp4", clip(3))
+    status, job = s.upload(tmp_path / "in.mp4")
+    assert status == 201, job
+    s.wait(job["id"], lambda j: j["status"] in ("done", "failed"))
+    for root, dirs, files in os.walk(s.workdir):
+        for name in [root, *(os.path.join(root, d) for d in dirs), *(os.path.join(root, f) for f in files)]:
+            assert os.lstat(name).st_mode & 0o077 == 0, (name, oct(os.lstat(name).st_mode))
+
+
+def test_one_server_per_work_folder(server, tmp_path):
+    s = server()
+    _serve_fails(s.workdir, "another vsrdb serve uses this work folder")
+
+
+def test_a_planted_job_record_is_never_listed_or_run(server, tmp_path):
+    secret = tmp_path / "secret.mp4"  # a video only the server's user can read
+    make_video(secret, clip(3))
+    work = tmp_path / "work"
+    folder = work / "jobs" / "0123456789abcdef"
+    folder.mkdir(parents=True)
+    for p in (work, work / "jobs", folder):
+        p.chmod(0o700)
+    record = {"id": "0123456789abcdef", "name": "x.mp4", "input": str(secret), "output": str(tmp_path / "leak.mp4"),
+              "options": {"model": "builtin", "container": "mp4", "codec": None, "precision": "fp32", "crf": None,
+                          "fps": None}, "status": "queued"}
+    (folder / "job.json").write_text(json.dumps(record))
+    (folder / "job.json").chmod(0o600)
+    s = server()
+    status, jobs = s.json("GET", "/api/jobs")
+    assert status == 200 and jobs["jobs"] == [], jobs
+    time.sleep(1.0)
+    assert not (tmp_path / "leak.mp4").exists()
+
+
+@pytest.mark.parametrize("fps", ["nan", "inf", "1e9", "0.001", "-2"])
+def test_a_frame_rate_out_of_range_is_refused_before_the_upload(server, tmp_path, fps):
+    s = server()
+    make_video(tmp_path / "in.mp4", clip(3))
+    status, body = s.upload(tmp_path / "in.mp4", fps=fps)
+    assert status == 400 and "--fps" in body["error"], body
+    assert not list((s.workdir / "jobs").iterdir())
+
+
+# --- messages ---------------------------------------------------------------------------------------
+
+def _zip_of_frames(path: Path, n: int = 3, *, encrypted: bool = False) -> None:
+    import cv2
+
+    with zipfile.ZipFile(path, "w") as z:
+        for i, f in enumerate(clip(n)):
+            z.writestr(f"f{i}.png", cv2.imencode(".png", f)[1].tobytes())
+    if encrypted:  # the flag a password-protected archive's members carry (zipfile cannot write one)
+        data = bytearray(path.read_bytes())
+        for signature, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local and central headers
+            i = data.find(signature)
+            while i >= 0:
+                data[i + at] |= 0x1
+                i = data.find(signature, i + 4)
+        path.write_bytes(bytes(data))
+
+
+def test_zip_errors_name_the_users_file(tmp_path, monkeypatch):
+    import vsrdb.serve.jobs as jobs
+
+    archive = tmp_path / "input.zip"  # stored under the fixed name; the user called it holiday.zip
+    _zip_of_frames(archive, encrypted=True)
+    with pytest.raises(InputError, match=r"^holiday\.zip: the zip is encrypted \(password-protected\)"):
+        extract_frames_zip(archive, tmp_path / "frames", max_bytes=1 << 30, name="holiday.zip")
+    _zip_of_frames(archive)
+    real = shutil.disk_usage
+    monkeypatch.setattr(jobs.shutil, "disk_usage", lambda p: real(p)._replace(free=1 << 20))
+    with pytest.raises(InputError, match=r"^holiday\.zip: the frames unpack to .*, and the work folder's disk has "
+                                         r"1\.0 MB free"):
+        extract_frames_zip(archive, tmp_path / "frames", max_bytes=1 << 30, name="holiday.zip")
+    assert not (tmp_path / "frames").exists()
+
+
+def test_a_restore_killed_by_a_signal_says_so(tmp_path):
+    from vsrdb.serve.jobs import JobRecord, _error_line
+
+    log = tmp_path / "log.txt"
+    log.write_text("--- 2026-12-06: vsrdb restore input.mp4 -o output.mp4\n")
+    job = JobRecord(id="0123456789abcdef", name="holiday.mp4", input="input.mp4", output="output.mp4", options={})
+    line = _error_line(log, job, -signal.SIGKILL)
+    assert "killed by SIGKILL" in line and "resume" in line and "without a message" not in line

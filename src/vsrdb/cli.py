@@ -10,8 +10,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import __version__
-from .errors import VsrdbError
+from . import __version__, interrupts
+from .errors import VsrdbError, printable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,17 +32,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        interrupts.arm()
         from .models import import_model_module
 
         for module in args.model_module:
             import_model_module(module)
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        interrupts.check()  # a Ctrl-C that some library swallowed still ends the run as one
+        return status
     except VsrdbError as e:
-        print(f"vsrdb {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        if not interrupts.requested():
+            print(f"vsrdb {args.command}: error: {printable(str(e))}", file=sys.stderr)
+            return 2
     except KeyboardInterrupt:
-        print(f"vsrdb {args.command}: interrupted", file=sys.stderr)
-        return 130
+        pass
+    except BaseException:
+        # A KeyboardInterrupt that a library wrapped (a RuntimeError from __set_name__, say) is
+        # still the user's Ctrl-C; anything else is a bug and keeps its traceback.
+        if not interrupts.requested():
+            raise
+    print(f"vsrdb {args.command}: interrupted", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import numpy as np
 from torch import Tensor
 
 from .errors import InputError
-from .files import replace_atomically
+from .files import mark_output_folder, not_replaceable, replace_atomically
 from .precision import resolve_precision
 
 __all__ = ["make_demo_clip", "run_demo"]
@@ -75,8 +75,11 @@ def run_demo(output: str | None = None, *, overwrite: bool = False, frames: int 
         folder = _free_folder(Path("vsrdb-demo"))
     else:
         folder = Path(output)
-        if folder.exists() and not overwrite:
+        if (folder.exists() or folder.is_symlink()) and not overwrite:
             raise InputError(f"{folder}: exists; pass --overwrite to replace it, or choose another folder")
+        problem = not_replaceable(folder) if folder.exists() else None
+        if problem:
+            raise InputError(f"{folder}: {problem}")
     model = load_checkpoint(weights or BUILTIN)
     start = time.perf_counter()
     tmp = folder.with_name(f".{folder.name}.partial")
@@ -98,6 +101,7 @@ def run_demo(output: str | None = None, *, overwrite: bool = False, frames: int 
         window = clip_window(clips[0], key[1], model.frames.length)
         write_report(results, tmp / "report", options, title="vsrdb demo: built-in model vs bicubic",
                      command="vsrdb demo", maps={key: model_maps(model, window)})
+        mark_output_folder(tmp, "vsrdb demo")
         replace_atomically(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -111,7 +115,7 @@ def _write_side_by_side(path: Path, bicubic: list[Tensor], restored: list[Tensor
     """bicubic | restored | ground truth, labelled, as an H.264 video."""
     from fractions import Fraction
 
-    from .data.video import open_writer, read_image, to_array
+    from .video import open_writer, read_image, to_array
 
     with open_writer(path, fps=Fraction(6)) as writer:
         for b, r, s in zip(bicubic, restored, sharp):

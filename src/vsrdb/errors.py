@@ -7,7 +7,7 @@ They derive from ``ValueError`` so library callers that caught ``ValueError`` be
 
 from __future__ import annotations
 
-__all__ = ["VsrdbError", "InputError", "CheckpointError", "ConfigError"]
+__all__ = ["VsrdbError", "InputError", "CheckpointError", "ConfigError", "printable"]
 
 
 class VsrdbError(ValueError):
@@ -24,3 +24,10 @@ class CheckpointError(VsrdbError):
 
 class ConfigError(VsrdbError):
     """A bad training configuration or model setting: names the file or key."""
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``...): a file name holding a
+    newline would break a one-line message, and escape sequences would reach the terminal raw.
+    Letters of any script are kept."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

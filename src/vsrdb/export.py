@@ -21,6 +21,7 @@ from torch import Tensor
 from .errors import InputError
 from .files import replace_atomically
 from .models.family import RestorationModel
+from .ops.fused_conv import unfused
 
 __all__ = ["export_onnx"]
 
@@ -77,7 +78,8 @@ def export_onnx(model: RestorationModel, path: str | os.PathLike, *, opset: int 
     tmp = path.with_name(f".{path.name}.partial")
     try:
         try:
-            with torch.no_grad():
+            # unfused: the graph holds plain convolutions (oneDNN's fused CPU kernels are no ONNX ops)
+            with torch.no_grad(), unfused():
                 program = torch.onnx.export(wrapper, args, dynamo=True, opset_version=opset, input_names=names,
                                             output_names=["output"], dynamic_shapes=shapes, verbose=False)
         except Exception as e:  # torch.export's failures are long; the user needs the gist

@@ -11,7 +11,7 @@ import importlib
 __all__ = ["COMMANDS", "subcommand_registrars"]
 
 # In the order ``vsrdb --help`` lists them.
-COMMANDS = ("info", "demo", "restore", "serve", "evaluate", "train", "synth", "export")
+COMMANDS = ("info", "demo", "restore", "serve", "evaluate", "train", "synth", "data", "export")
 
 
 def subcommand_registrars():

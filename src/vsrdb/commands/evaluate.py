@@ -18,11 +18,11 @@ from pathlib import Path
 
 from ..checkpoints import BUILTIN_MODELS
 from ..data.degrade import load_degradation
-from ..data.video import check_writable_folder
 from ..devices import pick_device
 from ..errors import InputError
-from ..files import write_atomically
+from ..files import not_replaceable, write_atomically
 from ..precision import resolve_precision
+from ..video import check_writable_folder
 from .common import add_device_argument, add_output_flags, add_precision_argument, add_threads_argument
 
 __all__ = ["add_subcommand", "run_evaluate"]
@@ -70,6 +70,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
     for path, what in ((args.json, "--json"), (args.report, "--report")):
         if path and Path(path).exists() and not args.overwrite:
             raise InputError(f"{path}: exists ({what}); pass --overwrite to replace it")
+        problem = not_replaceable(path) if path and Path(path).exists() else None
+        if problem:
+            raise InputError(f"{path}: {problem}")
         if path and not Path(path).absolute().parent.is_dir():
             raise InputError(f"{path}: its folder {Path(path).absolute().parent} does not exist")
         if path:
@@ -85,6 +88,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError("give either --pred DIR --gt DIR, or --data ROOT with --weights/--baseline")
     if args.degrade and args.pred:
         raise InputError("--degrade degrades a dataset's inputs before restoring them: use it with --data")
+    for flag, value, least in (("--max-clips", args.max_clips, 1), ("--num-seq", args.num_seq, 1),
+                               ("--crop-border", args.crop_border, 0)):
+        if value is not None and value < least:
+            raise InputError(f"{flag} must be {least} or more, got {value}")
     _check_outputs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -147,6 +154,11 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
                             for key in r.samples}
                     break
         title = f"vsrdb evaluate: {args.data}"
+    for r in results:
+        if not any(score.frames for score in r.scores.values()):
+            raise InputError(f"{r.name}: no frame was scored: the protocol leaves out frames without a complete "
+                             f"{options.num_seq}-frame window, and no clip is long enough; use --all-frames or a "
+                             "smaller --num-seq")
     payload = results[0].to_json() | {"protocol": vars(options)}
     if len(results) > 1:
         payload["methods"] = {r.name: r.to_json() for r in results}
@@ -195,11 +207,14 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def _no_nan(o):
-    """NaN (a metric with nothing to average, e.g. tOF of a 1-frame clip) as JSON null."""
+    """Floats JSON has no literal for: NaN (a metric with nothing to average, e.g. tOF of a 1-frame
+    clip) as null, and an infinite PSNR (the output equals the ground truth) as the string "inf"."""
     if isinstance(o, dict):
         return {k: _no_nan(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
         return [_no_nan(v) for v in o]
     if isinstance(o, float) and o != o:
         return None
+    if isinstance(o, float) and o in (float("inf"), float("-inf")):
+        return "inf" if o > 0 else "-inf"
     return o

@@ -10,29 +10,28 @@ from fractions import Fraction
 import torch
 
 from ..checkpoints import BUILTIN, load_checkpoint
-from ..data.encode import CODECS
-from ..data.video import OUTPUT_CONTAINERS, check_output_path
 from ..devices import pick_device, use_heap_allocator
-from ..errors import InputError
+from ..errors import InputError, printable
 from ..precision import resolve_precision
-from ..restore.batch import Dist, ProgressFile, expand_inputs, run_jobs, threads_for
+from ..restore.batch import ProgressFile, run_jobs, threads_for
+from ..restore.dist import Dist
+from ..restore.inputs import expand_inputs
 from ..restore.job import RestoreOptions, check_not_input, work_folder
+from ..restore.restorer import Restorer
+from ..video import CODECS, MAX_FPS, MIN_FPS, OUTPUT_CONTAINERS, check_output_path
+from ..video.y4m import PIPE
 from .common import add_device_argument, add_output_flags, add_precision_argument, positive_int
 
-__all__ = ["add_subcommand", "MAX_FPS"]
-
-MAX_FPS = 1000
-
+__all__ = ["add_subcommand"]
 
 def _fps(text: str) -> Fraction:
     try:
         value = Fraction(text)
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate (e.g. 24, 29.97 or 30000/1001)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be positive")
-    if value > MAX_FPS:  # beyond this, containers' millisecond clocks give frames equal timestamps
-        raise argparse.ArgumentTypeError(f"{text} is above {MAX_FPS} frames per second")
+    if not MIN_FPS <= value <= MAX_FPS:
+        raise argparse.ArgumentTypeError(f"{text} must be from {float(MIN_FPS):g} to {float(MAX_FPS):g} frames per "
+                                         "second")
     return value.limit_denominator(1001 * 1000)
 
 
@@ -56,8 +55,14 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                     "chapters, colour tags, timestamps and bit depth are kept. Under torchrun the work is "
                     "shared by all processes.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="video file (anything FFmpeg decodes), folder of png/jpg/tif frames, or folder of videos")
-    p.add_argument("-o", "--output", required=True, help="output video file or PNG folder; a folder for batches")
+                   help="video file (anything FFmpeg decodes), folder of png/jpg/tif frames, or folder of videos; "
+                        "'-' reads a YUV4MPEG2 stream from standard input (ffmpeg ... -f yuv4mpegpipe -)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output video file or PNG folder; a folder for batches; '-' writes to standard output "
+                        "(YUV4MPEG2, or --format mkv)")
+    p.add_argument("--format", choices=("y4m", "mkv"),
+                   help="with -o -: YUV4MPEG2 (default; for x264/x265 --y4m, ffmpeg, mpv) or a streamable Matroska "
+                        "encoded with --codec")
     p.add_argument("--weights", help="checkpoint folder (ours or the authors' model_D/R_best.pt), or a built-in "
                                      "model: 'builtin' (real footage, the default) or 'builtin-clean' (input "
                                      "degraded the REDS way only); vsrdb info lists them")
@@ -84,7 +89,7 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles (default 8)")
     p.add_argument("--max-memory", type=_gigabytes,
                    help="GB for one tile's forward pass (default: 80%% of free GPU memory; on CPU "
-                        "min(half the available memory, 0.3))")
+                        "min(half the available memory, 0.5))")
     p.add_argument("--segment", type=positive_int, default=100,
                    help="frames per work unit: the pieces that resume and parallel runs deal in (default 100)")
     p.add_argument("--threads", type=positive_int, help="CPU threads per process (default: all cores, shared "
@@ -119,20 +124,24 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from ..serve.jobs import die_with_parent_if_asked
+    from ..interrupts import die_with_parent_if_asked
 
     die_with_parent_if_asked()
     if args.resume and args.restart:
         raise InputError("--resume and --restart exclude each other")
+    if PIPE in args.inputs or args.output == PIPE:
+        return _restore_pipe(args)
+    if args.format:
+        raise InputError(f"--format {args.format}: is for -o - (standard output); a file's extension says its format")
     if args.overlap < 0:
         raise InputError(f"--overlap {args.overlap}: must be 0 or more")
     pairs, batch = expand_inputs(args.inputs, args.output, ext=args.ext,
-                                 warn=lambda text: print(f"note: {text}", file=sys.stderr)
+                                 warn=lambda text: print(f"note: {printable(text)}", file=sys.stderr)
                                  if Dist.from_env().rank == 0 else None)
     # The outputs' checks come before the model loads (each job repeats them).
     if not batch:
+        check_not_input(pairs[0][1], [pairs[0][0]])
         out, _ = check_output_path(pairs[0][1], overwrite=args.overwrite)
-        check_not_input(out, [pairs[0][0]])
     else:
         for inp, out in pairs:
             if out.exists() and args.overwrite:
@@ -163,7 +172,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             works = [work_folder(out) for _, out in pairs if work_folder(out).exists()]
             if works:
-                print(f"vsrdb restore: interrupted; finished work is kept in {works[0]}"
+                print(f"vsrdb restore: interrupted; finished work is kept in {printable(str(works[0]))}"
                       f"{f' and {len(works) - 1} more' if len(works) > 1 else ''}: rerun with --resume to "
                       "continue", file=sys.stderr)
             raise
@@ -171,12 +180,15 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             return 0 if all(r.status != "failed" for r in results) else 1
         elapsed = time.perf_counter() - started
         for r in results:
+            shown_out, shown_in = printable(r.output), printable(r.input)
             if r.status == "done":
-                print(f"wrote {r.output}: {r.frames} frames, {r.seconds / max(r.frames, 1):.2f} s/frame")
+                resumed = f" ({r.restored} restored in this run)" if r.restored < r.frames else ""
+                print(f"wrote {shown_out}: {r.frames} frames{resumed}, {r.seconds / max(r.restored, 1):.2f} s/frame"
+                      if r.restored else f"wrote {shown_out}: {r.frames} frames (all restored by an earlier run)")
             elif r.status == "skipped":
-                print(f"skipped {r.input}: {r.output} exists (--overwrite replaces it)")
+                print(f"skipped {shown_in}: {shown_out} exists (--overwrite replaces it)")
             else:
-                print(f"failed {r.input}: {r.message}", file=sys.stderr)
+                print(f"failed {shown_in}: {printable(r.message)}", file=sys.stderr)
         failed = sum(r.status == "failed" for r in results)
         if batch:
             done = sum(r.status == "done" for r in results)
@@ -186,3 +198,85 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     finally:
         dist.stop()
+
+
+def _restore_pipe(args: argparse.Namespace) -> int:
+    """``-`` as the input or the output: one stream straight through, no work folder (see
+    ``vsrdb.restore.stream``). Everything that needs files is refused up front."""
+    from tqdm import tqdm
+
+    from ..restore.stream import open_sink, output_shape, restore_stream, stdin_source
+    from ..video import open_frames
+
+    if len(args.inputs) > 1:
+        raise InputError("a pipe carries one stream: give one input (- for standard input)")
+    for flag, on in (("--resume", args.resume), ("--restart", args.restart)):
+        if on:
+            raise InputError(f"{flag}: a pipe keeps no work to resume (it is read once); restore a file to use it")
+    if Dist.from_env().world > 1:
+        raise InputError("torchrun deals a file's segments out to its processes; a pipe is one stream: run one process")
+    if args.ext or args.progress_file:
+        raise InputError(f"{'--ext' if args.ext else '--progress-file'}: is for files, not a pipe")
+    to_stdout = args.output == PIPE
+    container = args.format or "y4m"
+    if args.format and not to_stdout:
+        raise InputError(f"--format {args.format}: is for -o - (standard output); a file's extension says its format")
+    if to_stdout and sys.stdout.isatty():
+        raise InputError("standard output is a terminal: pipe it into a program (| x265 --y4m - ...) or a file")
+    if to_stdout and container == "y4m" and (args.codec or args.pix_fmt or args.crf is not None or args.lossless):
+        raise InputError("--codec/--pix-fmt/--crf/--lossless encode video; YUV4MPEG2 is raw: use --format mkv")
+    if args.inputs[0] == PIPE and sys.stdin.isatty():
+        raise InputError("standard input is a terminal: pipe a YUV4MPEG2 stream in (ffmpeg -i IN -f yuv4mpegpipe -)")
+    say = (lambda text: print(text, file=sys.stderr)) if to_stdout else print  # standard output carries video
+    source = stdin_source() if args.inputs[0] == PIPE else open_frames(args.inputs[0], fps=args.fps)
+    with source:
+        container_streams = getattr(getattr(source, "container", None), "streams", None)
+        if to_stdout and container_streams is not None and container_streams.audio and not args.no_audio:
+            raise InputError(f"{source.path}: has sound, which a pipe output does not carry; add --no-audio, or "
+                             "write a file")
+        device = pick_device(args.device)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        precision = resolve_precision(args.precision, device)
+        if not args.quiet:
+            print(f"vsrdb restore: {precision.describe()}", file=sys.stderr)
+        model = load_checkpoint(args.weights or BUILTIN)
+        use_heap_allocator()
+        opts = RestoreOptions(codec=args.codec, pix_fmt=args.pix_fmt, crf=args.crf, lossless=args.lossless,
+                              audio=False, fps=args.fps, tile=args.tile, overlap=args.overlap,
+                              max_memory=None if args.max_memory is None else int(args.max_memory * (1 << 30)),
+                              precision=precision.name, outscale=args.outscale, size=args.size)
+        restorer = Restorer(model, device=device, precision=precision, tile=args.tile, overlap=args.overlap,
+                            max_memory=opts.max_memory)
+        size = output_shape(source, restorer, opts, args.output, container)
+        sink = open_sink(args.output, source, opts, size=size, overwrite=args.overwrite, container=container,
+                         stdout=sys.stdout.buffer)
+        bar = tqdm(desc=printable(str(source.path)), unit="frame", disable=args.quiet, file=sys.stderr,
+                   dynamic_ncols=True)
+        started = time.perf_counter()
+        done = [0]
+
+        def on_frame() -> None:
+            done[0] += 1
+            bar.update(1)
+
+        try:
+            with bar:
+                frames = restore_stream(source, sink, restorer, size=size, on_frame=on_frame)
+        except BrokenPipeError:
+            _quiet_stdout()
+            raise InputError(f"standard output: the program reading it closed the pipe after {done[0]} frames") \
+                from None
+    name = "standard output" if to_stdout else printable(args.output)
+    say(f"wrote {name}: {frames} frames, {(time.perf_counter() - started) / frames:.2f} s/frame")
+    return 0
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null: after the reader has gone, Python's own flush at exit
+    would otherwise print a BrokenPipeError of its own."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

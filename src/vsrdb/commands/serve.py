@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..files import user_cache_dir
+from ..files import hold_folder, not_private, user_cache_dir
 from .common import add_device_argument, positive_int
 
 __all__ = ["add_subcommand", "default_workdir"]
@@ -66,15 +66,16 @@ def _models(weights: list[str]) -> dict[str, dict]:
     models: dict[str, dict] = {}
     for name, purpose in BUILTIN_MODELS.items():  # the default first: the page preselects it
         if builtin_weights(name) is not None:
-            models[name] = {"name": f"{name} (fmanet-cpu)", "weights": name, "about": f"x4; for {purpose}"}
+            model = load_checkpoint(name)
+            models[name] = {"name": f"{name} ({model.preset})", "weights": name,
+                            "about": f"x{model.scale}; for {purpose}"}
     for folder in weights:
         model = load_checkpoint(folder)  # a bad folder is refused now, not at the first job
         path = Path(folder).resolve()
         key, n = path.name or "weights", 2
         while key in models:
             key, n = f"{path.name}-{n}", n + 1
-        models[key] = {"name": key, "weights": str(path),
-                       "about": f"{type(model).__name__} from {path.name} (x{getattr(model, 'scale', 4)})"}
+        models[key] = {"name": key, "weights": str(path), "about": f"{model.preset} from {path.name} (x{model.scale})"}
     if not models:
         raise InputError("no model to serve: this installation has no built-in model; pass --weights FOLDER")
     return models
@@ -96,6 +97,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port {args.port}: must be 0 to 65535")
     workdir = (args.workdir or default_workdir()).expanduser().resolve()
+    # Everything the server and its restore children make is the user's alone, whatever umask
+    # the shell had (000 would make job folders anyone may write into).
+    os.umask(0o077)
     try:
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         probe = workdir / ".write-test"
@@ -103,6 +107,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         probe.unlink()
     except OSError as e:
         raise InputError(f"{workdir}: cannot write the work folder ({e.strerror or e})") from None
+    # The token and the job records in it decide who may use the server and what it reads and
+    # writes: another user able to change them could plant a known token or a job.
+    problem = not_private(workdir)
+    if problem:
+        raise InputError(f"the work folder must be yours alone: {problem}; fix it (chown, chmod go-w) or choose "
+                         "another --workdir")
+    hold_folder(workdir, busy=f"{workdir}: another vsrdb serve uses this work folder; stop it first or choose "
+                              "another --workdir")
     models = _models(args.weights)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

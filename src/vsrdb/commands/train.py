@@ -31,13 +31,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: {key!r} is not a key (e.g. stages.joint.iterations)")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
     cfg = load_config(args.config, overrides)
     if args.export:
         from ..train.trainer import export_last
 
         print(f"exported: {export_last(cfg, args.export)}")
         return 0
-    out = Trainer(cfg, resume=args.resume, progress=not args.quiet).run()
+    import torch.distributed as dist
+
+    try:
+        out = Trainer(cfg, resume=args.resume, progress=not args.quiet).run()
+    finally:
+        # Under torchrun: gloo's threads must be gone before the interpreter tears down, or a
+        # rank can die of SIGABRT at exit (seen on a busy machine) after training went well.
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     print(f"trained: {out}")
     return 0

@@ -26,10 +26,11 @@ from torch.utils.data import Dataset
 
 from .degrade import Degradation, degrade_tensors
 from .resize import imresize
-from .video import InputError, list_frames, natural_key, read_image, to_tensor
+from ..video import list_frames, natural_key, read_image, to_tensor
+from ..errors import InputError
 from .windows import window_indices
 
-__all__ = ["Clip", "REDS4", "reds_clips", "gopro_clips", "paired_clips", "find_clips", "validate_clips",
+__all__ = ["lr_size", "Clip", "REDS4", "reds_clips", "gopro_clips", "paired_clips", "find_clips", "validate_clips",
            "WindowDataset"]
 
 REDS4 = ("000", "011", "015", "020")
@@ -136,6 +137,12 @@ def _size(path: Path) -> tuple[int, int]:
             return im.size[1], im.size[0]
     except (OSError, UnidentifiedImageError) as e:
         raise InputError(f"{path}: unreadable image ({e.__class__.__name__})") from None
+
+
+def lr_size(clip: Clip, scale: int = 4) -> tuple[int, int]:
+    """``(height, width)`` of a clip's LR frames, from its first sharp frame's header."""
+    h, w = _size(clip.sharp[0])
+    return h // scale, w // scale
 
 
 def validate_clips(clips: list[Clip], scale: int = 4, min_frames: int = 3) -> None:

@@ -151,7 +151,7 @@ PRESET_SPECS: dict[str, dict[str, Any]] = {
 PRESETS = tuple(PRESET_SPECS)
 
 
-def load_degradation(spec: Any, *, where: str = "degrade") -> Degradation:
+def load_degradation(spec: Any, *, where: str = "--degrade") -> Degradation:
     """A preset name, a YAML/JSON file, a one-line chain, or a mapping (a config's ``degrade:``)."""
     if spec is None or spec == "" or spec == {}:
         return Degradation()
@@ -174,13 +174,15 @@ def load_degradation(spec: Any, *, where: str = "degrade") -> Degradation:
         import yaml
 
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path}: not UTF-8 text (byte {e.start} cannot be decoded)") from None
         except (OSError, yaml.YAMLError) as e:
-            raise InputError(f"{path}: not a readable degradation file ({e})") from None
+            raise InputError(f"{path}: not a readable degradation file ({str(e).splitlines()[0]})") from None
         if not isinstance(data, Mapping):
             raise InputError(f"{path}: a degradation file is a mapping with 'steps:' (or 'preset:')")
         return load_degradation(data.get("degrade", data), where=str(path))
-    return parse_chain(text)
+    return parse_chain(text, where=where)
 
 
 def _from_mapping(spec: Mapping[str, Any], where: str) -> Degradation:
@@ -188,15 +190,29 @@ def _from_mapping(spec: Mapping[str, Any], where: str) -> Degradation:
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)} (use steps:, clean:, or preset: "
                           f"{'|'.join(PRESETS)})")
+    raw_steps = spec.get("steps")
+    if raw_steps is None:
+        raw_steps = []
+    if not isinstance(raw_steps, (list, tuple)):
+        raise ConfigError(f"{where}: steps must be a list of steps (each a mapping with a kind), got {raw_steps!r}")
     steps = []
-    for i, raw in enumerate(spec.get("steps") or []):
+    for i, raw in enumerate(raw_steps):
         if not isinstance(raw, Mapping) or "kind" not in raw:
             raise ConfigError(f"{where}: step {i + 1} needs a kind ({', '.join(STEP_PARAMS)})")
         steps.append(_step(dict(raw), f"{where}: step {i + 1}"))
-    clean = float(spec.get("clean", 0.0))
-    if not 0 <= clean <= 1:
-        raise ConfigError(f"{where}: clean {clean} is a probability, between 0 and 1")
+    clean = _probability(spec.get("clean", 0.0), "clean", where)
     return Degradation(tuple(steps), clean, str(spec.get("name", where)))
+
+
+def _number(v: Any) -> bool:
+    """A finite int or float (not a bool, which YAML and Python also call a number)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _probability(value: Any, what: str, where: str) -> float:
+    if not _number(value) or not 0 <= value <= 1:
+        raise ConfigError(f"{where}: {what} {value!r} is a probability: a number between 0 and 1")
+    return float(value)
 
 
 def _step(raw: dict[str, Any], where: str) -> Step:
@@ -206,9 +222,7 @@ def _step(raw: dict[str, Any], where: str) -> Step:
         kind = "video"
     if kind not in STEP_PARAMS:
         raise ConfigError(f"{where}: unknown kind {kind!r} (use {', '.join(STEP_PARAMS)} or {', '.join(CODECS)})")
-    prob = float(raw.pop("prob", 1.0))
-    if not 0 <= prob <= 1:
-        raise ConfigError(f"{where}: prob {prob} is a probability, between 0 and 1")
+    prob = _probability(raw.pop("prob", 1.0), "prob", where)
     unknown = set(raw) - set(STEP_PARAMS[kind])
     if unknown:
         raise ConfigError(f"{where}: {kind} takes {', '.join(STEP_PARAMS[kind])}, not {', '.join(sorted(unknown))}")
@@ -225,12 +239,36 @@ def _values(spec: Any) -> list[Any]:
     return [spec]
 
 
+def _check_shape(step: Step, name: str, spec: Any, where: str) -> None:
+    """A value spec is drawable: a choice map has numeric weights, not all 0; a list is not
+    empty; a [lo, hi] range does not go down."""
+    what = f"{where}: {step.kind} {name}"
+    if isinstance(spec, Mapping):
+        if not spec:
+            raise ConfigError(f"{what}: an empty choice {{}}: give at least one value and its weight")
+        for key, weight in spec.items():
+            if not _number(weight) or weight < 0:
+                raise ConfigError(f"{what}: the weight of {key!r} must be a number, 0 or more, got {weight!r}")
+        if not sum(spec.values()) > 0:
+            raise ConfigError(f"{what}: every weight is 0; one at least must be more")
+    elif isinstance(spec, (list, tuple)):
+        if not spec:
+            raise ConfigError(f"{what}: an empty list []: give a value, a [lo, hi] range or choices")
+        if len(spec) == 2 and all(_number(v) for v in spec) and spec[0] > spec[1]:
+            raise ConfigError(f"{what}: the range {list(spec)} goes down; write [{spec[1]}, {spec[0]}]")
+
+
 def _check_step(step: Step, where: str) -> None:
     """Ranges checked when the spec is read, not at the first clip an hour into training."""
+    for name, spec in step.params.items():
+        _check_shape(step, name, spec, where)
+
     def numbers(name: str, lo: float, hi: float) -> None:
         for v in _values(step.params.get(name, STEP_PARAMS[step.kind][name])):
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
+            if not _number(v) or not lo <= v <= hi:
                 raise ConfigError(f"{where}: {step.kind} {name} {v!r} must be a number in [{lo}, {hi}]")
+            if name in INTEGER_PARAMS and v != int(v):
+                raise ConfigError(f"{where}: {step.kind} {name} {v!r} must be a whole number")
 
     def choices(name: str, allowed: Sequence[str]) -> None:
         for v in _values(step.params.get(name, STEP_PARAMS[step.kind][name])):
@@ -257,11 +295,12 @@ def _check_step(step: Step, where: str) -> None:
         numbers("fps", 1, 240)
 
 
-def parse_chain(text: str) -> Degradation:
+def parse_chain(text: str, *, where: str = "--degrade") -> Degradation:
     """``noise:3,h264:crf=23`` -> a fixed chain. Steps are comma-separated; a step is a kind
     (``resize``, ``noise``, ``poisson``, ``jpeg`` or a codec ``h264|h265|vp9|mpeg4``) with
     ``:``-separated settings, ``name=value`` or one bare value for the main one (noise: sigma,
-    jpeg: quality, resize: scale, a codec: crf; mpeg4: bpp). ``clean`` is the empty chain."""
+    jpeg: quality, resize: scale, a codec: crf; mpeg4: bpp). ``clean`` is the empty chain.
+    Errors start with ``where`` (the flag or config key the chain came from)."""
     text = text.strip()
     if text in ("", "clean", "none"):
         return Degradation(name="clean")
@@ -271,7 +310,7 @@ def parse_chain(text: str) -> Degradation:
     for part in text.split(","):
         kind, *settings = part.strip().split(":")
         if kind not in main:
-            raise InputError(f"--degrade {text!r}: unknown step {kind!r} (use {', '.join(main)}, or a preset: "
+            raise InputError(f"{where} {text!r}: unknown step {kind!r} (use {', '.join(main)}, or a preset: "
                              f"{', '.join(PRESETS)})")
         raw: dict[str, Any] = {"kind": kind}
         if kind == "poisson":
@@ -287,11 +326,15 @@ def parse_chain(text: str) -> Degradation:
             try:
                 raw[name] = value if name in ("codec", "preset", "kernel", "back") else float(value)
             except ValueError:
-                raise InputError(f"--degrade {text!r}: {name}={value!r} is not a number") from None
+                raise InputError(f"{where} {text!r}: {name}={value!r} is not a number") from None
+            if isinstance(raw[name], float) and not np.isfinite(raw[name]):
+                raise InputError(f"{where} {text!r}: {name}={value!r} is not a finite number")
             if name in INTEGER_PARAMS:
+                if raw[name] != int(raw[name]):
+                    raise InputError(f"{where} {text!r}: {name}={value!r} must be a whole number")
                 raw[name] = int(raw[name])
         try:
-            steps.append(_step(raw, f"--degrade {text!r}"))
+            steps.append(_step(raw, f"{where} {text!r}"))
         except ConfigError as e:
             raise InputError(str(e)) from None
     return Degradation(tuple(steps), 0.0, text)

@@ -42,7 +42,7 @@ def _dis(centre: np.ndarray, other: np.ndarray) -> np.ndarray:
 def _farneback(centre: np.ndarray, other: np.ndarray) -> np.ndarray:
     import cv2
 
-    return cv2.calcOpticalFlowFarneback(centre, other, None, 0.5, 3, 15, 3, 5, 1.2, 0)  # type: ignore[call-overload]
+    return cv2.calcOpticalFlowFarneback(centre, other, None, 0.5, 3, 15, 3, 5, 1.2, 0)  # type: ignore[call-overload, unused-ignore]
 
 
 def _gray(frame: Tensor | np.ndarray) -> np.ndarray:

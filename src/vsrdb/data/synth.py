@@ -31,7 +31,8 @@ from torch import Tensor
 
 from .degrade import DEGRADATION_FILE, Degradation, degrade_tensors
 from .resize import imresize
-from .video import IMAGE_EXTENSIONS, InputError, list_frames, open_frames, to_tensor
+from ..video import IMAGE_EXTENSIONS, list_frames, open_frames, to_tensor
+from ..errors import InputError
 
 __all__ = ["SynthConfig", "synthesize", "degrade_clip", "photo_clip", "video_clips", "write_clip",
            "exposure_trajectory", "EXPOSURE_LEVELS", "EXPOSURE_FILE"]
@@ -387,6 +388,6 @@ def _looks_like_photo_folder(folder: Path) -> bool:
 
 
 def _load_photo(path: Path) -> Tensor:
-    from .video import read_image
+    from ..video import read_image
 
     return to_tensor(read_image(path))

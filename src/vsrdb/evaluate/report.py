@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from ..data.resize import imresize
-from ..data.video import to_array
-from ..files import write_atomically
+from ..files import mark_output_folder, write_atomically
 from ..models.family import RestorationModel
 from ..ops.pictures import ERROR_RANGE, detail_crop, error_map
+from ..video import to_array
 from .runs import MethodResult
 from .scoring import MOTION_BINS, ScoreOptions
 
@@ -198,6 +198,7 @@ def write_report(results: list[MethodResult], folder: str | Path, options: Score
     folder = Path(folder)
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
+    mark_output_folder(folder, "vsrdb evaluate --report")
     maps = maps or {}
     keys = list(results[0].samples)[:max_samples]
     parts = [f"<h1>{html.escape(title)}</h1>"]

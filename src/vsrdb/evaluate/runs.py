@@ -22,17 +22,9 @@ from torch import Tensor
 from ..data.datasets import Clip
 from ..data.degrade import Degradation, degrade_tensors
 from ..data.resize import imresize
-from ..data.video import (
-    IMAGE_EXTENSIONS,
-    VIDEO_EXTENSIONS,
-    InputError,
-    list_frames,
-    natural_key,
-    open_frames,
-    read_image,
-    to_tensor,
-)
 from ..data.windows import window_indices
+from ..errors import InputError
+from ..video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_frames, natural_key, open_frames, read_image, to_tensor
 from .methods import Method
 from .scoring import ClipScore, ScoreOptions, SequenceScorer, average, exposure_levels, motion_bins
 

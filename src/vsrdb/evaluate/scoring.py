@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import Tensor
 
+from ..errors import InputError
 from .metrics import crop_border, farneback, flow_difference, motion_magnitude, psnr, ssim, to_grey_u8, to_y
 
 __all__ = ["METRICS", "MOTION_BINS", "ScoreOptions", "ClipScore", "SequenceScorer", "excluded_ends", "average",
@@ -90,6 +91,10 @@ class SequenceScorer:
         kept = opt.kept(i, self.length)
         grey_out, grey_gt = to_grey_u8(output), to_grey_u8(target)
         if kept:
+            h, w = output.shape[-2:]
+            if min(h, w) - 2 * opt.border < 11:  # SSIM's 11x11 window must fit what is left
+                raise InputError(f"--crop-border {opt.border} leaves {w - 2 * opt.border}x{h - 2 * opt.border} of "
+                                 f"{w}x{h} frames; PSNR/SSIM need at least 11x11")
             a, b = (to_y(output), to_y(target)) if opt.y_channel else (output, target)
             a, b = crop_border(a, opt.border), crop_border(b, opt.border)
             self.score.frames.append(i)

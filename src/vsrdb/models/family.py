@@ -8,6 +8,8 @@ What a family says about itself:
 
 - ``scale``, ``channel_order``, ``min_size``: the x-factor, the colour order its weights
   expect (``"BGR"`` for the authors' FMA-Net weights) and the smallest LR frame side.
+- ``casts_inputs``: whether it takes fp32 images under reduced precision and casts its own
+  feature path (vsrdb's families), or wants its input in its weights' dtype (the default).
 - ``frames``: a ``FrameNeed``: a sliding window of T frames (FMA-Net, JFFRA), a recurrence
   over frames (HOFFR), or whole sequences.
 - ``input_flow``: the flow estimator whose flow between the input frames the family takes as
@@ -134,6 +136,11 @@ class RestorationModel(nn.Module):
     preset: str = ""             # the registry name ``build`` gave it (families set their default)
     channel_order: str = "RGB"
     weights_meta: Any = None     # ``WeightsMeta`` once loaded from a checkpoint
+    # True: the family takes fp32 images whatever its weights' dtype and casts its feature path
+    # itself, keeping what needs fp32 (warps, image-space sums) there; vsrdb's families do. False
+    # (a family written elsewhere): callers hand it images in its weights' dtype (bf16 or fp16
+    # under --precision), so its first convolution gets the dtype it runs in.
+    casts_inputs: bool = False
 
     # ------------------------------------------------------------------ what it needs
 

@@ -30,12 +30,15 @@ from ..ops.dynamic_filter import (
     normalize_downsampling_kernels,
     normalize_upsampling_kernels,
 )
+from ..ops.fused_conv import conv2d_lrelu
+from ..ops.inference import eager_inference
 from ..ops.losses import temporal_terms
 from ..ops.pictures import colorize_flow, kernel_mosaic
 from ..ops.warp import image_flow_warp
 from .blocks import (
     FRMA,
     RRDB,
+    ConvStack,
     FrameConv,
     TemporalConv3d,
     cat_channels,
@@ -43,6 +46,7 @@ from .blocks import (
     channels_to_seq,
     compute_dtype,
     lrelu,
+    stack_frames,
 )
 from .family import FrameNeed, LossFn, RestorationModel, TrainingStage
 from .inputs import check_video_inputs
@@ -146,9 +150,9 @@ class FMANetConfig:
         return 8 * self.num_seq * self.dim + 12 * self.dim
 
 
-def _head(c_in: int, c_mid: int, c_out: int, bias: bool) -> nn.Sequential:
+def _head(c_in: int, c_mid: int, c_out: int, bias: bool) -> ConvStack:
     """One small head: conv, LeakyReLU, conv, all per frame (every head in FMA-Net has this shape)."""
-    return nn.Sequential(FrameConv(c_in, c_mid, 3, bias=bias), lrelu(), FrameConv(c_mid, c_out, 3, bias=bias))
+    return ConvStack(FrameConv(c_in, c_mid, 3, bias=bias), lrelu(), FrameConv(c_mid, c_out, 3, bias=bias))
 
 
 def _frma_stack(cfg: FMANetConfig, *, restoration: bool) -> nn.ModuleList:
@@ -181,7 +185,7 @@ class NetD(nn.Module):
         super().__init__()
         self.cfg = cfg
         c, n3 = cfg.dim, 3 * cfg.num_flow
-        self.feature_extractor = nn.Sequential(
+        self.feature_extractor = ConvStack(
             FrameConv(cfg.in_channels, c, 3, bias=cfg.bias), lrelu(),
             RRDB(c, cfg.growth_rate, cfg.num_dense_layer, cfg.num_rdb, bias=cfg.bias))
         self.frma_blocks = _frma_stack(cfg, restoration=False)
@@ -248,15 +252,18 @@ class HighFrequencyReconstruction(nn.Module):
     # 1/4 + 1/4 (x4 convs) = 3; strips overlap by one more.
     HALO = 4
 
-    def forward(self, fw: Tensor, *, strip_pixels: int = 1 << 13) -> Tensor:
+    def forward(self, fw: Tensor, *, strip_pixels: int = 1 << 16) -> Tensor:
         """Without gradients, frames over ``strip_pixels`` LR pixels run in row strips.
 
         The x4 maps are 16x the LR size (332 MB per 90-channel map at 720x1280); strips
-        with a halo of the receptive field give the same result with a bounded peak.
+        with a halo of the receptive field give the same result with a bounded peak. Each
+        strip recomputes 2 * HALO rows, so strips are only as many as memory needs: a tile
+        the planner sized for NetR's peak (``inference_values_per_pixel``) already bounds
+        this branch's (about 32 * dim values per LR pixel), and 180x320 runs in one piece.
         """
         b, c, h, w = fw.shape
         rows = max(1, strip_pixels // w)
-        if torch.is_grad_enabled() or h <= rows:
+        if not eager_inference() or h <= rows:
             return self._branch(fw)
         out = torch.empty(b, self.conv_out.out_channels, 4 * h, 4 * w, device=fw.device, dtype=fw.dtype)
         for r0 in range(0, h, rows):
@@ -266,11 +273,13 @@ class HighFrequencyReconstruction(nn.Module):
         return out
 
     def _branch(self, fw: Tensor) -> Tensor:
-        act = lambda z: F.leaky_relu(z, 0.2, inplace=True)  # noqa: E731
-        x = act(self.conv_in(fw))
-        x = F.pixel_shuffle(act(self.conv1(x)), 2)
-        x = F.pixel_shuffle(act(self.conv2(x)), 2)
-        return self.conv_out(act(self.conv3(x)))
+        def conv_act(conv: nn.Conv2d, z: Tensor) -> Tensor:
+            return conv2d_lrelu(channels_last(z), conv.weight, conv.bias, padding=1)
+
+        x = conv_act(self.conv_in, fw)
+        x = F.pixel_shuffle(conv_act(self.conv1, x), 2)
+        x = F.pixel_shuffle(conv_act(self.conv2, x), 2)
+        return self.conv_out(conv_act(self.conv3, x))
 
 
 @dataclass
@@ -289,7 +298,7 @@ class NetR(nn.Module):
         super().__init__()
         self.cfg = cfg
         c, n3, kd2 = cfg.dim, 3 * cfg.num_flow, cfg.ds_kernel_size ** 2
-        self.feature_extractor = nn.Sequential(
+        self.feature_extractor = ConvStack(
             FrameConv(cfg.in_channels + c, c, 3, bias=cfg.bias), lrelu(),
             RRDB(c, cfg.growth_rate, cfg.num_dense_layer, cfg.num_rdb, bias=cfg.bias))
         self.flow_in = _head(n3, n3, n3, cfg.bias)
@@ -384,6 +393,7 @@ class FMANet(RestorationModel):
     """
 
     preset = "fmanet"
+    casts_inputs = True  # images stay fp32; the feature path is cast (see vsrdb.precision)
 
     def __init__(self, config: FMANetConfig | None = None, **overrides: Any) -> None:
         super().__init__()
@@ -440,7 +450,7 @@ class FMANet(RestorationModel):
         if self.net_r is None:
             raise InputError("a stage-1 model (NetD alone) cannot restore; it needs NetR (stage 2)")
         x = self._frames_major(lr)
-        f0 = torch.stack(list(features), dim=1) if features is not None else None
+        f0 = stack_frames(list(features)) if features is not None else None
         d = self.net_d(x, f0, anchor=False, kernels=False)
         return self.net_r(x, d, anchor=False, kernel_head=self.net_d.kernel_head).output
 
@@ -576,6 +586,21 @@ def fmanet_cpu(**overrides: Any) -> FMANet:
     """A small FMA-Net for training on a CPU in minutes to hours (our preset, not the paper's)."""
     return from_preset(FMANet, FMANetConfig(dim=36, ds_kernel_size=12, us_kernel_size=5, num_rdb=3, growth_rate=12,
                                 num_dense_layer=3, num_flow=3, num_frma=2, num_transformer_block=1,
+                                num_heads=2), overrides)
+
+
+@register_model("fmanet-cpu-l")
+def fmanet_cpu_l(**overrides: Any) -> FMANet:
+    """fmanet-cpu grown into the time the faster inference path freed (issue: the built-in model,
+    version 4): dim 48, growth 16, 4 RDBs, 2 transformer blocks; 1,748,379 parameters, 1.8x the work.
+
+    Chosen by ``benchmarks/builtin_shape.py``: the largest candidate whose time per frame stays
+    within version 3.1's before that speed-up (on an AMX Xeon: 3.27 s end to end in fp32 against
+    3.41, 1.92 s in bf16 against 2.16). Growth 16 fills AVX-512's 16-wide fp32 lanes; dim 54 or 60
+    costs more time than its work (docs/builtin-model.md).
+    """
+    return from_preset(FMANet, FMANetConfig(dim=48, ds_kernel_size=12, us_kernel_size=5, num_rdb=4, growth_rate=16,
+                                num_dense_layer=3, num_flow=3, num_frma=2, num_transformer_block=2,
                                 num_heads=2), overrides)
 
 

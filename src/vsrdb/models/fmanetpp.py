@@ -548,6 +548,7 @@ class FMANetPP(RestorationModel):
     """
 
     preset = "fmanetpp"
+    casts_inputs = True  # images stay fp32; the feature path is cast (see vsrdb.precision)
 
     def __init__(self, config: FMANetPPConfig | None = None, **overrides: Any) -> None:
         super().__init__()

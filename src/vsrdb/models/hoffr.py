@@ -210,6 +210,7 @@ class HOFFR(RestorationModel):
     """
 
     preset = "hoffr"
+    casts_inputs = True  # images stay fp32; the feature path is cast (see vsrdb.precision)
 
     def __init__(self, config: HOFFRConfig | None = None, **overrides: Any) -> None:
         super().__init__()

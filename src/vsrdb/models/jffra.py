@@ -164,6 +164,7 @@ class JFFRA(RestorationModel):
     """
 
     preset = "jffra"
+    casts_inputs = True  # images stay fp32; the feature path is cast (see vsrdb.precision)
 
     def __init__(self, config: JFFRAConfig | None = None, **overrides: Any) -> None:
         super().__init__()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
@@ -67,10 +68,32 @@ def from_preset(model_cls: Callable[..., M], base: Any, overrides: dict[str, Any
     if unknown:
         raise ConfigError(f"unknown {type(base).__name__} field(s): {', '.join(unknown)}; "
                           f"known: {', '.join(sorted(names))}")
+    for key, value in overrides.items():
+        _check_type(base, key, value)
     try:
         return model_cls(replace(base, **overrides))
     except ValueError as e:  # the config's own checks (__post_init__)
         raise ConfigError(str(e)) from None
+
+
+def _check_type(base: Any, key: str, value: Any) -> None:
+    """An override has its field's type (that of the preset's value): ints for ints (not bools),
+    finite numbers for floats, text for text. Checkpoint configs and ``model_args`` are user files."""
+    want = type(getattr(base, key))
+    name = f"{type(base).__name__}.{key}"
+    if want is bool:
+        ok = isinstance(value, bool)
+    elif want is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif want is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif want is str:
+        ok = isinstance(value, str)
+    else:
+        return  # a field without a plain type: the config's own checks decide
+    if not ok:
+        kind = {bool: "true or false", int: "a whole number", float: "a finite number", str: "text"}[want]
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
 
 
 def check_positive(config: Any, names: Iterable[str]) -> None:

@@ -50,6 +50,10 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], source: Pat
         if tuple(state[name].shape) != tuple(ref.shape):
             raise CheckpointError(f"{source}: tensor {name!r} has shape {tuple(state[name].shape)}, "
                                   f"expected {tuple(ref.shape)}")
+        # Integers of the right shapes would be converted silently and restore a near-constant video.
+        if ref.is_floating_point() and not state[name].is_floating_point():
+            raise CheckpointError(f"{source}: tensor {name!r} holds {str(state[name].dtype).replace('torch.', '')} "
+                                  "values; weights must be floating point")
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
         raise CheckpointError(f"{source}: unexpected tensor {unexpected[0]!r}"

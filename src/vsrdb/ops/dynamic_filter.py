@@ -114,6 +114,24 @@ def dynamic_upsample(frames: Tensor, kernels: Tensor, scale: int) -> Tensor:
     return out.reshape(b, c, h * scale, w * scale)
 
 
+def _pixel_windows(x: Tensor, ks: int) -> Tensor:
+    """``[B, C, H, W]`` -> ``[B*H*W, C + 1, k*k]``: each pixel's replicate-padded k x k window
+    per channel (pixels in row-major order), and a last row of ones.
+
+    The row of ones makes one matrix product give each kernel's sum next to the filtered
+    values (see ``dynamic_upsample_streamed``).
+    """
+    b, c, h, w = x.shape
+    pad = ks // 2
+    xp = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    sb, sc, sh, sw = xp.stride()
+    windows = xp.as_strided((b, h, w, c, ks, ks), (sb, sh, sw, sc, sh, sw))
+    out = x.new_empty(b * h * w, c + 1, ks * ks)
+    out[:, :c].view(b, h, w, c, ks, ks).copy_(windows)
+    out[:, c].fill_(1.0)
+    return out
+
+
 def dynamic_upsample_streamed(frame: Callable[[int], tuple[Tensor, Tensor]], t: int, scale: int) -> Tensor:
     """``dynamic_upsample(frames, normalize_upsampling_kernels(logits))`` one frame at a time.
 
@@ -122,36 +140,46 @@ def dynamic_upsample_streamed(frame: Callable[[int], tuple[Tensor, Tensor]], t: 
     and every sum accumulates frame by frame: the T * s^2 * k^2 kernel channels (1200 per
     pixel for the released model) never exist at once.
 
+    Each pixel's sum over its window is a small matrix product, windows ``[C+1, k*k]`` times
+    kernels ``[k*k, s*s]`` (the extra row of ones gives sum(K)), done for all pixels by one
+    batched matmul per frame: on CPU about 30x faster than k*k strided multiply-adds over
+    the HR-sized accumulator, and no extra pass over the kernels for their sums.
+
     Args:
-        frame: ``i -> (frame_i [B, C, H, W], logits_i [B, s*s*k*k, H, W])``.
+        frame: ``i -> (frame_i [B, C, H, W], logits_i [B, s*s*k*k, H, W])``; the logits are
+            read fastest channels-last (as the kernel head's convolution writes them).
         t: number of frames T.
     Returns:
         ``[B, C, sH, sW]``, equal to the batched version up to float rounding.
     """
-    acc = ksum = psum = None
+    acc = psum = None
     kk = 0
+    shape = None
     for i in range(t):
         x, logits = frame(i)
         b, c, h, w = x.shape
         kk = logits.shape[1] // (scale * scale)
         ks = int(round(kk ** 0.5))
-        patches = _frame_patches(x.unsqueeze(1), ks, 1, ks // 2)[:, 0]  # [B, C, k*k, H, W]
-        k = logits.reshape(b, scale * scale, kk, h, w)
+        # Sums of T*k*k terms accumulate in fp32 at least, whatever the kernels' dtype.
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        windows = _pixel_windows(x.to(dtype), ks)  # [N, C+1, k*k]
+        # [B, s*s*k*k, H, W] -> [N, k*k, s*s] (a view when the logits are channels-last; converted
+        # first, while the layout is dense, which is twice as fast as converting the view)
+        kernels = logits.to(dtype).permute(0, 2, 3, 1).reshape(b * h * w, scale * scale, kk).transpose(1, 2)
         if acc is None:
-            # Sums of T*k*k terms accumulate in fp32 at least, whatever the kernels' dtype.
-            dtype = torch.promote_types(x.dtype, torch.float32)
-            acc = x.new_zeros(b, c, scale * scale, h, w, dtype=dtype)
-            ksum = x.new_zeros(b, 1, scale * scale, h, w, dtype=dtype)
-            psum = x.new_zeros(b, c, 1, h, w, dtype=dtype)
-        assert ksum is not None and psum is not None
-        for j in range(kk):
-            acc.addcmul_(patches[:, :, j:j + 1], k[:, None, :, j])
-        ksum += k.sum(dim=2, dtype=ksum.dtype).unsqueeze(1)
-        psum += patches.sum(dim=2, keepdim=True, dtype=psum.dtype)
-    n = t * kk
-    if acc is None or ksum is None or psum is None:
+            acc = torch.bmm(windows, kernels)  # [N, C+1, s*s]: filtered values, and sum(K) last
+            psum = windows[:, :c].sum(dim=2, keepdim=True)
+            shape = (b, c, h, w)
+        else:
+            assert psum is not None
+            acc.baddbmm_(windows, kernels)
+            psum += windows[:, :c].sum(dim=2, keepdim=True)
+        del windows, kernels
+    if acc is None or psum is None or shape is None:
         raise ValueError("dynamic_upsample_streamed needs at least one frame")
-    acc.addcmul_(psum, (1.0 - ksum) / n)
-    b, c, _, h, w = acc.shape
-    out = acc.reshape(b, c, scale, scale, h, w).permute(0, 1, 4, 2, 5, 3)
+    b, c, h, w = shape
+    n = t * kk
+    out = acc[:, :c].addcmul_(psum, (1.0 - acc[:, c:]) / n)  # [N, C, s*s]
+    # (pixel, channel, sub-pixel i*s + j) -> HR pixel (h*s + i, w*s + j)
+    out = out.view(b, h, w, c, scale, scale).permute(0, 3, 1, 4, 2, 5)
     return out.reshape(b, c, h * scale, w * scale)

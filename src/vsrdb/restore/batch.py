@@ -17,68 +17,20 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from ..data.video import IMAGE_EXTENSIONS, OUTPUT_CONTAINERS, VIDEO_EXTENSIONS, InputError, natural_key
 from ..devices import pick_device
+from ..errors import InputError, printable
 from ..files import write_atomically
 from ..models.family import RestorationModel
+from .dist import Dist
 from .job import Job, RestoreOptions, model_fingerprint, work_folder
 from .restorer import Restorer
 
-__all__ = ["expand_inputs", "run_jobs", "restore_video", "Dist", "JobResult", "ProgressFile"]
-
-
-@dataclass
-class Dist:
-    """This process's place among torchrun's processes (one process: rank 0 of 1)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    local_world: int = 1
-
-    @classmethod
-    def from_env(cls) -> "Dist":
-        env = os.environ
-        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)),
-                   int(env.get("LOCAL_WORLD_SIZE", 1)))
-
-    def start(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            # gloo only coordinates here (plans, barriers, results); the work is in the files.
-            # A long wait at the final barrier is normal when ranks finish unevenly.
-            dist.init_process_group("gloo", timeout=timedelta(days=7))
-
-    def stop(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-    def broadcast(self, obj):
-        if self.world == 1:
-            return obj
-        import torch.distributed as dist
-
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def gather(self, obj) -> list:
-        if self.world == 1:
-            return [obj]
-        import torch.distributed as dist
-
-        out = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
+__all__ = ["run_jobs", "restore_video", "JobResult", "ProgressFile"]
 
 
 @dataclass
@@ -89,6 +41,7 @@ class JobResult:
     message: str = ""
     frames: int = 0
     seconds: float = 0.0
+    restored: int = 0  # frames the model restored in this run (fewer than ``frames`` after --resume)
 
 
 class ProgressFile:
@@ -111,69 +64,6 @@ class ProgressFile:
             write_atomically(self.path, json.dumps(self.state))
 
 
-def expand_inputs(inputs: list[str], output: str, *, ext: str | None,
-                  warn: Callable[[str], None] | None = None) -> tuple[list[tuple[Path, Path]], bool]:
-    """(input, output) pairs, and whether this is a batch (OUTPUT is a folder of outputs).
-
-    One input that is a video file or a folder of frames: OUTPUT is its output. Several
-    inputs, or a folder of videos: OUTPUT is a folder; each output is named after its input,
-    with ``ext`` (default: the input's own container when it can be written, else .mkv; frame
-    folders give PNG folders)."""
-    paths = [Path(p) for p in inputs]
-    expanded: list[Path] = []
-    batch = len(paths) > 1
-    sources: dict[Path, Path] = {}  # a folder of videos' videos -> the folder
-    for p in paths:
-        if p.is_dir():
-            # What a folder is follows from what it holds: any video makes it a folder of videos
-            # (its images are reported and skipped); a frame folder holds frames only.
-            files = [q for q in p.iterdir() if q.is_file() and not q.name.startswith(".")]
-            videos = sorted((q for q in files if q.suffix.lower() in VIDEO_EXTENSIONS), key=lambda q: natural_key(q.name))
-            if videos:
-                images = [q.name for q in files if q.suffix.lower() in IMAGE_EXTENSIONS]
-                if images and warn is not None:
-                    warn(f"{p}: a folder of videos; its {len(images)} image file(s) ({', '.join(sorted(images)[:3])}"
-                         f"{', ...' if len(images) > 3 else ''}) are skipped (a frame folder holds frames only)")
-                expanded += videos
-                sources.update({v: p for v in videos})
-                batch = True
-                continue
-        expanded.append(p)
-    if ext is not None:
-        ext = "" if ext.lower() in ("png", ".png", "frames") else ("." + ext.lstrip(".")).lower()
-        if ext and ext not in OUTPUT_CONTAINERS:
-            raise InputError(f"--ext {ext}: unknown output extension (use one of "
-                             f"{', '.join(sorted(OUTPUT_CONTAINERS))}, or png for frame folders)")
-    if not batch:
-        return [(expanded[0], Path(output))], False
-    outdir = Path(output)
-    if outdir.suffix.lower() in OUTPUT_CONTAINERS:
-        raise InputError(f"{outdir}: several inputs need an output folder, not a file name")
-    pairs: list[tuple[Path, Path]] = []
-    seen: dict[Path, Path] = {}
-    for p in expanded:
-        if ext is not None:
-            suffix = ext if (p.is_file() or ext) else ""
-        elif p.is_dir():
-            suffix = ""
-        else:
-            suffix = p.suffix.lower() if p.suffix.lower() in OUTPUT_CONTAINERS else ".mkv"
-        out = outdir / (p.stem if p.is_file() else p.name)
-        out = out.with_name(out.name + suffix)
-        if out in seen:
-            raise InputError(f"{p}: its output {out} would also be {seen[out]}'s (same name); rename one of them")
-        seen[out] = p
-        pairs.append((p, out))
-    # An output folder in (or equal to) an input folder would be scanned as input next time,
-    # and its outputs could be taken for inputs now.
-    real_out = Path(os.path.realpath(outdir))
-    for folder in {*(p for p in paths if p.is_dir()), *sources.values()}:
-        real_in = Path(os.path.realpath(folder))
-        if real_out == real_in or real_in in real_out.parents:
-            raise InputError(f"{outdir}: lies inside the input folder {folder}; choose an output folder outside it")
-    return pairs, True
-
-
 def run_jobs(pairs: list[tuple[Path, Path]], model: RestorationModel, opts: RestoreOptions, *, batch: bool,
              device: str = "auto", overwrite: bool = False, resume: bool = False, restart: bool = False,
              progress: bool = True, dist: Dist | None = None, log: Callable[[str], None] | None = None,
@@ -181,7 +71,7 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: RestorationModel, opts: Rest
     """Plan, restore and finish every (input, output) pair; returns one result each (on every rank).
     ``progress_file``: where this process also reports its frames (see ``ProgressFile``)."""
     dist = dist or Dist()
-    say = log or (lambda text: print(text, file=sys.stderr))
+    say = log or (lambda text: print(printable(text), file=sys.stderr))
     say0 = say if dist.rank == 0 else (lambda text: None)
     dev = pick_device(device, local_rank=dist.local_rank if dist.world > 1 else None)
     # The fingerprint is of the weights as loaded, before the Restorer casts them; the
@@ -230,13 +120,14 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: RestorationModel, opts: Rest
         if u % dist.world == dist.rank:
             mine.setdefault(n, []).extend(segs)
     failures: dict[int, str] = {}
+    restored: dict[int, int] = {}  # job -> frames this process restored
     kept: set[int] = set()  # failed jobs whose finished work stays for --resume
     started: dict[int, float] = {}
     for n, ks in mine.items():
         job = jobs[n]
         started[n] = time.perf_counter()
         total = sum(_segment_len(job, k) for k in ks)
-        desc = job.input.name + (f" [rank {dist.rank}]" if dist.world > 1 else "")
+        desc = printable(job.input.name) + (f" [rank {dist.rank}]" if dist.world > 1 else "")
         bar = _bar(total, desc, progress, position=dist.local_rank)
         counted = [job.spec.frames - sum(_segment_len(job, k) for k in job.pending())]
 
@@ -251,7 +142,7 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: RestorationModel, opts: Rest
                                  frames_done=counted[0], frames_total=job.spec.frames)
         try:
             with bar:
-                job.run(restorer, ks, on_frame=on_frame)
+                restored[n] = job.run(restorer, ks, on_frame=on_frame)
         except InputError as e:
             failures[n] = str(e)
             if not batch and dist.world == 1:
@@ -268,9 +159,12 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: RestorationModel, opts: Rest
             if not batch and dist.world == 1:
                 raise InputError(failures[n]) from None
     all_failures: dict[int, str] = {}
-    for f, k in dist.gather((failures, kept)):
+    all_restored: dict[int, int] = {}
+    for f, k, r in dist.gather((failures, kept, restored)):
         all_failures.update(f)
         kept |= k
+        for n, count in r.items():
+            all_restored[n] = all_restored.get(n, 0) + count
     if dist.rank == 0:
         for n, job in jobs.items():
             start = started.get(n, time.perf_counter())
@@ -286,7 +180,7 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: RestorationModel, opts: Rest
                 if progress_file is not None:
                     progress_file.update(force=True, state="done", frames_done=frames)
                 results[n] = JobResult(str(job.input), str(job.output), "done", "", frames,
-                                       time.perf_counter() - start)
+                                       time.perf_counter() - start, all_restored.get(n, 0))
             except InputError as e:
                 job.discard()
                 if not batch and dist.world == 1:
@@ -335,4 +229,5 @@ def restore_video(input_path: str, output_path: str, model, *, device: str = "au
     [result] = run_jobs([(Path(input_path), Path(output_path))], model, opts, batch=False, device=device,
                         overwrite=overwrite, resume=resume, progress=progress)
     elapsed = time.perf_counter() - start
-    return {"frames": result.frames, "seconds": elapsed, "seconds_per_frame": elapsed / max(result.frames, 1)}
+    return {"frames": result.frames, "restored": result.restored, "seconds": elapsed,
+            "seconds_per_frame": elapsed / max(result.restored, 1)}

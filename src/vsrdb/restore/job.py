@@ -32,11 +32,22 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from ..data.encode import OutputFormat, VideoEncoder, choose_format, join_segments, set_display_rotation
 from ..data.resize import resample
-from ..data.video import InputError, check_output_path, open_frames, read_image, replace_atomically, to_array, to_tensor
-from ..files import format_bytes, write_atomically
+from ..errors import InputError
+from ..files import format_bytes, hold_folder, mark_output_folder, release_folder, replace_atomically, write_atomically
 from ..models.family import RestorationModel
+from ..video import (
+    OutputFormat,
+    VideoEncoder,
+    check_output_path,
+    choose_format,
+    join_segments,
+    open_frames,
+    read_image,
+    set_display_rotation,
+    to_array,
+    to_tensor,
+)
 from .restorer import Restorer, TilePlan
 
 __all__ = ["JobSpec", "Job", "WORK_SUFFIX", "model_fingerprint", "check_not_input", "RestoreOptions",
@@ -146,13 +157,14 @@ def _input_id(path: Path) -> tuple[int, int]:
 
 
 def output_size(path: Path, height: int, width: int, scale: int, opts: RestoreOptions,
-                fmt: OutputFormat | None) -> tuple[int, int]:
+                pix_fmt: str | None) -> tuple[int, int]:
     """The output's (height, width) from ``--outscale``/``--size``, refused before any work when
-    impossible. With ``--outscale`` a video with subsampled chroma gets the nearest even sides."""
+    impossible. With ``--outscale`` an output with subsampled chroma (``pix_fmt``; None for PNG
+    frames) gets the nearest even sides."""
     if opts.outscale is not None and opts.size is not None:
         raise InputError("--outscale and --size exclude each other")
     full = (height * scale, width * scale)
-    subsampled = fmt is not None and any(k in fmt.pix_fmt for k in ("420", "422", "nv12", "p010"))
+    subsampled = pix_fmt is not None and any(k in pix_fmt for k in ("420", "422", "411", "nv12", "p010"))
     if opts.outscale is not None:
         if not 1 <= opts.outscale <= scale:
             raise InputError(f"--outscale {opts.outscale:g}: must be between 1 and the model's scale ({scale})")
@@ -164,8 +176,8 @@ def output_size(path: Path, height: int, width: int, scale: int, opts: RestoreOp
         if h > full[0] or w > full[1]:
             raise InputError(f"--size {w}x{h}: larger than the model's x{scale} output of {path} "
                              f"({full[1]}x{full[0]}); vsrdb does not upscale further by interpolation")
-        if subsampled and (w % 2 or h % 2) and fmt is not None:
-            raise InputError(f"--size {w}x{h}: {fmt.pix_fmt} video needs even sides (or use --pix-fmt yuv444p)")
+        if subsampled and (w % 2 or h % 2):
+            raise InputError(f"--size {w}x{h}: {pix_fmt} video needs even sides (or use --pix-fmt yuv444p)")
         return (h, w)
     return full
 
@@ -212,7 +224,7 @@ def _input_hash(path: Path, chunk: int = 1 << 20) -> str:
                 h.update(f.read(chunk))
 
     if path.is_dir():
-        from ..data.video import list_frames
+        from ..video import list_frames
 
         files = list_frames(path)
         for p in files:
@@ -240,8 +252,8 @@ class Job:
              overwrite: bool, resume: bool, restart: bool, note: Callable[[str], None] = print) -> "Job":
         """Check the input and output, choose the format and ``restorer``'s tiles, and create
         (or, resuming, check) the work folder. Raises InputError naming the file."""
+        check_not_input(Path(output), [input_path])  # first: that the input is safe says the most
         output, kind = check_output_path(output, overwrite=overwrite)
-        check_not_input(output, [input_path])
         with open_frames(input_path, fps=opts.fps) as source:
             source.read_frame_metadata()
             fmt = None
@@ -265,7 +277,8 @@ class Job:
             if min(source.height, source.width) < min_size:
                 raise InputError(f"{input_path}: frames are {source.width}x{source.height}; the model needs at "
                                  f"least {min_size}x{min_size}")
-            out_size = output_size(input_path, source.height, source.width, restorer.scale, opts, fmt)
+            out_size = output_size(input_path, source.height, source.width, restorer.scale, opts,
+                                   fmt.pix_fmt if fmt is not None else None)
             plan = restorer.make_plan(source.height, source.width)
             _check_memory(input_path, source, restorer)
             _check_disk(output, kind, planned, opts.segment, source, restorer.scale)
@@ -366,8 +379,9 @@ class Job:
         return self.work / "frames" / f"{i:08d}.png"
 
     # --- restoring units ---------------------------------------------------------------
-    def run(self, restorer: Restorer, segments: list[int], *, on_frame: Callable[[], None] = lambda: None) -> None:
-        """Restore the given segments (in order) in one decode pass over the input."""
+    def run(self, restorer: Restorer, segments: list[int], *, on_frame: Callable[[], None] = lambda: None) -> int:
+        """Restore the given segments (in order) in one decode pass over the input; returns the
+        number of frames the model restored (not those an earlier, killed run had kept)."""
         spec = self.spec
         restorer.use_plan(TilePlan.grid(*spec.size, *spec.tiles))
         before, after = restorer.context
@@ -377,18 +391,20 @@ class Job:
                 raise InputError(f"{self.input}: frames are now {source.width}x{source.height}; the job was "
                                  f"planned for {spec.size[1]}x{spec.size[0]}")
             tap = _Tap(source, keep=before + after + 2)
+            restored = 0
             for k in sorted(segments):
                 if self.done(k):
                     continue
                 try:
-                    self._run_segment(k, restorer, tap, before, recurrent, on_frame)
+                    restored += self._run_segment(k, restorer, tap, before, recurrent, on_frame)
                 except InputError as e:  # the Restorer's own errors do not know the file
                     if str(e).startswith(str(self.input)):
                         raise
                     raise InputError(f"{self.input}: {e}") from None
+        return restored
 
     def _run_segment(self, k: int, restorer: Restorer, tap: "_Tap", before: int, recurrent: bool,
-                     on_frame: Callable[[], None]) -> None:
+                     on_frame: Callable[[], None]) -> int:
         spec = self.spec
         start, stop = spec.bounds(k)
         # Frames restored before a kill are reused (window models: each frame depends only on its window).
@@ -446,6 +462,7 @@ class Job:
         finally:
             if encoder is not None:
                 encoder.abort()
+        return got - cached
 
     # --- the end -------------------------------------------------------------------------
     def finish(self, *, note: Callable[[str], None] = print) -> int:
@@ -468,6 +485,7 @@ class Job:
             files = sorted((self.work / "frames").glob("*.png"))
             if len(files) != total:
                 raise InputError(f"{self.output}: {len(files)} frames written, {total} restored")
+            mark_output_folder(self.work / "frames", "vsrdb restore")
             replace_atomically(self.work / "frames", self.output)
         else:
             muxer = self.format.muxer
@@ -498,36 +516,17 @@ class Job:
         release_work_folder(self.work)
 
 
-# Work folders this process holds: an advisory lock (flock) on the folder itself, taken when
+# Work folders this process holds: an advisory lock (files.hold_folder), taken when
 # a job is planned and kept to its end, so a second run on the same output is refused before
 # it touches anything. The kernel drops the lock when the process dies, however it dies.
-_HELD: dict[str, int] = {}
-
-
 def hold_work_folder(work: Path, output: Path) -> None:
     """Lock ``work`` for this process; InputError if another process holds it."""
-    import fcntl
-
-    key = os.path.realpath(work)
-    if key in _HELD:
-        return
-    try:
-        fd = os.open(work, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError as e:
-        raise InputError(f"{work}: cannot open the work folder ({e.strerror})") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise InputError(f"{output}: another vsrdb run is working on this output (it holds {work}); wait for "
-                         "it to finish or stop it first") from None
-    _HELD[key] = fd
+    hold_folder(work, busy=f"{output}: another vsrdb run is working on this output (it holds {work}); wait for "
+                           "it to finish or stop it first")
 
 
 def release_work_folder(work: Path) -> None:
-    fd = _HELD.pop(os.path.realpath(work), None)
-    if fd is not None:
-        os.close(fd)
+    release_folder(work)
 
 
 def work_folder(output: Path) -> Path:
@@ -541,7 +540,7 @@ def _short_message(path: Path, got: int, spec: JobSpec) -> str:
 
 
 def _format_from(d: dict) -> OutputFormat:
-    from ..data.colour import ColourSpec
+    from ..video.colour import ColourSpec
 
     d = dict(d)
     d["colour"] = ColourSpec(**d["colour"])

@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
+from .. import interrupts
 from ..data.flow import initial_flows
 from ..data.windows import window_indices
 from ..devices import available_memory, release_free_memory
@@ -36,10 +37,12 @@ from ..precision import Precision, resolve_precision
 __all__ = ["Restorer", "TilePlan", "plan_tiles"]
 
 
-# On CPU, tiles down to about 20k LR pixels restore as fast as whole frames (measured with
-# fmanet at 180x320, 2 threads: 19.2 s/frame untiled, 19.9 s in three tiles), so a larger
-# working set buys no speed; this keeps memory low by default.
-CPU_DEFAULT_BUDGET = int(0.3 * (1 << 30))
+# On CPU, tiles down to about 20k LR pixels restore nearly as fast as whole frames (measured
+# with fmanet at 180x320, 2 threads: 19.2 s/frame untiled, 19.9 s in three tiles), so a larger
+# working set buys little speed; this keeps memory low by default while the default model
+# (fmanet-cpu, 0.37 GB at 180x320 in fp32) restores 180x320 in one tile, without the 5 %
+# of its pixels that a second tile's overlap recomputes.
+CPU_DEFAULT_BUDGET = int(0.5 * (1 << 30))
 
 
 def default_budget(device: torch.device) -> int:
@@ -216,6 +219,9 @@ class Restorer:
         self.tile = tile
         self.overlap = overlap
         self.max_memory = max_memory
+        # Images stay fp32 for the families that cast their own feature path (see precision);
+        # any other family gets them in its weights' dtype.
+        self.input_dtype = torch.float32 if model.casts_inputs else self.dtype
         self.bgr = model.channel_order == "BGR"
         self.scale = model.scale
         self.plan: TilePlan | None = None  # chosen from the first frame's size, or given
@@ -322,7 +328,7 @@ class Restorer:
             def tiles() -> Iterator[Tensor]:
                 for y, x, h, w in plan.tiles():
                     tile_state = None if hr_prev is None else \
-                        hr_prev[:, y * scale:(y + h) * scale, x * scale:(x + w) * scale].unsqueeze(0)
+                        hr_prev[:, y * scale:(y + h) * scale, x * scale:(x + w) * scale].unsqueeze(0).to(self.input_dtype)
                     yield self.model.step(before.lr[:, y:y + h, x:x + w].unsqueeze(0),
                                           cur.lr[:, y:y + h, x:x + w].unsqueeze(0), tile_state)[0]
 
@@ -433,9 +439,10 @@ class Restorer:
             self.use_plan(self.make_plan(height, width))
 
         def prepare(img: Tensor) -> _Frame:
+            interrupts.check()  # each frame: a Ctrl-C that a library swallowed still stops the run
             if img.shape[-2:] != (height, width):
                 raise InputError(f"a frame is {img.shape[-1]}x{img.shape[-2]}, the first is {width}x{height}")
-            img = img.to(self.device, torch.float32, non_blocking=True)  # images stay fp32 (see precision)
+            img = img.to(self.device, self.input_dtype, non_blocking=True)
             return _Frame(img.flip(0) if self.bgr else img)
 
         indexed = ((first + k, prepare(img)) for k, img in enumerate(itertools.chain([head], it)))

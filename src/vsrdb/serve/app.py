@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import math
 import secrets
 import shutil
 import time
@@ -33,12 +34,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..data.colour import ColourSpec
-from ..data.encode import CODECS, choose_format
 from ..devices import pick_device
 from ..errors import InputError
 from ..files import format_bytes
 from ..precision import PRECISIONS, resolve_precision
+from ..video import CODECS, MAX_FPS, MIN_FPS, choose_format, list_frames
+from ..video.colour import ColourSpec
 from .jobs import ACTIVE, JobRecord, JobStore, Runner, safe_display_name
 
 __all__ = ["ServeConfig", "create_app", "Guard"]
@@ -172,10 +173,12 @@ def check_options(config: ServeConfig, query) -> dict:
             raise InputError(f"--crf {crf}: not a whole number") from None
     if fps is not None:
         try:
-            if float(fps) <= 0:
+            rate = float(fps)
+            if not (math.isfinite(rate) and MIN_FPS <= rate <= MAX_FPS):
                 raise ValueError
         except ValueError:
-            raise InputError(f"--fps {fps}: must be a positive frame rate (e.g. 24, 29.97)") from None
+            raise InputError(f"--fps {fps}: must be a frame rate from {float(MIN_FPS):g} to {float(MAX_FPS):g} "
+                             "(e.g. 24, 29.97)") from None
     if container == "png":
         if codec:
             raise InputError("output: --codec/--pix-fmt apply to video outputs; this writes PNG frames")
@@ -188,9 +191,11 @@ def check_options(config: ServeConfig, query) -> dict:
 
 
 def create_app(config: ServeConfig) -> Guard:
+    """The page and its API over the jobs in ``config.workdir``, behind the access checks (``Guard``)."""
     store = JobStore(config.workdir)
     runner = Runner(store, lambda model: config.models[model]["weights"], device=config.device,
                     threads=config.threads, max_upload=config.max_upload)
+    handlers = Handlers(config, store, runner)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -200,115 +205,152 @@ def create_app(config: ServeConfig) -> Guard:
         finally:
             await asyncio.to_thread(runner.stop)
 
-    def job_or_404(request: Request) -> JobRecord:
+    app = Starlette(routes=handlers.routes(), lifespan=lifespan, exception_handlers={_NotFound: handlers.not_found})
+    app.state.store, app.state.runner = store, runner
+    return Guard(app, config)
+
+
+class Handlers:
+    """One method per route of the API (docs/serve.md), over one job store and runner."""
+
+    def __init__(self, config: ServeConfig, store: JobStore, runner: Runner) -> None:
+        self.config, self.store, self.runner = config, store, runner
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.page),
+            Route("/favicon.ico", self.favicon),
+            Route("/api/info", self.info),
+            Route("/api/jobs", self.list_jobs, methods=["GET"]),
+            Route("/api/jobs", self.create_job, methods=["POST"]),
+            Route("/api/jobs/{job_id}", self.get_job, methods=["GET"]),
+            Route("/api/jobs/{job_id}", self.delete_job, methods=["DELETE"]),
+            Route("/api/jobs/{job_id}/cancel", self.cancel_job, methods=["POST"]),
+            Route("/api/jobs/{job_id}/resume", self.resume_job, methods=["POST"]),
+            Route("/api/jobs/{job_id}/download", self.download),
+            Route("/api/jobs/{job_id}/media/{which}", self.job_media),
+            Route("/api/events", self.events),
+        ]
+
+    def job_or_404(self, request: Request) -> JobRecord:
         try:
-            return store.get(request.path_params["job_id"])
+            return self.store.get(request.path_params["job_id"])
         except KeyError:
             raise _NotFound() from None
 
-    async def page(request: Request) -> Response:
+    async def page(self, request: Request) -> Response:
         html = resources.files("vsrdb.serve").joinpath("page.html").read_text()
         return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                                            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; "
                                            "media-src 'self'; style-src 'self' 'unsafe-inline'; "
                                            "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"})
 
-    async def info(request: Request) -> Response:
+    async def favicon(self, request: Request) -> Response:
+        return Response(status_code=204)
+
+    async def info(self, request: Request) -> Response:
+        config = self.config
         return JSONResponse({
             "models": [{"id": k, "name": v["name"], "about": v["about"]} for k, v in config.models.items()],
             "containers": list(CONTAINERS), "codecs": sorted(CODECS), "precisions": list(PRECISIONS),
             "max_upload": config.max_upload, "device": config.device})
 
-    async def list_jobs(request: Request) -> Response:
-        return JSONResponse({"jobs": [j.public() for j in store.all()], "version": store.version})
+    async def list_jobs(self, request: Request) -> Response:
+        return JSONResponse({"jobs": [j.public() for j in self.store.all()], "version": self.store.version})
 
-    async def create_job(request: Request) -> Response:
+    async def create_job(self, request: Request) -> Response:
+        """An upload becomes a queued job: its options and size are checked before the body is read."""
         q = dict(request.query_params)
         name = q.get("name", "")
         if not name:
             return _error(400, "vsrdb serve: the upload needs a file name (?name=clip.mp4)")
         try:
-            options = check_options(config, q)
+            options = check_options(self.config, q)
         except InputError as e:
             return _error(400, f"vsrdb restore: error: {e}")
-        too_large = _error(413, f"vsrdb serve: {safe_display_name(name)}: larger than this server's upload limit "
-                                f"({format_bytes(config.max_upload)}; start it with --max-upload GB to change it)")
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > config.max_upload):
-            return too_large
-        free = shutil.disk_usage(config.workdir).free
-        if length is not None and int(length) > free - _DISK_MARGIN:
-            return _no_room(name, free)
-        job = store.new(name, options)
-        folder = store.folder(job.id)
+        refused = self._refuse_by_length(name, request.headers.get("content-length"))
+        if refused is not None:
+            return refused
+        job = self.store.new(name, options)
+        failed = await self._receive(request, job)
+        if failed is not None:
+            self.store.remove(job)
+            return failed
+        self.runner.enqueue(job)
+        return JSONResponse(job.public(), status_code=201)
+
+    def _too_large(self, name: str) -> Response:
+        return _error(413, f"vsrdb serve: {safe_display_name(name)}: larger than this server's upload limit "
+                           f"({format_bytes(self.config.max_upload)}; start it with --max-upload GB to change it)")
+
+    def _refuse_by_length(self, name: str, length: str | None) -> Response | None:
+        """A declared size over the limit or the free disk: refused before any byte is read."""
+        if length is None:
+            return None
+        if not length.isdigit() or int(length) > self.config.max_upload:
+            return self._too_large(name)
+        free = shutil.disk_usage(self.config.workdir).free
+        return _no_room(name, free) if int(length) > free - _DISK_MARGIN else None
+
+    async def _receive(self, request: Request, job: JobRecord) -> Response | None:
+        """The body into the job's input file, watching the limit and the disk; an error response, or None."""
+        folder = self.store.folder(job.id)
         received, checked = 0, 0
         try:
             with open(folder / job.input, "wb") as f:
                 async for chunk in request.stream():
                     received += len(chunk)
-                    if received > config.max_upload:
+                    if received > self.config.max_upload:
                         raise _TooLarge()
                     if received - checked > 64 << 20:  # a stream without a length: watch the disk as it comes
                         checked = received
-                        free = shutil.disk_usage(config.workdir).free
+                        free = shutil.disk_usage(self.config.workdir).free
                         if free < _DISK_MARGIN:
                             raise _NoRoom(free)
                     f.write(chunk)
         except _TooLarge:
-            store.remove(job)
-            return too_large
+            return self._too_large(job.name)
         except _NoRoom as e:
-            store.remove(job)
-            return _no_room(name, e.args[0])
+            return _no_room(job.name, e.args[0])
         except (ClientDisconnect, OSError) as e:
-            store.remove(job)
-            return _error(400, f"vsrdb serve: {name}: the upload did not complete ({e})")
+            return _error(400, f"vsrdb serve: {job.name}: the upload did not complete ({e})")
         if received == 0:
-            store.remove(job)
             return _error(400, f"vsrdb restore: error: {job.name}: empty file")
         if job.input.endswith(".zip") and not zipfile.is_zipfile(folder / job.input):
-            store.remove(job)
             return _error(400, f"vsrdb restore: error: {job.name}: not a zip archive")
-        store.update(job, size=received)
-        runner.enqueue(job)
-        return JSONResponse(job.public(), status_code=201)
+        self.store.update(job, size=received)
+        return None
 
-    async def get_job(request: Request) -> Response:
-        return JSONResponse(job_or_404(request).public())
+    async def get_job(self, request: Request) -> Response:
+        return JSONResponse(self.job_or_404(request).public())
 
-    async def cancel_job(request: Request) -> Response:
-        job = job_or_404(request)
+    async def cancel_job(self, request: Request) -> Response:
+        job = self.job_or_404(request)
         try:
-            runner.cancel(job)
+            self.runner.cancel(job)
         except InputError as e:
             return _error(409, f"vsrdb serve: {e}")
         return JSONResponse(job.public())
 
-    async def resume_job(request: Request) -> Response:
-        job = job_or_404(request)
+    async def resume_job(self, request: Request) -> Response:
+        job = self.job_or_404(request)
         if job.status not in ("stopped", "interrupted", "failed"):
             return _error(409, f"vsrdb serve: {job.name}: is {job.status}; only stopped or failed jobs resume")
-        runner.enqueue(job)
+        self.runner.enqueue(job)
         return JSONResponse(job.public())
 
-    async def delete_job(request: Request) -> Response:
-        job = job_or_404(request)
+    async def delete_job(self, request: Request) -> Response:
+        job = self.job_or_404(request)
         if job.status in ACTIVE:
             return _error(409, f"vsrdb serve: {job.name}: is {job.status}; stop it first")
-        store.remove(job)
+        self.store.remove(job)
         return JSONResponse({"deleted": job.id})
 
-    def _job_file(job: JobRecord, name: str) -> Path:
-        path = store.folder(job.id) / name
-        if not path.is_file():
-            raise _NotFound()
-        return path
-
-    async def download(request: Request) -> Response:
-        job = job_or_404(request)
+    async def download(self, request: Request) -> Response:
+        job = self.job_or_404(request)
         if job.status != "done":
             return _error(409, f"vsrdb serve: {job.name}: is {job.status}, not done")
-        folder = store.folder(job.id)
+        folder = self.store.folder(job.id)
         out = folder / job.output
         if out.is_dir():  # PNG frames: one zip, made once
             archive = folder / "output.zip"
@@ -317,17 +359,19 @@ def create_app(config: ServeConfig) -> Guard:
             out = archive
         return FileResponse(out, filename=job.public()["download_name"])
 
-    async def job_media(request: Request) -> Response:
-        job = job_or_404(request)
+    async def job_media(self, request: Request) -> Response:
+        job = self.job_or_404(request)
         which = request.path_params["which"]
         name = job.compare.get({"before.png": "before", "after.png": "after", "input.mp4": "input_video",
                                 "output": "output_video"}.get(which, ""), "")
-        if not name:
+        path = self.store.folder(job.id) / name
+        if not name or not path.is_file():
             raise _NotFound()
-        return FileResponse(_job_file(job, name), headers={"Cache-Control": "no-store"})
+        return FileResponse(path, headers={"Cache-Control": "no-store"})
 
-    async def events(request: Request) -> Response:
+    async def events(self, request: Request) -> Response:
         """Server-sent events: the job list whenever it changes (and a comment every 15 s)."""
+        store = self.store
 
         async def stream():
             seen, quiet = -1, 0.0
@@ -346,29 +390,8 @@ def create_app(config: ServeConfig) -> Guard:
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
-    async def not_found(request: Request, exc: Exception) -> Response:
+    async def not_found(self, request: Request, exc: Exception) -> Response:
         return _error(404, "vsrdb serve: no such job or file")
-
-    async def favicon(request: Request) -> Response:
-        return Response(status_code=204)
-
-    routes = [
-        Route("/", page),
-        Route("/favicon.ico", favicon),
-        Route("/api/info", info),
-        Route("/api/jobs", list_jobs, methods=["GET"]),
-        Route("/api/jobs", create_job, methods=["POST"]),
-        Route("/api/jobs/{job_id}", get_job, methods=["GET"]),
-        Route("/api/jobs/{job_id}", delete_job, methods=["DELETE"]),
-        Route("/api/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
-        Route("/api/jobs/{job_id}/resume", resume_job, methods=["POST"]),
-        Route("/api/jobs/{job_id}/download", download),
-        Route("/api/jobs/{job_id}/media/{which}", job_media),
-        Route("/api/events", events),
-    ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={_NotFound: not_found})
-    app.state.store, app.state.runner = store, runner
-    return Guard(app, config)
 
 
 class _NotFound(Exception):
@@ -394,6 +417,6 @@ def _no_room(name: str, free: int) -> JSONResponse:
 def _zip_folder(folder: Path, archive: Path) -> None:
     tmp = archive.with_name(archive.name + ".partial")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-        for p in sorted(folder.iterdir()):
+        for p in list_frames(folder):  # the frames only (not vsrdb's marker of its own folders)
             z.write(p, p.name)
     tmp.replace(archive)

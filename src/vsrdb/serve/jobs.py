@@ -31,17 +31,17 @@ import sys
 import threading
 import time
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
-from ..data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key
 from ..errors import InputError
-from ..files import write_atomically
+from ..files import format_bytes, write_atomically
+from ..interrupts import PARENT_ENV
+from ..video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key
 
-__all__ = ["JobRecord", "JobStore", "Runner", "ACTIVE", "safe_display_name", "extract_frames_zip",
-           "die_with_parent_if_asked"]
+__all__ = ["JobRecord", "JobStore", "Runner", "ACTIVE", "safe_display_name", "extract_frames_zip"]
 
 # A job's life: uploading -> queued -> running -> done | failed | stopped; "interrupted" is a
 # running or queued job whose server went away: the next server queues it again.
@@ -94,30 +94,43 @@ def download_name(job: JobRecord) -> str:
     return f"{stem}-vsrdb{out.suffix}" if out.suffix else f"{stem}-vsrdb-frames.zip"
 
 
-def extract_frames_zip(archive: Path, dest: Path, *, max_bytes: int) -> int:
+def extract_frames_zip(archive: Path, dest: Path, *, max_bytes: int, name: str | None = None) -> int:
     """Frames from a zip into ``dest`` as ``000000.png``... in natural order of their names in
     the archive. Members are only read, never extracted by name, so no path from the archive
     is ever written; anything but images is skipped. Returns the frame count; InputError
-    naming the archive when it is unreadable, holds no frames or unpacks past ``max_bytes``."""
+    naming the archive (``name``: as the user called it) when it is unreadable, encrypted,
+    holds no frames, unpacks past ``max_bytes`` or would not fit on the disk."""
+    shown = name or archive.name
     try:
         with zipfile.ZipFile(archive) as z:
             members = [m for m in z.infolist() if not m.is_dir()
                        and Path(m.filename).suffix.lower() in IMAGE_EXTENSIONS
                        and not any(part.startswith((".", "__MACOSX")) for part in re.split(r"[\\/]", m.filename))]
             if not members:
-                raise InputError(f"{archive.name}: the zip holds no png/jpg/tif frames")
-            if sum(m.file_size for m in members) > max_bytes:
-                raise InputError(f"{archive.name}: the frames unpack to more than the upload limit "
-                                 f"({max_bytes / 1e9:.1f} GB)")
+                raise InputError(f"{shown}: the zip holds no png/jpg/tif frames")
+            size = sum(m.file_size for m in members)
+            if size > max_bytes:
+                raise InputError(f"{shown}: the frames unpack to more than the upload limit "
+                                 f"({format_bytes(max_bytes)})")
+            free = shutil.disk_usage(archive.parent).free
+            if size + (64 << 20) > free:  # and room to spare for the restore's own files
+                raise InputError(f"{shown}: the frames unpack to {format_bytes(size)}, and the work folder's disk "
+                                 f"has {format_bytes(free)} free")
+            if any(m.flag_bits & 0x1 for m in members):
+                raise InputError(f"{shown}: the zip is encrypted (password-protected); upload it unencrypted")
             members.sort(key=lambda m: natural_key(m.filename))
             dest.mkdir()
             for i, m in enumerate(members):
                 with z.open(m) as src, open(dest / f"{i:06d}{Path(m.filename).suffix.lower()}", "wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
             return len(members)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+    except NotImplementedError as e:  # zipfile's answer to a compression method it lacks
         shutil.rmtree(dest, ignore_errors=True)
-        raise InputError(f"{archive.name}: not a readable zip archive ({e})") from None
+        raise InputError(f"{shown}: the zip uses a compression method this server cannot read ({e}); "
+                         "use ordinary (deflate) compression") from None
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as e:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise InputError(f"{shown}: not a readable zip archive ({e})") from None
 
 
 def input_suffix(name: str) -> str:
@@ -141,10 +154,9 @@ class JobStore:
             if not record.is_file():
                 shutil.rmtree(folder, ignore_errors=True)  # an upload cut before its record was written
                 continue
-            try:
-                job = JobRecord(**json.loads(record.read_text()))
-            except (OSError, ValueError, TypeError):
-                continue  # unreadable: left alone, not listed
+            job = _read_record(folder, record)
+            if job is None:
+                continue  # unreadable or not what this server writes: left alone, never run
             if job.status == "uploading":  # the server died mid-upload: nothing to resume
                 job.status, job.error = "failed", "the upload was cut off when the server stopped; upload again"
             elif job.status in ACTIVE:
@@ -203,25 +215,37 @@ class JobStore:
             write_atomically(folder / "job.json", json.dumps(asdict(job), indent=1))
 
 
-PARENT_ENV = "VSRDB_DIE_WITH_PARENT"
+STATUSES = ("uploading", "queued", "running", "stopping", "done", "failed", "stopped", "interrupted")
+OPTION_TYPES = {"model": (str,), "container": (str,), "codec": (str, type(None)), "precision": (str,),
+                "crf": (int, type(None)), "fps": (str, int, float, type(None))}
 
 
-def die_with_parent_if_asked() -> None:
-    """Called first by a ``vsrdb restore`` the server started (``PARENT_ENV`` holds the
-    server's pid): ask Linux to SIGKILL this process when the server dies, and exit at once if
-    it died already. Done in the child itself, not in a ``preexec_fn``, which is unsafe in a
-    threaded server."""
-    parent = os.environ.get(PARENT_ENV)
-    if not parent:
-        return
+def _read_record(folder: Path, record: Path) -> JobRecord | None:
+    """``job.json`` as a JobRecord when it is one this server could have written: its id is its
+    folder's name, its input and output are the fixed names inside that folder, and every
+    field and option has its type. Anything else (a damaged or planted record) is None: a
+    record decides which files a restore reads and writes."""
     try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return  # not Linux: a killed server may leave this run to finish on its own
-    if os.getppid() != int(parent):
-        os._exit(1)
+        data = json.loads(record.read_text(encoding="utf-8"))
+        job = JobRecord(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    hints = {f.name: f.type for f in fields(JobRecord)}
+    numbers = [k for k, t in hints.items() if t in ("float", "int", "float | None")]
+    ok = (job.id == folder.name and re.fullmatch(r"[0-9a-f]{16}", job.id) is not None
+          and isinstance(job.name, str) and isinstance(job.error, str) and isinstance(job.stage, str)
+          and isinstance(job.input, str) and re.fullmatch(r"input(\.[a-z0-9]{1,6})?", job.input) is not None
+          and isinstance(job.output, str) and re.fullmatch(r"output(\.[a-z0-9]{1,6})?", job.output) is not None
+          and job.status in STATUSES and isinstance(job.compare, dict)
+          and all(isinstance(getattr(job, k), (int, float)) and not isinstance(getattr(job, k), bool)
+                  for k in numbers if getattr(job, k) is not None)
+          and isinstance(job.options, dict) and set(job.options) <= set(OPTION_TYPES)
+          and all(isinstance(v, OPTION_TYPES[k]) and not isinstance(v, bool) for k, v in job.options.items())
+          and all(isinstance(v, str) and re.fullmatch(r"[\w.-]+", v) is not None for v in job.compare.values()))
+    if not ok:
+        print(f"vsrdb serve: {record}: not a job record this server wrote; left alone", file=sys.stderr)
+        return None
+    return job
 
 
 class Runner:
@@ -320,7 +344,8 @@ class Runner:
         folder = self.store.folder(job.id)
         if job.input.endswith(".zip") and not (folder / "input").is_dir():
             try:
-                extract_frames_zip(folder / job.input, folder / "input", max_bytes=self.max_upload or 1 << 40)
+                extract_frames_zip(folder / job.input, folder / "input", max_bytes=self.max_upload or 1 << 40,
+                                   name=job.name)
             except InputError as e:
                 self.store.update(job, status="failed", error=f"vsrdb restore: error: {e}", finished=time.time())
                 return
@@ -372,7 +397,7 @@ class Runner:
             self.store.update(job, status="stopped", stage="", eta=None)
         else:
             self.store.update(job, status="failed", stage="", eta=None, finished=time.time(),
-                              error=_error_line(folder / "log.txt", job))
+                              error=_error_line(folder / "log.txt", job, rc))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -382,8 +407,9 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _error_line(log: Path, job: JobRecord) -> str:
-    """The child's one-line error, with the stored file's name replaced by the user's."""
+def _error_line(log: Path, job: JobRecord, returncode: int | None = None) -> str:
+    """The child's one-line error, with the stored file's name replaced by the user's; a child
+    ended by a signal (killed for memory, say) is named so."""
     try:
         lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
@@ -391,7 +417,14 @@ def _error_line(log: Path, job: JobRecord) -> str:
     start = max((i for i, ln in enumerate(lines) if ln.startswith("--- ")), default=-1) + 1
     lines = lines[start:]
     errors = [ln for ln in lines if ln.startswith("vsrdb restore: error:")]
-    if errors:
+    if returncode is not None and returncode < 0:
+        try:
+            sig = signal.Signals(-returncode).name
+        except ValueError:
+            sig = f"signal {-returncode}"
+        why = " (the system may have run out of memory)" if sig == "SIGKILL" else ""
+        line = f"vsrdb restore was killed by {sig}{why}; its finished work is kept: resume the job to continue"
+    elif errors:
         line = errors[-1]
     elif lines and lines[-1].startswith("vsrdb restore: interrupted"):
         line = lines[-1]
@@ -447,7 +480,7 @@ def _rgb8(frame):
 
 
 def _frame_at(path: Path, index: int, fps: Fraction | None):
-    from ..data.video import open_frames
+    from ..video import open_frames
 
     with open_frames(path, fps=fps) as src:
         for i, frame in enumerate(src):
@@ -472,7 +505,7 @@ def _write_preview(src_path: Path, dest: Path, fps: Fraction | None) -> None:
     """An 8-bit H.264 preview (even size, at most ``PREVIEW_FRAMES`` frames) for the page."""
     import numpy as np
 
-    from ..data.video import open_frames, open_writer
+    from ..video import open_frames, open_writer
 
     with open_frames(src_path, fps=fps) as src:
         h, w = src.height + src.height % 2, src.width + src.width % 2  # 4:2:0 needs even sizes

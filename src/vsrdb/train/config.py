@@ -6,6 +6,7 @@ A key that is not a field is an error naming its path (``data.pach``), before an
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -99,23 +100,34 @@ def _build(cls, data: Any, path: str, source: str):
 
 
 def _coerce(hint, value, where: str, source: str):
+    """``value`` as the field's type, or a ConfigError naming the key: no bool where a number
+    belongs, no scalar where a list or mapping belongs, and a list's elements checked too."""
     origin = typing.get_origin(hint)
-    if origin is tuple and isinstance(value, list):
-        return tuple(value)
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return None
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        hint = args[0]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {where} must be a list, got {value!r}")
+        item = typing.get_args(hint)[0]
+        return tuple(_coerce(item, v, f"{where}[{i}]", source) for i, v in enumerate(value))
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {where} must be a mapping, got {value!r}")
+        return value
     if hint is float and isinstance(value, str):
         # YAML 1.1 reads "2e-4" (no dot) as a string; it is meant as a number.
         try:
             return float(value)
         except ValueError:
             pass
-    if hint in (int, float, str, bool) and not isinstance(value, hint):
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is not bool and isinstance(value, bool))):
         raise ConfigError(f"{source}: {where} must be {hint.__name__}, got {value!r}")
     return value
 
@@ -126,16 +138,25 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start} cannot be decoded)") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of settings (model:, data:, stages: ...), got "
+                          f"{type(data).__name__}")
     for key, value in (overrides or {}).items():
         node = data
         *parents, last = key.split(".")
-        for p in parents:
+        for i, p in enumerate(parents):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parents[:i + 1])} is {node!r} in {path}, not a mapping "
+                                  "to set a key in")
         node[last] = value
     if isinstance(data.get("amp"), bool):  # older configs: amp: true meant bf16 autocast
         data["amp"] = "bf16" if data["amp"] else "fp32"
@@ -158,7 +179,10 @@ def check_ranges(cfg: TrainConfig, source: str) -> None:
     d = cfg.data
     need(d.patch >= 1, "data.patch", d.patch, "1 or more")
     need(d.batch >= 1, "data.batch", d.batch, "1 or more")
-    need(d.workers >= 0, "data.workers", d.workers, "0 or more")
+    # Each worker is a process with its own copy of the dataset: far more than the cores
+    # only forks processes that compete for them (a typo of 1e6 took the machine down).
+    most = max(8, 4 * (os.cpu_count() or 1))
+    need(0 <= d.workers <= most, "data.workers", d.workers, f"0 to {most} (4x the CPU cores, at least 8)")
     need(d.val_windows >= 0, "data.val_windows", d.val_windows, "0 or more")
     load_degradation(d.degrade, where=f"{source}: data.degrade")  # its ranges and names, now
     stages = dict(cfg.stages)
@@ -176,10 +200,15 @@ def check_ranges(cfg: TrainConfig, source: str) -> None:
     for key in ("checkpoint_every", "val_every", "log_every"):
         need(getattr(cfg, key) >= 1, key, getattr(cfg, key), "1 or more")
     need(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, "1 or more")
+    need(0 <= cfg.seed < 2 ** 63, "seed", cfg.seed, "0 or more (below 2^63)")
     if not isinstance(cfg.loss, dict):
         raise ConfigError(f"{source}: loss must be a mapping of the family's loss weights, got {cfg.loss!r}")
     if cfg.model in list_models():  # else the trainer names the unknown model
-        build(cfg.model, **cfg.model_args).loss_weights(cfg.loss, where=f"{source}: loss")
+        try:
+            model = build(cfg.model, **cfg.model_args)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: model_args: {e}") from None
+        model.loss_weights(cfg.loss, where=f"{source}: loss")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -34,19 +34,20 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
+from .. import interrupts
 from ..checkpoints import load_checkpoint, save_checkpoint
-from ..data.datasets import WindowDataset, find_clips, validate_clips
+from ..data.datasets import WindowDataset, find_clips, lr_size, validate_clips
 from ..data.degrade import load_degradation
 from ..data.flow import initial_flows, neighbour_flows
 from ..data.resize import imresize
-from ..data.video import check_writable_folder
 from ..devices import pick_device
 from ..errors import CheckpointError, ConfigError, InputError
 from ..evaluate.metrics import psnr, ssim
-from ..files import replace_atomically, save_torch_atomically, temporary_name, user_cache_dir
+from ..files import hold_folder, release_folder, replace_atomically, save_torch_atomically, temporary_name, user_cache_dir
 from ..models import RestorationModel, TrainingStage, build
 from ..models.family import TRAINING_FLOWS
 from ..precision import resolve_precision
+from ..video import check_writable_folder
 from .config import StageConfig, TrainConfig, config_to_dict
 
 __all__ = ["StepSampler", "Trainer", "export_last"]
@@ -161,6 +162,10 @@ class Trainer:
             import yaml
 
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            # One run per run_dir: a second one would write every step into log.csv again.
+            hold_folder(self.run_dir, busy=f"{self.run_dir}: another training run is using this run_dir; wait for "
+                                           "it to finish or stop it first, or choose another run_dir")
+            self._check_run_dir()  # a run that started between the first check and the lock
             resolved = config_to_dict(self.cfg) | {"loss": dataclasses.asdict(self.weights)}
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(_plain(resolved), sort_keys=False))
 
@@ -170,6 +175,11 @@ class Trainer:
         train_split = "train" if (d.layout == "reds" and d.val_root is None) else "all"
         clips = find_clips(d.layout, d.root, hr_root=d.hr_root, split=train_split, scale=scale)
         validate_clips(clips, scale, min_frames=1)
+        for clip in clips:  # a crop must fit every clip, or the first batch that draws it fails
+            h, w = lr_size(clip, scale)
+            if d.patch > min(h, w):
+                raise ConfigError(f"data.patch {d.patch} is larger than clip {clip.name}'s LR frames ({w}x{h}); "
+                                  f"use data.patch {min(h, w)} or less")
         val_layout = d.val_layout or d.layout
         val_root = d.val_root or d.root
         val_split = "val" if (val_layout == "reds" and d.val_root is None) else "all"
@@ -198,13 +208,16 @@ class Trainer:
 
     def run(self) -> Path:
         self._stopped = False
-        for index in range(len(self.stages)):
-            self._run_stage(index)
-            if self._stopped:
-                return self.run_dir
-        if dist.is_initialized():
-            dist.barrier()
-        return self.run_dir / self.stages[-1].result
+        try:
+            for index in range(len(self.stages)):
+                self._run_stage(index)
+                if self._stopped:
+                    return self.run_dir
+            if dist.is_initialized():
+                dist.barrier()
+            return self.run_dir / self.stages[-1].result
+        finally:
+            release_folder(self.run_dir)
 
     def _stage_done(self, stage: TrainingStage) -> bool:
         return (self.run_dir / stage.result / "config.json").exists()
@@ -268,6 +281,7 @@ class Trainer:
         t0 = time.perf_counter()
         step = start
         for batch in loader:
+            interrupts.check()
             batch = self._prepare_batch(batch, stage)
             # Weights and optimiser state stay fp32; autocast runs the convolutions and matmuls in
             # bf16/fp16, and the ops pinned to fp32 (warping, kernel normalisation) stay there.

@@ -14,18 +14,24 @@ timestamp is its frame's and variable frame rate survives the join unchanged.
 from __future__ import annotations
 
 import heapq
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 
+from ..errors import InputError
+from ..files import mark_output_folder, replace_atomically
 from .colour import ColourSpec, HdrMetadata
-from ..files import replace_atomically
-from .video import OUTPUT_CONTAINERS, InputError, encoder_frame
+from .containers import OUTPUT_CONTAINERS, check_output_path
+from .frames import SRGB
 
-__all__ = ["OutputFormat", "choose_format", "VideoEncoder", "join_segments", "CODECS", "set_display_rotation"]
+__all__ = ["OutputFormat", "choose_format", "VideoEncoder", "join_segments", "CODECS", "set_display_rotation",
+           "encoder_frame", "FrameWriter", "PNGFolderWriter", "VideoWriter", "open_writer"]
 
 # --codec name -> (encoder, pixel format for 8-bit sources, for deeper sources)
 CODECS = {
@@ -185,16 +191,25 @@ class VideoEncoder:
     and ``VideoWriter`` previews and reports (the output's own container).
     """
 
-    def __init__(self, path: Path, fmt: OutputFormat, fps: Fraction, *, muxer: str = "matroska") -> None:
+    def __init__(self, path: Path | None, fmt: OutputFormat, fps: Fraction, *, muxer: str = "matroska",
+                 stream: BinaryIO | None = None) -> None:
         import av
 
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.partial")
+        self.path = Path(path) if path is not None else None
+        self.tmp = self.path.with_name(f".{self.path.name}.partial") if self.path is not None else None
         self.fmt = fmt
         self.fps = Fraction(fps).limit_denominator(1001 * 1000) or Fraction(30)
-        self.container = av.open(str(self.tmp), "w", format=muxer)
+        if stream is not None:  # a pipe: the muxer may not seek back (Matroska's live mode)
+            self.container = av.open(stream, "w", format=muxer, options={"live": "1"})
+        else:
+            self.container = av.open(str(self.tmp), "w", format=muxer)
         self.stream: "av.VideoStream | None" = None
         self.count = 0
+
+    @classmethod
+    def to_stream(cls, stream: BinaryIO, fmt: OutputFormat, fps: Fraction, *, muxer: str = "matroska") -> "VideoEncoder":
+        """An encoder writing a streamable container to ``stream`` (standard output)."""
+        return cls(None, fmt, fps, muxer=muxer, stream=stream)
 
     def write(self, frame: np.ndarray) -> None:
         if self.stream is None:
@@ -218,14 +233,16 @@ class VideoEncoder:
             for packet in self.stream.encode():
                 self.container.mux(packet)
         self.container.close()
-        replace_atomically(self.tmp, self.path)
+        if self.tmp is not None and self.path is not None:
+            replace_atomically(self.tmp, self.path)
 
     def abort(self) -> None:
         try:
             self.container.close()
         except Exception:  # half set up; the file goes either way
             pass
-        self.tmp.unlink(missing_ok=True)
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
 
 
 def join_segments(out_path: Path, muxer: str, segments: list[Path], pts: list[int], time_base: Fraction, *,
@@ -405,3 +422,118 @@ def set_display_rotation(path: Path, rotation: int) -> bool:
                                            0x40000000)
     Path(path).write_bytes(bytes(data))
     return True
+
+
+def encoder_frame(frame: np.ndarray, pix_fmt: str, colour: ColourSpec, *, rgb: bool = False):
+    """An RGB array ``[H, W, 3]`` (uint8, or uint16 for 16-bit) as an ``av.VideoFrame`` in
+    ``pix_fmt``: converted with ``colour``'s matrix and range, or kept RGB (``rgb``)."""
+    import av
+
+    src = "rgb48le" if frame.dtype == np.uint16 else "rgb24"
+    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:, :, :3]), format=src)
+    if rgb:
+        return vf.reformat(format=pix_fmt)
+    return vf.reformat(format=pix_fmt, dst_colorspace=colour.sws_matrix, dst_color_range=colour.sws_range)
+
+
+class FrameWriter:
+    """Writes frames to a temporary name; ``close()`` moves the result into place."""
+
+    def __init__(self, path: Path, *, overwrite: bool) -> None:
+        self.path = path
+        self.overwrite = overwrite
+        self.count = 0
+        self._done = False
+
+    def write(self, frame: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _discard(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._finish()
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._discard()
+
+    def __enter__(self) -> "FrameWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class PNGFolderWriter(FrameWriter):
+    def __init__(self, path: Path, *, overwrite: bool) -> None:
+        super().__init__(path, overwrite=overwrite)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        self.tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+
+    def write(self, frame: np.ndarray) -> None:
+        import cv2
+
+        rgb = frame[:, :, ::-1] if frame.shape[2] == 3 else frame
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb))
+        if not ok:
+            raise OSError(f"{self.path}: could not encode frame {self.count}")
+        buf.tofile(str(self.tmp / f"{self.count:08d}.png"))
+        self.count += 1
+
+    def _finish(self) -> None:
+        mark_output_folder(self.tmp, "vsrdb")
+        replace_atomically(self.tmp, self.path)
+
+    def _discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class VideoWriter(FrameWriter):
+    """H.264 (yuv420p, CRF, BT.709 matrix and tags) by default; ``lossless``: H.264 RGB at qp 0
+    (bit-exact 8-bit RGB). For previews and reports; ``vsrdb restore`` writes through
+    ``vsrdb.restore.job``, which keeps the source's colour, depth, timing and sound. Both
+    encode with ``VideoEncoder``."""
+
+    def __init__(self, path: Path, *, fps: Fraction, overwrite: bool, lossless: bool = False, crf: int = 18) -> None:
+        super().__init__(path, overwrite=overwrite)
+        muxer = OUTPUT_CONTAINERS.get(path.suffix.lower()) or "matroska"
+        if lossless:
+            fmt = OutputFormat(muxer, "libx264rgb", "rgb24", {"qp": "0", "preset": "medium"}, rgb=True,
+                               colour=SRGB.for_yuv())
+        else:
+            fmt = OutputFormat(muxer, "libx264", "yuv420p", {"crf": str(crf), "preset": "medium"},
+                               colour=SRGB.for_yuv())
+        self.encoder = VideoEncoder(path, fmt, fps, muxer=muxer)
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.dtype != np.uint8:
+            frame = (frame.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+        self.encoder.write(frame)
+        self.count += 1
+
+    def _finish(self) -> None:
+        self.encoder.close()
+
+    def _discard(self) -> None:
+        self.encoder.abort()
+
+
+def open_writer(path: str | os.PathLike, *, fps: Fraction, overwrite: bool = False, lossless: bool = False,
+                crf: int = 18) -> FrameWriter:
+    """A video file for a video extension, else a folder of PNG frames. Checks the path first."""
+    path, kind = check_output_path(path, overwrite=overwrite)
+    if kind == "video":
+        return VideoWriter(path, fps=fps, overwrite=overwrite, lossless=lossless, crf=crf)
+    return PNGFolderWriter(path, overwrite=overwrite)

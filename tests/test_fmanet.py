@@ -39,7 +39,8 @@ def test_presets_and_overrides():
     ({"dim": 20}, "divisible by num_seq"),
     ({"num_flow": 4}, "divisible by num_flow"),
     ({"ds_kernel_size": 7}, "must be even"),
-    ({"scale": 2}, "scale must be 4"),
+    ({"scale": 3}, "scale must be 1, 2 or 4"),
+    ({"scale": 1, "ds_kernel_size": 8}, "must be even"),  # k_d - s even: an odd k_d at x1
     ({"layernorm_type": "Batch"}, "layernorm_type"),
 ])
 def test_impossible_configs_are_refused(bad, match):
@@ -106,3 +107,60 @@ def test_conventional_dynamic_filtering_switch():
     assert not torch.allclose(a["output"], b["output"])
     assert not torch.allclose(a["recon"], b["recon"])
     assert torch.allclose(a["anchor_d"], b["anchor_d"])  # everything before the filtering is shared
+
+
+@pytest.mark.parametrize("scale,kd", [(2, 8), (1, 7)])
+def test_native_x2_and_x1_shapes_and_training_outputs(scale, kd):
+    """At x2 and x1 the body works on the input pixel-unshuffled by u = 4 / s: flows and kernels
+    on that grid, images (anchors, warps, re-degradation) at the input's size."""
+    u = 4 // scale
+    model = vsrdb.build("fmanet-tiny", scale=scale, ds_kernel_size=kd).eval()
+    b, t, h, w = 2, 3, 16, 24
+    lr, hr = torch.rand(b, 3, t, h, w), torch.rand(b, 3, t, scale * h, scale * w)
+    with torch.no_grad():
+        out = model(lr, hr)
+    assert out["output"].shape == (b, 3, scale * h, scale * w)
+    assert out["recon"].shape == (b, 3, h, w) and out["hr_warp"].shape == hr.shape
+    for key in ("anchor_d", "anchor_r", "lr_warp"):
+        assert out[key].shape == (b, 3, t, h, w)
+    for key in ("image_flow", "image_flow_lr"):
+        assert out[key].shape == (b, 2, t, h // u, w // u)
+    assert out["kernels_d"].shape == (b, kd * kd, t, h // u, w // u)
+    with pytest.raises(ValueError, match=f"multiples of {u}"):
+        model(torch.rand(1, 3, t, h + 1, w))
+
+
+@pytest.mark.parametrize("scale,kd", [(2, 8), (1, 7)])
+def test_native_scales_restore_any_size_as_forward_does(scale, kd):
+    """The lean, streamed inference path equals the training forward; sizes that are not
+    multiples of u are padded and cropped back, so the output of a frame's top-left part
+    matches the same part restored in a larger frame away from the padding."""
+    torch.manual_seed(0)
+    model = vsrdb.build("fmanet-tiny", scale=scale, ds_kernel_size=kd).eval()
+    lr = torch.rand(1, 3, 3, 16, 20)
+    with torch.no_grad():
+        assert torch.allclose(model.restore(lr), model(lr)["output"], atol=1e-5)
+        odd = model.restore(lr[..., :15, :19])
+        features = [model.encode_frame(lr[:, :, i, :15, :19]) for i in range(3)]
+        cached = model.restore(lr[..., :15, :19], features=features)
+    assert odd.shape == (1, 3, 15 * scale, 19 * scale)
+    assert torch.equal(odd, cached)
+
+
+@pytest.mark.parametrize("scale,kd", [(2, 8), (1, 7)])
+def test_native_scales_train_every_parameter(scale, kd):
+    model = vsrdb.build("fmanet-tiny", scale=scale, ds_kernel_size=kd, bias=True)
+    out = model(torch.rand(2, 3, 3, 16, 16), torch.rand(2, 3, 3, 16 * scale, 16 * scale))
+    sum(v.float().abs().mean() for v in out.values()).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient reached: {missing[:5]}"
+
+
+def test_native_scales_cost_about_what_x4_costs_per_output_pixel():
+    """The body is the same network on a grid a quarter of the output's size at every scale:
+    parameters differ only in the first convolutions and the heads that see image channels."""
+    x4 = n_params(vsrdb.build("fmanet-cpu"))
+    x1 = n_params(vsrdb.build("fmanet-cpu", scale=1))
+    assert vsrdb.build("fmanet-cpu", scale=1).config.ds_kernel_size == 13  # k_d - s even
+    x2 = n_params(vsrdb.build("fmanet-cpu", scale=2))
+    assert x4 < x2 < x1 < 1.15 * x4

@@ -123,3 +123,48 @@ def test_dynamic_upsample_matches_pixel_loop():
                     kern = kernels[0, :, i * s + j, :, y, x].reshape(t, 1, k, k)
                     ref = (padded[0, :, :, y:y + k, x:x + k] * kern).sum(dim=(0, 2, 3))
                     assert torch.allclose(out[0, :, y * s + i, x * s + j], ref, atol=1e-5)
+
+
+def test_dynamic_upsample_with_kernels_on_a_coarser_grid_matches_pixel_loop():
+    """x2 and x1: kernels come per cell of u x u frame pixels, (u*s)^2 sub-pixel kernels each; HR
+    pixel (r, q) filters the window centred on frame pixel (r // s, q // s) with the kernel of cell
+    (r // (u*s), q // (u*s)), sub-pixel (r % (u*s), q % (u*s))."""
+    from vsrdb.ops.dynamic_filter import dynamic_upsample_streamed
+
+    for s, u in ((2, 2), (1, 4)):
+        b, t, c, k, h, w = 1, 3, 2, 3, 2, 3  # h, w: the grid
+        frames = torch.rand(b, t, c, u * h, u * w)
+        logits = torch.randn(b, t, (u * s) ** 2 * k * k, h, w)
+        kernels = normalize_upsampling_kernels(logits, u * s)
+        out = dynamic_upsample(frames, kernels, s)
+        assert out.shape == (b, c, s * u * h, s * u * w)
+        r = k // 2
+        padded = F.pad(frames.reshape(b * t, c, u * h, u * w), (r, r, r, r), mode="replicate")
+        for y in range(s * u * h):
+            for x in range(s * u * w):
+                n = u * s
+                kern = kernels[0, :, (y % n) * n + x % n, :, y // n, x // n].reshape(t, 1, k, k)
+                fy, fx = y // s, x // s
+                ref = (padded[:, :, fy:fy + k, fx:fx + k] * kern).sum(dim=(0, 2, 3))
+                assert torch.allclose(out[0, :, y, x], ref, atol=1e-5), (s, u, y, x)
+        streamed = dynamic_upsample_streamed(lambda i: (frames[:, i], logits[:, i]), t, s)
+        assert torch.allclose(streamed, out, atol=1e-5)
+
+
+def test_a_centre_tap_kernel_at_x1_gives_back_the_centre_frame():
+    """The identity is reachable at x1: FGDF at the input's size can leave a sharp frame as it is."""
+    t, k, u, h, w = 3, 3, 4, 2, 3
+    frames = torch.rand(1, t, 3, u * h, u * w)
+    kernels = torch.zeros(1, t, u * u, k * k, h, w)
+    kernels[:, t // 2, :, k * k // 2] = 1.0
+    assert torch.equal(dynamic_upsample(frames, kernels, 1), frames[:, t // 2])
+
+
+def test_dynamic_downsample_shares_each_grid_cells_kernel_among_its_pixels():
+    b, t, s, k, u, h, w = 1, 3, 1, 5, 4, 2, 2
+    hr = torch.rand(b, t, 3, u * h, u * w)
+    validity = torch.ones(b, t, 1, u * h, u * w)
+    grid = normalize_downsampling_kernels(torch.randn(b, t, k * k, h, w))
+    out = dynamic_downsample(hr, validity, grid, s)
+    full = grid.repeat_interleave(u, dim=-2).repeat_interleave(u, dim=-1)
+    assert torch.allclose(out, _slow_downsample(hr, validity, full, s), atol=1e-5)

@@ -51,6 +51,9 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                    help="with --data: degrade every clip's LR input before restoring, e.g. h264:crf=23 or "
                         "noise:3,h264:crf=23 (steps resize, noise, poisson, jpeg, h264, h265, vp9, mpeg4; "
                         "'clean' for none); repeatable: every method is scored on every setting")
+    p.add_argument("--scale", type=int, choices=(1, 2, 4), default=None,
+                   help="with --data: the scale scored (default: the --weights models' own, else 4); reds and "
+                        "synth layouts read the X<scale> folders; at x1 the bicubic baseline is the blurry input")
     p.add_argument("--max-clips", type=int, help="only the first N clips")
     p.add_argument("--json", help="write the scores as JSON here")
     p.add_argument("--report", help="write report.md, report.html and images/ into this folder")
@@ -115,15 +118,16 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
         results = [evaluate_predictions(args.pred, args.gt, options, lr_dir=args.lr, progress=progress)]
         title = f"vsrdb evaluate: {args.pred} vs {args.gt}"
     else:
-        clips = _dataset(args)
         device = str(pick_device(args.device))
         precision = resolve_precision(args.precision, device)
         if args.weights and progress:
             print(f"vsrdb evaluate: {precision.describe()}", file=sys.stderr)
         methods: list[Method] = [ModelMethod(_label(w), _load(w), device=device, precision=precision)
                                  for w in args.weights]
+        scale = _scale(args, methods)
+        clips = _dataset(args, scale)
         names = args.baseline if args.baseline is not None else ["bicubic"]
-        methods += [baseline(n) for n in names if n != "none"]
+        methods += [baseline(n, scale) for n in names if n != "none"]
         if not methods:
             raise InputError("nothing to evaluate: give --weights or a --baseline other than none")
         t = args.num_seq or max([m.scored_window for m in methods if m.model is not None], default=3)
@@ -134,7 +138,8 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
         for text, degrade in settings:
             if progress and text:
                 print(f"vsrdb evaluate: input degraded by {degrade.name}", file=sys.stderr)
-            scored = evaluate_methods(methods, clips, options, device=device, progress=progress, degrade=degrade)
+            scored = evaluate_methods(methods, clips, options, device=device, progress=progress, degrade=degrade,
+                                      scale=scale)
             if args.degrade:  # one row per method and setting, named by both
                 for r in scored:
                     r.name = f"{r.name} @ {degrade.name}"
@@ -150,7 +155,7 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
             for m, r in zip(methods, results):
                 if m.model is not None:
                     maps = {key: model_maps(m.model, clip_window(by_name[key[0]], key[1], m.model.frames.length,
-                                                                 degrade=settings[0][1]))
+                                                                 scale, degrade=settings[0][1]))
                             for key in r.samples}
                     break
         title = f"vsrdb evaluate: {args.data}"
@@ -190,15 +195,30 @@ def _load(weights: str):
     return load_checkpoint(weights)  # "builtin" included
 
 
-def _dataset(args: argparse.Namespace):
+def _scale(args: argparse.Namespace, methods) -> int:
+    """The scale scored at: --scale, else the models' own (they must agree), else 4."""
+    scales = {m.model.scale for m in methods if m.model is not None}
+    if args.scale is not None:
+        wrong = [m.name for m in methods if m.model is not None and m.model.scale != args.scale]
+        if wrong:
+            model = next(m.model for m in methods if m.name == wrong[0])
+            raise InputError(f"--scale {args.scale}: {wrong[0]} is a x{model.scale} model")
+        return args.scale
+    if len(scales) > 1:
+        raise InputError(f"the models have different scales ({', '.join(f'x{s}' for s in sorted(scales))}); "
+                         "evaluate each scale on its own")
+    return scales.pop() if scales else 4
+
+
+def _dataset(args: argparse.Namespace, scale: int):
     from ..data.datasets import find_clips, validate_clips
 
     layout = "reds" if args.layout == "synth" else args.layout
     split = args.split or ("val" if args.layout == "reds" else "all")
-    clips = find_clips(layout, args.data, hr_root=args.hr_root, split=split)
+    clips = find_clips(layout, args.data, hr_root=args.hr_root, split=split, scale=scale)
     if args.max_clips:
         clips = clips[:args.max_clips]
-    validate_clips(clips, min_frames=1)  # scale x4: every dataset layout vsrdb reads is x4
+    validate_clips(clips, scale, min_frames=1)
     return clips
 
 

@@ -21,6 +21,9 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("sources", nargs="*", help="videos, frame folders, photos or folders of photos")
     p.add_argument("-o", "--output", required=True, help="dataset folder to create")
     defaults = SynthConfig()
+    p.add_argument("--scale", type=int, choices=(1, 2, 4), default=defaults.scale,
+                   help="the LR frames are the HR frames / SCALE (default 4); 1: the REDS-way blur (and any "
+                        "--degrade) at the frames' own size, for deblurring models")
     p.add_argument("--clip-frames", type=int, default=defaults.clip_frames)
     p.add_argument("--blur-frames", type=int, default=defaults.blur_frames)
     p.add_argument("--stride", type=int, default=defaults.stride)
@@ -69,7 +72,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         raise InputError(f"--sway {args.sway}: must be 0 or more")
     if not 0 <= args.min_shift <= args.max_shift:
         raise InputError(f"--min-shift {args.min_shift}: must be between 0 and --max-shift ({args.max_shift})")
-    cfg = SynthConfig(clip_frames=args.clip_frames, blur_frames=args.blur_frames, stride=args.stride,
+    cfg = SynthConfig(scale=args.scale, clip_frames=args.clip_frames, blur_frames=args.blur_frames, stride=args.stride,
                       subframes=args.subframes, photo_size=(h, w), photo_clips=args.photo_clips,
                       photo_subframes=args.photo_subframes, noise=args.noise,
                       jpeg=args.jpeg, max_shift=args.max_shift, min_shift=args.min_shift, sway=args.sway,

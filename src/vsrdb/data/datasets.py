@@ -24,10 +24,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import InputError
+from ..video import list_frames, natural_key, read_image, to_tensor
 from .degrade import Degradation, degrade_tensors
 from .resize import imresize
-from ..video import list_frames, natural_key, read_image, to_tensor
-from ..errors import InputError
 from .windows import window_indices
 
 __all__ = ["lr_size", "Clip", "REDS4", "reds_clips", "gopro_clips", "paired_clips", "find_clips", "validate_clips",

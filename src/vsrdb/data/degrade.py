@@ -30,7 +30,8 @@ import numpy as np
 from ..errors import ConfigError, InputError
 
 __all__ = ["Degradation", "Step", "PRESETS", "load_degradation", "parse_chain", "apply_record",
-           "describe_record", "degrade_tensors", "add_noise", "jpeg", "encode_video", "rescale", "CODECS", "DEGRADATION_FILE"]
+           "describe_record", "degrade_tensors", "add_noise", "jpeg", "encode_video", "rescale", "CODECS",
+           "DEGRADATION_FILE"]
 
 DEGRADATION_FILE = "degradation.json"  # {"spec": ..., "clips": {clip: record}} at a synth dataset's root
 

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import InputError
+from ..video import IMAGE_EXTENSIONS, list_frames, open_frames, to_tensor
 from .degrade import DEGRADATION_FILE, Degradation, degrade_tensors
 from .resize import imresize
-from ..video import IMAGE_EXTENSIONS, list_frames, open_frames, to_tensor
-from ..errors import InputError
 
 __all__ = ["SynthConfig", "synthesize", "degrade_clip", "photo_clip", "video_clips", "write_clip",
            "exposure_trajectory", "EXPOSURE_LEVELS", "EXPOSURE_FILE"]

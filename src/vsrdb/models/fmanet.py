@@ -94,7 +94,12 @@ class FMANetConfig:
         num_seq: T, input frames; frame c = T // 2 is restored (the paper uses odd T).
         layernorm_type: "WithBias" or "BiasFree" (Restormer's two LayerNorms).
         bias: conv biases (the RDB 1x1 fusion conv always has one).
-        scale: x4 only: the high-frequency tail is two pixel-shuffle x2 steps.
+        scale: s, the output's size over the input's: 4 (the paper's), 2 or 1 (deblurring at
+            the input's size). The network's body always works on a grid a quarter of the
+            output's size: at x2 and x1 on the input pixel-unshuffled by u = 4 / s (so its cost
+            per output pixel stays x4's), and FGDF filters the input at its own size with the
+            (u*s)^2 = 16 sub-pixel kernels of each grid cell. The high-frequency tail is then
+            the same two x2 pixel shuffles at every scale.
         stage: 1 = NetD alone (training stage 1), 2 = NetD + NetR.
         flow_guided: False gives the paper's Table 3 ablation, conventional dynamic
             filtering (Eq. 5): the same kernels applied to unwarped frames.
@@ -127,7 +132,7 @@ class FMANetConfig:
             (self.dim % self.num_seq == 0, f"dim ({self.dim}) must be divisible by num_seq ({self.num_seq})"),
             (self.dim % self.num_flow == 0, f"dim ({self.dim}) must be divisible by num_flow ({self.num_flow})"),
             (self.dim % self.num_heads == 0, f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})"),
-            (self.scale == 4, f"scale must be 4 (the released tail is two x2 pixel shuffles), got {self.scale}"),
+            (self.scale in (1, 2, 4), f"scale must be 1, 2 or 4, got {self.scale}"),
             (self.ds_kernel_size >= self.scale and (self.ds_kernel_size - self.scale) % 2 == 0,
              f"ds_kernel_size - scale must be even and >= 0, got {self.ds_kernel_size} - {self.scale}"),
             (self.us_kernel_size % 2 == 1, f"us_kernel_size must be odd, got {self.us_kernel_size}"),
@@ -141,13 +146,44 @@ class FMANetConfig:
     def center(self) -> int:
         return self.num_seq // 2
 
+    @property
+    def unshuffle(self) -> int:
+        """u: input pixels per side of one cell of the body's grid (4 / scale)."""
+        return 4 // self.scale
+
+    @property
+    def grid_channels(self) -> int:
+        """Channels of one input frame on the body's grid (pixel-unshuffled by u)."""
+        return self.in_channels * self.unshuffle ** 2
+
     def inference_values_per_pixel(self) -> int:
         """Live floats per LR pixel at the peak of one window's lean inference.
 
         Calibrated on fmanet at 180x320: 0.81 GB of live tensors at the peak, in NetR's RDBs,
-        about 8 dim-wide maps per frame plus a dozen single-frame ones.
+        about 8 dim-wide maps per frame plus a dozen single-frame ones. At x2 and x1 those live
+        on a grid u^2 times smaller, and the input-sized work of FGDF (each pixel's window and
+        kernels) and of the high-frequency tail's last maps comes on top.
         """
-        return 8 * self.num_seq * self.dim + 12 * self.dim
+        grid = 8 * self.num_seq * self.dim + 12 * self.dim
+        u = self.unshuffle
+        return grid if u == 1 else grid // (u * u) + (2 * self.dim + 5 * self.us_kernel_size ** 2) * self.scale ** 2
+
+
+def to_grid(x: Tensor, u: int) -> Tensor:
+    """Frames onto the body's grid: ``[B, T, C, uH, uW]`` -> ``[B, T, C*u*u, H, W]`` (pixel unshuffle;
+    ``x`` itself when u = 1)."""
+    if u == 1:
+        return x
+    b, t = x.shape[:2]
+    return channels_last(F.pixel_unshuffle(x.flatten(0, 1), u)).unflatten(0, (b, t))
+
+
+def from_grid(x: Tensor, u: int) -> Tensor:
+    """The inverse of ``to_grid``: ``[B, T, C*u*u, H, W]`` -> ``[B, T, C, uH, uW]``."""
+    if u == 1:
+        return x
+    b, t = x.shape[:2]
+    return F.pixel_shuffle(x.flatten(0, 1), u).unflatten(0, (b, t))
 
 
 def _head(c_in: int, c_mid: int, c_out: int, bias: bool) -> ConvStack:
@@ -168,14 +204,17 @@ def _frma_stack(cfg: FMANetConfig, *, restoration: bool) -> nn.ModuleList:
 
 @dataclass
 class NetDOutput:
-    """NetD's results. Mutable on purpose: lean inference lets NetR drop what it has used."""
+    """NetD's results. Mutable on purpose: lean inference lets NetR drop what it has used.
+
+    H, W is the body's grid: the LR size at x4, the input's size / u at x2 and x1.
+    """
 
     feat: Tensor | None     # F^{D,M}   [B, T, C, H, W]
     kernels: Tensor | None  # K^D logits [B, T, k_d^2, H, W]; None when left to NetR to stream
     fw: Tensor | None       # F_w^{D,M} as a sequence [B, T, C/T, H, W] (the kernel head's input)
-    image_flow: Tensor      # f^Y        [B, T, 3, H, W] (dx, dy, mask logit) at LR size
+    image_flow: Tensor      # f^Y        [B, T, 3, H, W] (dx, dy, mask logit), in grid pixels
     flow: Tensor | None     # f^{D,M}   [B, T, 3n, H, W]
-    anchor: Tensor | None   # X^D_sharp  [B, T, 3, H, W]
+    anchor: Tensor | None   # X^D_sharp  [B, T, 3, uH, uW]
 
 
 class NetD(nn.Module):
@@ -186,24 +225,26 @@ class NetD(nn.Module):
         self.cfg = cfg
         c, n3 = cfg.dim, 3 * cfg.num_flow
         self.feature_extractor = ConvStack(
-            FrameConv(cfg.in_channels, c, 3, bias=cfg.bias), lrelu(),
+            FrameConv(cfg.grid_channels, c, 3, bias=cfg.bias), lrelu(),
             RRDB(c, cfg.growth_rate, cfg.num_dense_layer, cfg.num_rdb, bias=cfg.bias))
         self.frma_blocks = _frma_stack(cfg, restoration=False)
+        # One K^D per grid cell (see dynamic_downsample), so the same head at every scale.
         self.kernel_head = _head(c // cfg.num_seq, c, cfg.ds_kernel_size ** 2, cfg.bias)
         self.flow_head = _head(n3, n3, 3, cfg.bias)
-        self.anchor_head = _head(c, c, cfg.in_channels, cfg.bias)
+        self.anchor_head = _head(c, c, cfg.grid_channels, cfg.bias)
 
     def encode(self, lr: Tensor) -> Tensor:
-        """Initial features F^{D,0}: ``[B, T, 3, H, W]`` -> ``[B, T, C, H, W]``.
+        """Initial features F^{D,0}: ``[B, T, 3, uH, uW]`` -> ``[B, T, C, H, W]`` (the body's grid).
 
         Every op here is per frame, so a sliding window can compute each frame's once.
         Features come in the model's compute dtype whatever ``lr``'s.
         """
-        return self.feature_extractor(lr.to(compute_dtype(self)))
+        return self.feature_extractor(to_grid(lr.to(compute_dtype(self)), self.cfg.unshuffle))
 
     def forward(self, lr: Tensor, feat0: Tensor | None = None, *, anchor: bool = True,
                 kernels: bool = True) -> NetDOutput:
-        """``lr``: ``[B, T, 3, H, W]``; ``feat0``: precomputed ``encode(lr)`` or None.
+        """``lr``: ``[B, T, 3, uH, uW]``; ``feat0``: precomputed ``encode(lr)`` or None. Everything
+        NetD returns is on the body's grid (H, W) but the anchor, at the input's size.
 
         ``anchor=False`` skips the TA anchor head (training only): ``anchor`` is then None.
         ``kernels=False`` leaves K^D for NetR to compute frame by frame (inference).
@@ -216,7 +257,8 @@ class NetD(nn.Module):
         assert fw is not None  # num_frma >= 1
         fw_seq = channels_to_seq(fw, self.cfg.num_seq)
         k = self.kernel_head(fw_seq) if kernels else None
-        return NetDOutput(feat, k, fw_seq, self.flow_head(flow), flow, self.anchor_head(feat) if anchor else None)
+        anchor_x = from_grid(self.anchor_head(feat), self.cfg.unshuffle) if anchor else None
+        return NetDOutput(feat, k, fw_seq, self.flow_head(flow), flow, anchor_x)
 
     def degrade(self, hr: Tensor, out: NetDOutput) -> tuple[Tensor, Tensor]:
         """Flow-guided dynamic downsampling of the sharp HR sequence (Eq. 7).
@@ -226,7 +268,7 @@ class NetD(nn.Module):
         Returns:
             ``(recon [B, 3, H, W], hr_warp [B, T, 3, sH, sW])``.
         """
-        validity, warped = image_flow_warp(hr, out.image_flow, self.cfg.scale)
+        validity, warped = image_flow_warp(hr, out.image_flow, self.cfg.scale * self.cfg.unshuffle)
         if out.kernels is None:
             raise ValueError("degrade needs NetD's kernels: call NetD with kernels=True")
         kernels = normalize_downsampling_kernels(out.kernels)
@@ -284,11 +326,11 @@ class HighFrequencyReconstruction(nn.Module):
 
 @dataclass
 class NetROutput:
-    output: Tensor          # Y_hat_c    [B, 3, sH, sW]
-    lr_warp: Tensor         # X_w        [B, T, 3, H, W]
-    anchor: Tensor | None   # X^R_sharp  [B, T, 3, H, W]; None without anchor=True
-    image_flow: Tensor      # f^X        [B, T, 3, H, W]
-    kernels: Tensor | None  # K^R logits [B, T, s^2 k_r^2, H, W]; None in lean inference
+    output: Tensor          # Y_hat_c    [B, 3, 4H, 4W] (s times the input)
+    lr_warp: Tensor         # X_w        [B, T, 3, uH, uW]
+    anchor: Tensor | None   # X^R_sharp  [B, T, 3, uH, uW]; None without anchor=True
+    image_flow: Tensor      # f^X        [B, T, 3, H, W], in grid pixels
+    kernels: Tensor | None  # K^R logits [B, T, 16 k_r^2, H, W]; None in lean inference
 
 
 class NetR(nn.Module):
@@ -299,7 +341,7 @@ class NetR(nn.Module):
         self.cfg = cfg
         c, n3, kd2 = cfg.dim, 3 * cfg.num_flow, cfg.ds_kernel_size ** 2
         self.feature_extractor = ConvStack(
-            FrameConv(cfg.in_channels + c, c, 3, bias=cfg.bias), lrelu(),
+            FrameConv(cfg.grid_channels + c, c, 3, bias=cfg.bias), lrelu(),
             RRDB(c, cfg.growth_rate, cfg.num_dense_layer, cfg.num_rdb, bias=cfg.bias))
         self.flow_in = _head(n3, n3, n3, cfg.bias)
         # Full 3x3x3 convs: unlike every other conv here these mix neighbouring frames.
@@ -307,14 +349,15 @@ class NetR(nn.Module):
                                       TemporalConv3d(c, c, bias=cfg.bias))
         self.frma_blocks = _frma_stack(cfg, restoration=True)
         self.high_freq = HighFrequencyReconstruction(c, cfg.in_channels, bias=cfg.bias)
-        self.kernel_head = _head(c // cfg.num_seq, c, cfg.scale ** 2 * cfg.us_kernel_size ** 2, cfg.bias)
+        # (u*s)^2 = 16 sub-pixel kernels per grid cell at every scale
+        self.kernel_head = _head(c // cfg.num_seq, c, 16 * cfg.us_kernel_size ** 2, cfg.bias)
         self.pre_flow_head = _head(n3, n3, 3, cfg.bias)
-        self.flow_head = _head(n3 + 2 * cfg.in_channels, n3, 3, cfg.bias)
-        self.anchor_head = _head(c, c, cfg.in_channels, cfg.bias)
+        self.flow_head = _head(n3 + 2 * cfg.grid_channels, n3, 3, cfg.bias)
+        self.anchor_head = _head(c, c, cfg.grid_channels, cfg.bias)
 
     def forward(self, lr: Tensor, d: NetDOutput, *, anchor: bool = True,
                 kernel_head: nn.Module | None = None) -> NetROutput:
-        """``lr``: ``[B, T, 3, H, W]``; ``d``: NetD's output for the same window.
+        """``lr``: ``[B, T, 3, uH, uW]``; ``d``: NetD's output for the same window.
 
         Lean inference: when ``d.kernels`` is None, K^D is made frame by frame with NetD's
         ``kernel_head`` and embedded as it goes, and K^R likewise is made and applied frame by
@@ -322,12 +365,12 @@ class NetR(nn.Module):
         ``kernels`` of the output is then None.
         """
         cfg = self.cfg
-        t = lr.shape[1]
+        t, u = lr.shape[1], cfg.unshuffle
         # lr stays as given (fp32) for the image-space warps and the dynamic upsampling; the
         # feature path takes it in the compute dtype.
         assert d.feat is not None and d.flow is not None  # NetD's output, not yet used up
         lr_c = lr.to(d.feat.dtype)
-        feat = self.feature_extractor(cat_channels(lr_c, d.feat))
+        feat = self.feature_extractor(cat_channels(to_grid(lr_c, u), d.feat))
         f0c = feat[:, cfg.center].clone()
         flow = self.flow_in(d.flow)
         lean = d.kernels is None
@@ -345,10 +388,10 @@ class NetR(nn.Module):
             feat, fw, flow = block(feat, fw, flow, f0c, kd_feat)
         residual = self.high_freq(fw)
         # Image flow for X: a preliminary warp, then a refined flow from it (f^X).
-        _, pre_warp = image_flow_warp(lr, self.pre_flow_head(flow), 1)
-        center = lr_c[:, cfg.center : cfg.center + 1].expand(-1, t, -1, -1, -1)
-        image_flow = self.flow_head(cat_channels(flow, pre_warp.to(flow.dtype), center))
-        _, lr_warp = image_flow_warp(lr, image_flow, 1)
+        _, pre_warp = image_flow_warp(lr, self.pre_flow_head(flow), u)
+        center = to_grid(lr_c[:, cfg.center : cfg.center + 1], u).expand(-1, t, -1, -1, -1)
+        image_flow = self.flow_head(cat_channels(flow, to_grid(pre_warp.to(flow.dtype), u), center))
+        _, lr_warp = image_flow_warp(lr, image_flow, u)
         frames = lr_warp if cfg.flow_guided else lr
         assert fw is not None  # num_frma >= 1
         fw_seq = channels_to_seq(fw, cfg.num_seq)
@@ -358,9 +401,9 @@ class NetR(nn.Module):
                 lambda i: (frames[:, i], self.kernel_head(fw_seq[:, i:i + 1])[:, 0]), t, cfg.scale)
         else:
             kernels = self.kernel_head(fw_seq)
-            upsampled = dynamic_upsample(frames, normalize_upsampling_kernels(kernels, cfg.scale), cfg.scale)
-        return NetROutput(upsampled + residual, lr_warp, self.anchor_head(feat) if anchor else None, image_flow,
-                          kernels)
+            upsampled = dynamic_upsample(frames, normalize_upsampling_kernels(kernels, cfg.scale * u), cfg.scale)
+        anchor_x = from_grid(self.anchor_head(feat), u) if anchor else None
+        return NetROutput(upsampled + residual, lr_warp, anchor_x, image_flow, kernels)
 
 
 def _seq(x: Tensor) -> Tensor:
@@ -372,17 +415,18 @@ class FMANet(RestorationModel):
     """FMA-Net: NetD (stage 1) or NetD + NetR (stage 2), one class with a ``stage`` setting.
 
     ``forward(lr, hr=None)`` takes ``lr [B, 3, T, H, W]`` (blurry LR window) and optionally
-    ``hr [B, 3, T, 4H, 4W]`` (sharp HR window) and returns a dict:
+    ``hr [B, 3, T, sH, sW]`` (sharp HR window) and returns a dict; h, w below is the body's grid,
+    H/u, W/u (u = 4 / s; the LR size itself at x4):
 
-    - ``output`` ``[B, 3, 4H, 4W]``: restored centre frame (stage 2).
+    - ``output`` ``[B, 3, sH, sW]``: restored centre frame (stage 2).
     - ``lr_warp`` ``[B, 3, T, H, W]``: LR frames warped to the centre by f^X (stage 2).
     - ``anchor_r`` ``[B, 3, T, H, W]``: NetR's TA anchor (stage 2).
-    - ``image_flow_lr`` ``[B, 2, T, H, W]``: f^X's flow (stage 2).
+    - ``image_flow_lr`` ``[B, 2, T, h, w]``: f^X's flow (stage 2), in grid pixels.
     - ``anchor_d`` ``[B, 3, T, H, W]``: NetD's TA anchor, the predicted sharp LR sequence.
-    - ``image_flow`` ``[B, 2, T, H, W]``: f^Y's flow from the centre to each frame.
-    - ``kernels_d`` ``[B, k_d^2, T, H, W]``: K^D logits.
+    - ``image_flow`` ``[B, 2, T, h, w]``: f^Y's flow from the centre to each frame, in grid pixels.
+    - ``kernels_d`` ``[B, k_d^2, T, h, w]``: K^D logits.
     - with ``hr``: ``recon`` ``[B, 3, H, W]`` (re-degraded blurry centre frame) and
-      ``hr_warp`` ``[B, 3, T, 4H, 4W]`` (masked HR frames warped to the centre).
+      ``hr_warp`` ``[B, 3, T, sH, sW]`` (masked HR frames warped to the centre).
 
     ``channel_order`` says which colour order the weights expect ("BGR" for the authors').
 
@@ -411,8 +455,8 @@ class FMANet(RestorationModel):
 
     @property
     def min_size(self) -> int:
-        # The k_r x k_r restoration window must fit inside a frame.
-        return max(2, self.config.us_kernel_size)
+        # The k_r x k_r restoration window must fit inside a frame of the body's grid.
+        return max(2, self.config.us_kernel_size) * self.config.unshuffle
 
     @property
     def can_restore(self) -> bool:
@@ -427,21 +471,26 @@ class FMANet(RestorationModel):
         check_video_inputs(lr, hr, in_channels=cfg.in_channels, scale=cfg.scale, min_size=self.min_size,
                            num_seq=cfg.num_seq)
 
-    @staticmethod
-    def _frames_major(lr: Tensor) -> Tensor:
-        b, _, t = lr.shape[:3]
-        return channels_last(lr.transpose(1, 2).flatten(0, 1)).unflatten(0, (b, t))
+    def _frames_major(self, lr: Tensor) -> Tensor:
+        """``[B, C, T, H, W]`` -> frames-major ``[B, T, C, H', W']``, H' and W' padded (replicate)
+        up to multiples of u, so any input size works at x2 and x1; ``restore`` crops back."""
+        b, _, t, h, w = lr.shape
+        u = self.config.unshuffle
+        x = lr.transpose(1, 2).flatten(0, 1)
+        if h % u or w % u:
+            x = F.pad(x, (0, -w % u, 0, -h % u), mode="replicate")
+        return channels_last(x).unflatten(0, (b, t))
 
     def encode_frame(self, frame: Tensor) -> Tensor:
-        """NetD's initial features of single frames: ``[B, 3, H, W]`` -> ``[B, C, H, W]``.
+        """NetD's initial features of single frames: ``[B, 3, H, W]`` -> ``[B, C, H/u, W/u]``.
 
         They depend on one frame only, so a sliding window computes them once per frame
         and passes them to ``restore`` / ``forward`` as ``features``.
         """
-        return self.net_d.encode(channels_last(frame).unsqueeze(1))[:, 0]
+        return self.net_d.encode(self._frames_major(frame.unsqueeze(2)))[:, 0]
 
     def restore(self, lr: Tensor, *, features: Sequence[Tensor] | None = None, flows: Tensor | None = None) -> Tensor:
-        """Inference: ``lr [B, 3, T, H, W]`` -> restored centre frame ``[B, 3, 4H, 4W]``.
+        """Inference: ``lr [B, 3, T, H, W]`` -> restored centre frame ``[B, 3, sH, sW]``.
 
         The same output as ``forward(lr)["output"]``, without the TA anchors (training only).
         ``features``: the T frames' ``encode_frame`` outputs, if already computed.
@@ -452,11 +501,17 @@ class FMANet(RestorationModel):
         x = self._frames_major(lr)
         f0 = stack_frames(list(features)) if features is not None else None
         d = self.net_d(x, f0, anchor=False, kernels=False)
-        return self.net_r(x, d, anchor=False, kernel_head=self.net_d.kernel_head).output
+        out = self.net_r(x, d, anchor=False, kernel_head=self.net_d.kernel_head).output
+        s, (h, w) = self.config.scale, lr.shape[-2:]
+        return out if out.shape[-2:] == (s * h, s * w) else out[..., :s * h, :s * w]
 
     def forward(self, lr: Tensor, hr: Tensor | None = None, *, features: Tensor | None = None) -> dict[str, Tensor]:
         """See the class docstring. ``features``: cached ``net_d.encode`` features ``[B, T, C, H, W]``."""
         self.check_inputs(lr, hr)
+        u = self.config.unshuffle
+        if lr.shape[-2] % u or lr.shape[-1] % u:  # training patches and windows come whole
+            raise InputError(f"lr frames must have sides that are multiples of {u} at x{self.config.scale}, "
+                             f"got {lr.shape[-2]}x{lr.shape[-1]}")
         x = self._frames_major(lr)
         d = self.net_d(x, features)
         out = {"anchor_d": _seq(d.anchor), "image_flow": _seq(d.image_flow[:, :, :2]), "kernels_d": _seq(d.kernels)}
@@ -513,6 +568,10 @@ class FMANet(RestorationModel):
             lr, hr, lr_sharp, flow = (z[:, :, subs[1]] for z in (lr, hr, lr_sharp, flow))
         else:
             out = forward(lr, hr)
+        u = self.config.unshuffle
+        if u > 1:  # f^Y lives on the body's grid, in its pixels: the pseudo-GT flow goes there too
+            b, _, tt, h, w = flow.shape
+            flow = F.avg_pool2d(flow.transpose(1, 2).flatten(0, 1), u).unflatten(0, (b, tt)).transpose(1, 2) / u
         loss, terms = fmanet_loss({k: v.float() for k, v in out.items()}, lr=lr, hr=hr, lr_sharp=lr_sharp,
                                   flow_gt=flow, stage=2 if joint else 1, weights=weights)
         if restored is not None:
@@ -540,8 +599,8 @@ class FMANet(RestorationModel):
         """
         cfg = self.config
         x = self._frames_major(window.float().to(next(self.parameters()).device))
-        h, w = x.shape[-2:]
         d = self.net_d(x)
+        h, w = d.image_flow.shape[-2:]  # the body's grid: flows and kernels live on it
         t = cfg.num_seq
         flows = d.image_flow[0, :, :2].float().cpu().numpy()  # [T, 2, h, w]: centre -> each frame
         top = max(float(np.sqrt((flows ** 2).sum(1)).max()), 1e-6)
@@ -559,7 +618,7 @@ class FMANet(RestorationModel):
             flows_r = r.image_flow[0, :, :2].float().cpu().numpy()
             maps["NetR image flow f^X (centre to each frame)"] = np.concatenate(
                 [colorize_flow(flows_r[i], top) for i in range(t)], axis=1)
-            s, k = cfg.scale, cfg.us_kernel_size
+            s, k = cfg.scale * cfg.unshuffle, cfg.us_kernel_size  # the sub-pixel kernels of a grid cell
             kr = normalize_upsampling_kernels(r.kernels.float(), s)[0].cpu().numpy()  # [T, s*s, k*k, h, w]
             # The s*s sub-pixel kernels of each frame laid out as an s x s mosaic of k x k kernels.
             rows = [[kr[i, :, :, py_, px_].reshape(s, s, k, k).transpose(0, 2, 1, 3).reshape(s * k, s * k)
@@ -569,22 +628,31 @@ class FMANet(RestorationModel):
         return maps
 
 
+def _preset(base: FMANetConfig, overrides: dict[str, Any]) -> FMANet:
+    """A preset at the scale asked for: k_d - s must be even, so a preset's k_d grows by one at x1
+    unless k_d is given too."""
+    scale = overrides.get("scale")
+    if type(scale) is int and "ds_kernel_size" not in overrides and (base.ds_kernel_size - scale) % 2:
+        overrides = {**overrides, "ds_kernel_size": base.ds_kernel_size + 1}
+    return from_preset(FMANet, base, overrides)
+
+
 @register_model("fmanet")
 def fmanet(**overrides: Any) -> FMANet:
     """The released FMA-Net (M=4, n=9, k_d=20, k_r=5): 9,766,503 parameters."""
-    return from_preset(FMANet, FMANetConfig(), overrides)
+    return _preset(FMANetConfig(), overrides)
 
 
 @register_model("fmanet-s")
 def fmanet_s(**overrides: Any) -> FMANet:
     """FMA-Net_s of the supplement: M=2, nothing else changed. 7,569,603 parameters."""
-    return from_preset(FMANet, FMANetConfig(num_frma=2), overrides)
+    return _preset(FMANetConfig(num_frma=2), overrides)
 
 
 @register_model("fmanet-cpu")
 def fmanet_cpu(**overrides: Any) -> FMANet:
     """A small FMA-Net for training on a CPU in minutes to hours (our preset, not the paper's)."""
-    return from_preset(FMANet, FMANetConfig(dim=36, ds_kernel_size=12, us_kernel_size=5, num_rdb=3, growth_rate=12,
+    return _preset(FMANetConfig(dim=36, ds_kernel_size=12, us_kernel_size=5, num_rdb=3, growth_rate=12,
                                 num_dense_layer=3, num_flow=3, num_frma=2, num_transformer_block=1,
                                 num_heads=2), overrides)
 
@@ -599,7 +667,7 @@ def fmanet_cpu_l(**overrides: Any) -> FMANet:
     3.41, 1.92 s in bf16 against 2.16). Growth 16 fills AVX-512's 16-wide fp32 lanes; dim 54 or 60
     costs more time than its work (docs/builtin-model.md).
     """
-    return from_preset(FMANet, FMANetConfig(dim=48, ds_kernel_size=12, us_kernel_size=5, num_rdb=4, growth_rate=16,
+    return _preset(FMANetConfig(dim=48, ds_kernel_size=12, us_kernel_size=5, num_rdb=4, growth_rate=16,
                                 num_dense_layer=3, num_flow=3, num_frma=2, num_transformer_block=2,
                                 num_heads=2), overrides)
 
@@ -607,7 +675,7 @@ def fmanet_cpu_l(**overrides: Any) -> FMANet:
 @register_model("fmanet-tiny")
 def fmanet_tiny(**overrides: Any) -> FMANet:
     """The size of the shared reference model (tiny_a): for tests and smoke runs."""
-    return from_preset(FMANet, FMANetConfig(dim=18, ds_kernel_size=8, us_kernel_size=3, num_rdb=2, growth_rate=6,
+    return _preset(FMANetConfig(dim=18, ds_kernel_size=8, us_kernel_size=3, num_rdb=2, growth_rate=6,
                                 num_dense_layer=2, num_flow=3, num_frma=2, num_transformer_block=1,
                                 num_heads=2), overrides)
 

@@ -76,7 +76,10 @@ def dynamic_downsample(warped: Tensor, validity: Tensor, kernels: Tensor, scale:
     Args:
         warped: ``[B, T, C, sH, sW]`` masked, warped HR frames.
         validity: ``[B, T, C or 1, sH, sW]`` masked, warped all-ones frames.
-        kernels: ``[B, T, k*k, H, W]`` normalised (``normalize_downsampling_kernels``).
+        kernels: ``[B, T, k*k, H/u, W/u]`` normalised (``normalize_downsampling_kernels``); with
+            u > 1 (the body on a pixel-unshuffled input, at x1 and x2) each kernel serves the
+            u x u LR pixels of its cell: blur varies slowly across a frame, and a kernel per LR
+            pixel would cost u^2 times the kernel head's and K^D embedding's work.
         scale: s.
     Returns:
         ``[B, C, H, W]``: the re-degraded blurry LR centre frame.
@@ -89,29 +92,50 @@ def dynamic_downsample(warped: Tensor, validity: Tensor, kernels: Tensor, scale:
     # Validity is identical across colour channels: filter one channel of it, not C.
     both = torch.cat((warped, validity[:, :, :1]), dim=2)
     patches = _frame_patches(both, ks, scale, pad)  # [B, T, C+1, k*k, H, W]
+    u = _grid_factor((patches.shape[-2], patches.shape[-1]), (kernels.shape[-2], kernels.shape[-1]),
+                     "dynamic_downsample")
+    if u > 1:
+        kernels = kernels.repeat_interleave(u, dim=-2).repeat_interleave(u, dim=-1)
     filtered = torch.einsum("btckhw,btkhw->bchw", patches, kernels)
     return filtered[:, :c] / (filtered[:, c:] + 1e-8)
+
+
+def _grid_factor(frames_hw: tuple[int, int], kernels_hw: tuple[int, int], where: str) -> int:
+    """u: how many frame pixels a kernel grid cell covers on each side (1 when the kernels are
+    predicted at the frames' own size, as at x4; 2 or 4 when the network's body runs on a
+    pixel-unshuffled input, at x2 and x1)."""
+    u = frames_hw[0] // kernels_hw[0]
+    if u < 1 or frames_hw != (kernels_hw[0] * u, kernels_hw[1] * u):
+        raise ValueError(f"{where}: frames {frames_hw} are not a whole multiple of the kernel grid {kernels_hw}")
+    return u
 
 
 def dynamic_upsample(frames: Tensor, kernels: Tensor, scale: int) -> Tensor:
     """Flow-guided dynamic x s upsampling: one T*k*k kernel per HR pixel.
 
-    HR pixel (h*s + i, w*s + j) = sum over t and the k x k window centred on LR pixel
-    (h, w) of kernel(h, w, i, j) * frame, frames replicate-padded by k//2.
+    HR pixel (r, q) = sum over t and the k x k window centred on frame pixel (r // s, q // s)
+    of its kernel times the frame, frames replicate-padded by k//2. Kernels come on a grid of
+    cells u frame pixels wide (u = 1 at x4), each cell holding the (u*s)^2 kernels of the HR
+    pixels it covers: HR pixel (r, q) takes cell (r // (u*s), q // (u*s)), sub-pixel
+    (r % (u*s), q % (u*s)).
 
     Args:
-        frames: ``[B, T, C, H, W]`` (warped LR frames).
-        kernels: ``[B, T, s*s, k*k, H, W]`` (``normalize_upsampling_kernels``).
+        frames: ``[B, T, C, uH, uW]`` (warped frames at the input's size).
+        kernels: ``[B, T, (u*s)^2, k*k, H, W]`` (``normalize_upsampling_kernels`` with u*s).
         scale: s.
     Returns:
-        ``[B, C, sH, sW]``.
+        ``[B, C, s*uH, s*uW]``.
     """
-    b, t, c, h, w = frames.shape
+    b, t, c, hi, wi = frames.shape
+    h, w = kernels.shape[-2:]
+    u = _grid_factor((hi, wi), (h, w), "dynamic_upsample")
     ks = int(round(kernels.shape[3] ** 0.5))
-    patches = _frame_patches(frames, ks, 1, ks // 2)  # [B, T, C, k*k, H, W]
-    out = torch.einsum("btckhw,btskhw->bcshw", patches, kernels)
-    out = out.reshape(b, c, scale, scale, h, w).permute(0, 1, 4, 2, 5, 3)
-    return out.reshape(b, c, h * scale, w * scale)
+    patches = _frame_patches(frames, ks, 1, ks // 2)  # [B, T, C, k*k, uH, uW]
+    # frame pixel (g*u + x, h*u + y); sub-pixel (x*s + i, y*s + j) of cell (g, h)
+    patches = patches.reshape(b, t, c, ks * ks, h, u, w, u)
+    kern = kernels.reshape(b, t, u, scale, u, scale, ks * ks, h, w)
+    out = torch.einsum("btckgxhy,btxiyjkgh->bcgxihyj", patches, kern)
+    return out.reshape(b, c, hi * scale, wi * scale)
 
 
 def _pixel_windows(x: Tensor, ks: int) -> Tensor:
@@ -146,30 +170,38 @@ def dynamic_upsample_streamed(frame: Callable[[int], tuple[Tensor, Tensor]], t: 
     the HR-sized accumulator, and no extra pass over the kernels for their sums.
 
     Args:
-        frame: ``i -> (frame_i [B, C, H, W], logits_i [B, s*s*k*k, H, W])``; the logits are
-            read fastest channels-last (as the kernel head's convolution writes them).
+        frame: ``i -> (frame_i [B, C, uH, uW], logits_i [B, (u*s)^2*k*k, H, W])``; the logits are
+            read fastest channels-last (as the kernel head's convolution writes them). u = 1
+            at x4; see ``dynamic_upsample`` for the sub-pixel order when u > 1.
         t: number of frames T.
     Returns:
-        ``[B, C, sH, sW]``, equal to the batched version up to float rounding.
+        ``[B, C, s*uH, s*uW]``, equal to the batched version up to float rounding.
     """
     acc = psum = None
     kk = 0
     shape = None
     for i in range(t):
         x, logits = frame(i)
-        b, c, h, w = x.shape
-        kk = logits.shape[1] // (scale * scale)
+        b, c, hi, wi = x.shape
+        h, w = logits.shape[-2:]
+        u = _grid_factor((hi, wi), (h, w), "dynamic_upsample_streamed")
+        kk = logits.shape[1] // (u * u * scale * scale)
         ks = int(round(kk ** 0.5))
         # Sums of T*k*k terms accumulate in fp32 at least, whatever the kernels' dtype.
         dtype = torch.promote_types(x.dtype, torch.float32)
-        windows = _pixel_windows(x.to(dtype), ks)  # [N, C+1, k*k]
-        # [B, s*s*k*k, H, W] -> [N, k*k, s*s] (a view when the logits are channels-last; converted
-        # first, while the layout is dense, which is twice as fast as converting the view)
-        kernels = logits.to(dtype).permute(0, 2, 3, 1).reshape(b * h * w, scale * scale, kk).transpose(1, 2)
+        windows = _pixel_windows(x.to(dtype), ks)  # [N, C+1, k*k], N = B * uH * uW frame pixels
+        if u == 1:
+            # [B, s*s*k*k, H, W] -> [N, k*k, s*s] (a view when the logits are channels-last; converted
+            # first, while the layout is dense, which is twice as fast as converting the view)
+            kernels = logits.to(dtype).permute(0, 2, 3, 1).reshape(b * h * w, scale * scale, kk).transpose(1, 2)
+        else:
+            # cell (g, h) holds sub-pixel (x*s + i, y*s + j) for frame pixel (g*u + x, h*u + y)
+            kernels = logits.to(dtype).reshape(b, u, scale, u, scale, kk, h, w).permute(0, 6, 1, 7, 3, 5, 2, 4)
+            kernels = kernels.reshape(b * hi * wi, kk, scale * scale)
         if acc is None:
             acc = torch.bmm(windows, kernels)  # [N, C+1, s*s]: filtered values, and sum(K) last
             psum = windows[:, :c].sum(dim=2, keepdim=True)
-            shape = (b, c, h, w)
+            shape = (b, c, hi, wi)
         else:
             assert psum is not None
             acc.baddbmm_(windows, kernels)

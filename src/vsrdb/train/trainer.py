@@ -197,9 +197,10 @@ class Trainer:
         # stage with a narrower one takes the middle frames.
         self.train_window = max(s.window for s in self.stages)
         self.train_set = WindowDataset(clips, num_seq=self.train_window, patch=d.patch, flow=d.flow, cache_dir=cache,
-                                       augment=True, seed=self.cfg.seed,
+                                       augment=True, seed=self.cfg.seed, scale=scale,
                                        degrade=load_degradation(d.degrade, where="data.degrade"))
-        self.val_set = WindowDataset(val_clips, num_seq=self.val_window, patch=None, flow=None, augment=False)
+        self.val_set = WindowDataset(val_clips, num_seq=self.val_window, patch=None, flow=None, augment=False,
+                                     scale=scale)
         n = len(self.val_set)
         k = min(d.val_windows, n)
         self.val_indices = [round(i * (n - 1) / max(k - 1, 1)) for i in range(k)]

@@ -1,0 +1,86 @@
+"""Native x2 and x1 as a user runs them: synth at the scale, train, evaluate against the right
+baseline, restore a video at the input's own size."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from vsrdb.cli import main
+
+from conftest import synth_photo_dataset
+
+
+@pytest.fixture(scope="module")
+def x1_run(tmp_path_factory):
+    """A fmanet-tiny trained a few steps at x1 on a synth --scale 1 dataset, through the CLI."""
+    root = tmp_path_factory.mktemp("x1")
+    data = synth_photo_dataset(root, (96, 128), photo_size=(48, 64), scale=1)
+    cfg = {"model": "fmanet-tiny", "model_args": {"scale": 1},
+           "data": {"layout": "reds", "root": str(data), "val_root": str(data), "patch": 16, "batch": 2,
+                    "workers": 0, "val_windows": 1, "flow": "dis"},
+           "stages": {"netd": {"iterations": 2}, "joint": {"iterations": 2}},
+           "run_dir": str(root / "run"), "checkpoint_every": 2, "val_every": 100, "log_every": 1, "threads": 1}
+    (root / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(root / "c.yaml"), "--quiet"]) == 0
+    return data, root / "run" / "model"
+
+
+def test_synth_at_x1_keeps_the_frames_size_and_blurs_them(tmp_path):
+    data = synth_photo_dataset(tmp_path, (96, 128), photo_size=(48, 64), scale=1)
+    blur = sorted((data / "train_blur_bicubic" / "X1").rglob("*.png"))
+    sharp = sorted((data / "train_sharp").rglob("*.png"))
+    assert blur and len(blur) == len(sharp)
+    import cv2
+
+    b, s = cv2.imread(str(blur[2])), cv2.imread(str(sharp[2]))
+    assert b.shape == s.shape == (48, 64, 3)
+    assert not np.array_equal(b, s)  # the REDS-way blur at the frames' own size
+
+
+def test_x1_trains_evaluates_against_the_input_and_restores_at_the_input_size(x1_run, tmp_path):
+    import av
+
+    data, model = x1_run
+    assert json.loads((model / "config.json").read_text())["config"]["scale"] == 1
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", "--data", str(data), "--weights", str(model), "--json", str(out), "--quiet",
+                 "--threads", "1", "--max-clips", "1"]) == 0
+    scores = json.loads(out.read_text())
+    assert list(scores["methods"]) == ["run/model", "input"]
+    # x1's baseline is the blurry input itself: scored against the sharp frames, not perfect
+    assert 15 < scores["methods"]["input"]["average"]["psnr"] < 50
+    # a x4 scale asked of a x1 model is refused, naming both
+    assert main(["evaluate", "--data", str(data), "--weights", str(model), "--scale", "4", "--quiet"]) == 2
+
+    clip = tmp_path / "in.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(clip), "w") as f:
+        st = f.add_stream("libx264", rate=10)
+        st.width, st.height, st.pix_fmt = 70, 46, "yuv420p"  # not multiples of u = 4: padded and cropped
+        for _ in range(4):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (46, 70, 3), dtype=np.uint8), format="rgb24")
+            for packet in st.encode(frame):
+                f.mux(packet)
+        for packet in st.encode():
+            f.mux(packet)
+    restored = tmp_path / "out.mp4"
+    assert main(["restore", str(clip), "-o", str(restored), "--weights", str(model), "--quiet", "--threads", "1"]) == 0
+    with av.open(str(restored)) as f:
+        frames = [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+    assert len(frames) == 4 and frames[0].shape == (46, 70, 3)
+
+
+def test_x2_model_writes_twice_the_input_size(tmp_path):
+    import vsrdb
+    from vsrdb.checkpoints import load_checkpoint, save_checkpoint
+    from vsrdb.restore import Restorer
+
+    save_checkpoint(vsrdb.build("fmanet-tiny", scale=2).eval(), tmp_path / "m")
+    model = load_checkpoint(str(tmp_path / "m"))
+    assert model.scale == 2 and model.config.ds_kernel_size == 8
+    frames = [torch.rand(3, 21, 30) for _ in range(3)]
+    out = list(Restorer(model).run(iter(frames)))
+    assert len(out) == 3 and out[0].shape == (3, 42, 60)

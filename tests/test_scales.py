@@ -84,3 +84,21 @@ def test_x2_model_writes_twice_the_input_size(tmp_path):
     frames = [torch.rand(3, 21, 30) for _ in range(3)]
     out = list(Restorer(model).run(iter(frames)))
     assert len(out) == 3 and out[0].shape == (3, 42, 60)
+
+
+def test_x1_onnx_export_matches_pytorch_at_sizes_that_are_not_multiples_of_four(x1_run, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import vsrdb
+
+    _, model_dir = x1_run
+    out = tmp_path / "x1.onnx"
+    assert main(["export", "--weights", str(model_dir), "--onnx", str(out)]) == 0
+    model = vsrdb.load_checkpoint(str(model_dir))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for b, h, w in ((1, 24, 40), (2, 37, 29)):
+        lr = torch.rand(b, 3, 3, h, w)
+        with torch.no_grad():
+            expected = model.restore(lr).numpy()
+        got = session.run(["output"], {"lr": lr.numpy()})[0]
+        assert got.shape == (b, 3, h, w) and np.abs(got - expected).max() < 1e-4

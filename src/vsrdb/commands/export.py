@@ -14,7 +14,7 @@ __all__ = ["add_subcommand"]
 def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a model's inference as ONNX (for ONNX Runtime, TensorRT)",
                        description="Export the window restoration (input lr [B, 3, T, H, W] RGB in [0, 1], output "
-                                   "[B, 3, 4H, 4W]) with dynamic batch, height and width.")
+                                   "[B, 3, sH, sW], s the model's scale) with dynamic batch, height and width.")
     add_weights_argument(p, default="builtin")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
@@ -28,5 +28,5 @@ def _cmd_export(args: argparse.Namespace) -> int:
     t, s = model.frames.length, model.scale
     flows = f" and flows [B, {t}, 2, H, W] ({model.input_flow} flow)" if model.input_flow else ""
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input lr [B, 3, {t}, H, W] RGB in [0, 1]{flows} "
-          f"-> output [B, 3, {s}H, {s}W]")
+          f"-> output [B, 3, {s}H, {s}W]".replace("1H, 1W", "H, W"))
     return 0

@@ -477,8 +477,10 @@ class FMANet(RestorationModel):
         b, _, t, h, w = lr.shape
         u = self.config.unshuffle
         x = lr.transpose(1, 2).flatten(0, 1)
-        if h % u or w % u:
-            x = F.pad(x, (0, -w % u, 0, -h % u), mode="replicate")
+        if u > 1:
+            # u - 1 rows and columns, then cut to the multiple: a fixed pad keeps an ONNX export
+            # right for every size (a pad of -w % u is fixed at the example's size when traced)
+            x = F.pad(x, (0, u - 1, 0, u - 1), mode="replicate")[..., :(h + u - 1) // u * u, :(w + u - 1) // u * u]
         return channels_last(x).unflatten(0, (b, t))
 
     def encode_frame(self, frame: Tensor) -> Tensor:
@@ -503,7 +505,7 @@ class FMANet(RestorationModel):
         d = self.net_d(x, f0, anchor=False, kernels=False)
         out = self.net_r(x, d, anchor=False, kernel_head=self.net_d.kernel_head).output
         s, (h, w) = self.config.scale, lr.shape[-2:]
-        return out if out.shape[-2:] == (s * h, s * w) else out[..., :s * h, :s * w]
+        return out if self.config.unshuffle == 1 else out[..., :s * h, :s * w]
 
     def forward(self, lr: Tensor, hr: Tensor | None = None, *, features: Tensor | None = None) -> dict[str, Tensor]:
         """See the class docstring. ``features``: cached ``net_d.encode`` features ``[B, T, C, H, W]``."""

@@ -86,19 +86,45 @@ def test_x2_model_writes_twice_the_input_size(tmp_path):
     assert len(out) == 3 and out[0].shape == (3, 42, 60)
 
 
-def test_x1_onnx_export_matches_pytorch_at_sizes_that_are_not_multiples_of_four(x1_run, tmp_path):
+def test_x1_onnx_export_matches_pytorch_at_sizes_that_are_not_multiples_of_four(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     import vsrdb
 
-    _, model_dir = x1_run
+    # the smallest x1 FMA-Net (one frame, one FRMA block): the export's time is the exporter's
+    from vsrdb.checkpoints import save_checkpoint
+
+    save_checkpoint(vsrdb.build("fmanet-tiny", scale=1, num_seq=1, num_frma=1, num_rdb=1, num_dense_layer=1,
+                                bias=True).eval(), tmp_path / "m")
+    model_dir = tmp_path / "m"
     out = tmp_path / "x1.onnx"
-    assert main(["export", "--weights", str(model_dir), "--onnx", str(out)]) == 0
+    assert main(["export", "--weights", str(model_dir), "--onnx", str(out), "--no-optimize"]) == 0
     model = vsrdb.load_checkpoint(str(model_dir))
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     for b, h, w in ((1, 24, 40), (2, 37, 29)):
-        lr = torch.rand(b, 3, 3, h, w)
+        lr = torch.rand(b, 3, 1, h, w)
         with torch.no_grad():
             expected = model.restore(lr).numpy()
         got = session.run(["output"], {"lr": lr.numpy()})[0]
         assert got.shape == (b, 3, h, w) and np.abs(got - expected).max() < 1e-4
+
+
+def test_a_x4_checkpoint_starts_a_x1_run_with_its_body(tmp_path, capsys):
+    """init at another scale takes every tensor of the same name and shape; the layers that see
+    image channels start fresh; any other difference is still refused."""
+    import vsrdb
+    from vsrdb.checkpoints import save_checkpoint
+    from vsrdb.errors import CheckpointError
+    from vsrdb.train.trainer import _load_init
+
+    x4 = vsrdb.build("fmanet-tiny").eval()
+    save_checkpoint(x4, tmp_path / "x4")
+    x1 = vsrdb.build("fmanet-tiny", scale=1)
+    _load_init(x1, str(tmp_path / "x4"))
+    body = next(k for k in x1.state_dict() if k.startswith("net_r.frma_blocks."))
+    assert torch.equal(x1.state_dict()[body], x4.state_dict()[body])
+    first = next(k for k in x1.state_dict() if k.startswith("net_d.feature_extractor") and k.endswith("weight"))
+    assert x1.state_dict()[first].shape[1] == 48 and x4.state_dict()[first].shape[1] == 3
+    assert "x4 weights at x1" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="dim"):
+        _load_init(vsrdb.build("fmanet-tiny", scale=1, dim=24, num_heads=2), str(tmp_path / "x4"))

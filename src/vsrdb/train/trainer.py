@@ -475,13 +475,30 @@ def _stage_settings(cfg: TrainConfig, stages: list[TrainingStage]) -> dict[str, 
     return settings
 
 
+# Fields a checkpoint may differ in and still start a run: another scale of the same network
+# (FMA-Net's body is the same at x1, x2 and x4; k_d follows the scale's parity).
+_SCALE_FIELDS = {"scale", "ds_kernel_size"}
+
+
 def _load_init(model: RestorationModel, path: str) -> None:
-    """Copy a checkpoint's weights into ``model``; the two must be the same architecture."""
+    """Copy a checkpoint's weights into ``model``; the two must be the same architecture, or the same
+    network at another scale: then every tensor of the same name and shape is taken (the body), and
+    the layers that see image channels or kernels of another size start fresh."""
     init = load_checkpoint(path)
-    if init.config != model.config:
+    if init.config == model.config:
+        model.load_state_dict(init.state_dict())
+        return
+    da, db = dataclasses.asdict(init.config), dataclasses.asdict(model.config)
+    differ = {k for k in da if da[k] != db.get(k)}
+    if type(init.config) is not type(model.config) or not differ <= _SCALE_FIELDS or "scale" not in differ:
         raise CheckpointError(f"init {path}: its config differs from the run's model "
                               f"({_config_difference(init.config, model.config)})")
-    model.load_state_dict(init.state_dict())
+    own = model.state_dict()
+    taken = {k: v for k, v in init.state_dict().items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(taken, strict=False)
+    print(f"init {path}: x{init.scale} weights at x{model.scale}: {len(taken)} of {len(own)} tensors taken "
+          f"({sum(v.numel() for v in taken.values()) / sum(v.numel() for v in own.values()):.0%} of the "
+          "parameters); the rest start fresh", file=sys.stderr)
 
 
 def _config_difference(a, b) -> str:

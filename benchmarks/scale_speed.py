@@ -29,29 +29,35 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--frames", type=int, default=3, help="output frames timed per case (after the first)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="runs of the three cases, interleaved; each case's best is kept (machines of this kind "
+                        "are shared: a neighbour's load only ever slows a run)")
     args = p.parse_args()
     bench = Path(__file__).with_name("restore_speed.py")
-    rows = []
-    for scale, size in CASES:
+    best: dict[int, dict] = {}
+    for _, (scale, size) in ((r, case) for r in range(args.rounds) for case in CASES):
         cmd = [sys.executable, str(bench), "--case", "--model", args.model, "--size", size, "--arg", f"scale={scale}",
                "--frames", str(args.frames), "--precision", args.precision, "--device", args.device,
                "--threads", str(args.threads)]
         child = subprocess.run(cmd, capture_output=True, text=True)
         if child.returncode:
             sys.exit(f"x{scale} {size}: {child.stderr.strip().splitlines()[-1:]}")
-        rows.append((scale, size, json.loads(child.stdout.strip().splitlines()[-1])))
+        r = json.loads(child.stdout.strip().splitlines()[-1])
+        if scale not in best or r["seconds_per_frame"] < best[scale]["seconds_per_frame"]:
+            best[scale] = r
+    rows = [(scale, size, best[scale]) for scale, size in CASES]
     from vsrdb.precision import describe_cpu
 
     first = rows[0][2]
     print(f"{args.model}, output 720x1280, {args.device} ({args.threads} threads), precision {first['precision']}")
     if args.device == "cpu":
         print(f"CPU: {describe_cpu()}")
-    print("| scale | input | s / frame | vs x4 | TFLOP / frame | peak RSS GB |")
-    print("|---|---|---|---|---|---|")
+    print("| scale | input | s / frame | vs x4 | TFLOP / frame | peak RSS GB | tiles |")
+    print("|---|---|---|---|---|---|---|")
     for scale, size, r in rows:
         ratio = r["seconds_per_frame"] / first["seconds_per_frame"]
         print(f"| x{scale} | {size} | {r['seconds_per_frame']:.2f} | {ratio:.2f} | {r['tflop_per_frame']:.3f} | "
-              f"{r['peak_rss_gb']:.2f} |")
+              f"{r['peak_rss_gb']:.2f} | {r['tiles']} |")
 
 
 if __name__ == "__main__":

@@ -161,10 +161,12 @@ def test_a_centre_tap_kernel_at_x1_gives_back_the_centre_frame():
 
 
 def test_dynamic_downsample_shares_each_grid_cells_kernel_among_its_pixels():
-    b, t, s, k, u, h, w = 1, 3, 1, 5, 4, 2, 2
-    hr = torch.rand(b, t, 3, u * h, u * w)
-    validity = torch.ones(b, t, 1, u * h, u * w)
-    grid = normalize_downsampling_kernels(torch.randn(b, t, k * k, h, w))
-    out = dynamic_downsample(hr, validity, grid, s)
-    full = grid.repeat_interleave(u, dim=-2).repeat_interleave(u, dim=-1)
-    assert torch.allclose(out, _slow_downsample(hr, validity, full, s), atol=1e-5)
+    for s, k, u in ((1, 5, 4), (2, 6, 2)):  # x1 and x2
+        b, t, h, w = 2, 3, 2, 3
+        hr = torch.rand(b, t, 3, s * u * h, s * u * w)
+        validity = torch.rand(b, t, 1, s * u * h, s * u * w) + 0.5
+        grid = normalize_downsampling_kernels(torch.randn(b, t, k * k, h, w))
+        out = dynamic_downsample(hr, validity.expand(-1, -1, 3, -1, -1), grid, s)
+        full = grid.repeat_interleave(u, dim=-2).repeat_interleave(u, dim=-1)
+        assert out.shape == (b, 3, u * h, u * w)
+        assert torch.allclose(out, _slow_downsample(hr, validity, full, s), atol=1e-5), (s, u)

@@ -71,6 +71,15 @@ def test_x1_trains_evaluates_against_the_input_and_restores_at_the_input_size(x1
     with av.open(str(restored)) as f:
         frames = [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
     assert len(frames) == 4 and frames[0].shape == (46, 70, 3)
+    # a batch: one output per input, each at its input's size
+    (tmp_path / "clips").mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / "clips" / name).write_bytes(clip.read_bytes())
+    assert main(["restore", str(tmp_path / "clips"), "-o", str(tmp_path / "batch"), "--weights", str(model),
+                 "--quiet", "--threads", "1"]) == 0
+    for name in ("a.mp4", "b.mp4"):
+        with av.open(str(tmp_path / "batch" / name)) as f:
+            assert [fr.to_ndarray(format="rgb24").shape for fr in f.decode(video=0)] == [(46, 70, 3)] * 4
 
 
 def test_x2_model_writes_twice_the_input_size(tmp_path):

@@ -35,7 +35,7 @@ def main() -> None:
     args = p.parse_args()
     bench = Path(__file__).with_name("restore_speed.py")
     best: dict[int, dict] = {}
-    for _, (scale, size) in ((r, case) for r in range(args.rounds) for case in CASES):
+    for scale, size in CASES * args.rounds:  # interleaved: a slow spell spreads over every case
         cmd = [sys.executable, str(bench), "--case", "--model", args.model, "--size", size, "--arg", f"scale={scale}",
                "--frames", str(args.frames), "--precision", args.precision, "--device", args.device,
                "--threads", str(args.threads)]

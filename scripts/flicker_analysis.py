@@ -15,41 +15,10 @@ flickers where the codec's quality changes from frame to frame).
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 
 import numpy as np
-
-
-def _encode(frames: np.ndarray, crf: int) -> tuple[np.ndarray, list[str]]:
-    """uint8 RGB ``[T, H, W, 3]`` through libx264 (as vsrdb.data.degrade.encode_video) and back,
-    with each decoded frame's picture type."""
-    import av
-
-    t, h, w = frames.shape[:3]
-    ph, pw = max(96, -(-h // 16) * 16), max(96, -(-w // 16) * 16)
-    padded = np.pad(frames, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="matroska") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
-        stream.options = {"threads": "1", "crf": str(crf), "preset": "medium"}
-        for f in padded:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    buf.seek(0)
-    with av.open(buf) as src:
-        decoded = [(f.to_ndarray(format="rgb24"), _kind(f.pict_type)) for f in src.decode(video=0)]
-    return np.stack([d for d, _ in decoded])[:, :h, :w], [k for _, k in decoded]
-
-
-def _kind(pict_type) -> str:
-    """I, P or B (PyAV gives an enum, or its number: 1, 2, 3)."""
-    name = getattr(pict_type, "name", None)
-    return name if name in ("I", "P", "B") else {1: "I", 2: "P", 3: "B"}.get(int(pict_type), str(pict_type))
 
 
 def main() -> None:
@@ -64,6 +33,7 @@ def main() -> None:
     import torch
 
     from vsrdb.checkpoints import load_checkpoint
+    from vsrdb.data.degrade import encode_video_with_types
     from vsrdb.data.resize import imresize
     from vsrdb.evaluate.metrics import farneback, flow_difference, psnr, to_grey_u8
     from vsrdb.restore import Restorer
@@ -75,7 +45,7 @@ def main() -> None:
     if len(blur) < 3:
         sys.exit(f"{args.data}: clip {args.clip} has {len(blur)} frames; at least 3 are needed")
     clean = np.stack(blur)
-    coded, kinds = _encode(clean, args.crf)
+    coded, kinds = encode_video_with_types(clean, "h264", crf=args.crf)
     model = load_checkpoint(args.weights)
     gt_grey = [to_grey_u8(f) for f in sharp]
     gt_flow = [None] + [farneback(gt_grey[i - 1], gt_grey[i]) for i in range(1, len(sharp))]

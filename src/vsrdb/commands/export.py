@@ -31,6 +31,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                       optimize=not args.no_optimize)
     t, s = model.frames.length, model.scale
     flows = f" and flows [B, {t}, 2, H, W] ({model.input_flow} flow)" if model.input_flow else ""
+    size = "H, W" if s == 1 else f"{s}H, {s}W"
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input lr [B, 3, {t}, H, W] RGB in [0, 1]{flows} "
-          f"-> output [B, 3, {s}H, {s}W]".replace("1H, 1W", "H, W"))
+          f"-> output [B, 3, {size}]")
     return 0

@@ -30,8 +30,8 @@ import numpy as np
 from ..errors import ConfigError, InputError
 
 __all__ = ["Degradation", "Step", "PRESETS", "load_degradation", "parse_chain", "apply_record",
-           "describe_record", "degrade_tensors", "add_noise", "jpeg", "encode_video", "rescale", "CODECS",
-           "DEGRADATION_FILE"]
+           "describe_record", "degrade_tensors", "add_noise", "jpeg", "encode_video", "encode_video_with_types",
+           "rescale", "CODECS", "DEGRADATION_FILE"]
 
 DEGRADATION_FILE = "degradation.json"  # {"spec": ..., "clips": {clip: record}} at a synth dataset's root
 
@@ -431,6 +431,13 @@ def rescale(frames: np.ndarray, scale: float, kernel: str, back: str) -> np.ndar
 def encode_video(frames: np.ndarray, codec: str, *, crf: int = 23, bpp: float = 0.2, preset: str = "medium",
                  gop: int = 0, fps: int = 25) -> np.ndarray:
     """The clip through a real encoder and back, in memory: uint8 RGB ``[T, H, W, 3]`` in and out.
+    ``encode_video_with_types`` gives each decoded frame's picture type too."""
+    return encode_video_with_types(frames, codec, crf=crf, bpp=bpp, preset=preset, gop=gop, fps=fps)[0]
+
+
+def encode_video_with_types(frames: np.ndarray, codec: str, *, crf: int = 23, bpp: float = 0.2,
+                            preset: str = "medium", gop: int = 0, fps: int = 25) -> tuple[np.ndarray, list[str]]:
+    """``encode_video``, and the picture type ("I", "P", "B") of each decoded frame.
 
     ``crf`` sets the rate of h264/h265/vp9, ``bpp`` (bits per pixel per frame) that of mpeg4, so
     that a rate means the same on a 32 px training patch as on a whole frame. ``gop``: frames
@@ -470,10 +477,16 @@ def encode_video(frames: np.ndarray, codec: str, *, crf: int = 23, bpp: float = 
             out.mux(packet)
     buf.seek(0)
     with av.open(buf) as src:
-        decoded = [f.to_ndarray(format="rgb24") for f in src.decode(video=0)]
+        decoded = [(f.to_ndarray(format="rgb24"), _picture_type(f.pict_type)) for f in src.decode(video=0)]
     if len(decoded) != t:
         raise RuntimeError(f"{codec}: {t} frames encoded, {len(decoded)} decoded")
-    return np.stack(decoded)[:, :h, :w]
+    return np.stack([d for d, _ in decoded])[:, :h, :w], [k for _, k in decoded]
+
+
+def _picture_type(pict_type: Any) -> str:
+    """I, P or B (PyAV gives an enum, or its number: 1, 2, 3)."""
+    name = getattr(pict_type, "name", None)
+    return name if name in ("I", "P", "B") else {1: "I", 2: "P", 3: "B"}.get(int(pict_type), str(pict_type))
 
 
 def degrade_tensors(frames: Sequence, record: Mapping[str, Any]) -> list:

@@ -215,7 +215,8 @@ def _upsample_by_taps(frame: Callable[[int], tuple[Tensor, Tensor]], t: int, sca
         kern = logits.to(dtype).reshape(b, u, scale, u, scale, kk, h, w).permute(0, 2, 4, 5, 6, 1, 7, 3)
         kern = kern.reshape(b, scale * scale, kk, hi, wi)
         xp = F.pad(x.to(dtype), (ks // 2,) * 4, mode="replicate")
-        frames_sum = xp.clone() if frames_sum is None else frames_sum.add_(xp)
+        # the first frame's padded copy becomes the sum (its taps below run before anything is added)
+        frames_sum = xp if frames_sum is None else frames_sum.add_(xp)
         for sub in range(scale * scale):
             if i == 0:
                 acc.append(x.new_zeros(b, c, hi, wi, dtype=dtype))

@@ -109,6 +109,16 @@ def test_data_photos_writes_the_photos_with_licences_and_leaves_out_the_blurred(
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["data", "photos", str(out), "--sources", "lomiri", "--cache", str(cache), "--quiet",
                  "--overwrite"]) == 0
+    # the corpus folder is what synth takes: the photographs its manifest kept, in their package folders
+    assert main(["synth", str(out), "-o", str(tmp_path / "ds"), "--photo-size", "64x80", "--photo-clips", "2",
+                 "--clip-frames", "3", "--blur-frames", "3", "--stride", "3"]) == 0
+    assert sorted(p.name for p in (tmp_path / "ds" / "train_sharp").iterdir()) == ["000", "001"]
+    # a manifest naming a file outside its folder is refused, naming the manifest
+    entries = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps(entries + [{"file": "../cache/x.jpg", "kept": True}]))
+    assert main(["synth", str(out), "-o", str(tmp_path / "ds2"), "--photo-size", "64x80"]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.json: lists '../cache/x.jpg', which is not a file in" in err and not (tmp_path / "ds2").exists()
 
 
 def test_data_clips_writes_the_held_out_clips_with_a_manifest(tmp_path):

@@ -137,3 +137,72 @@ def test_a_x4_checkpoint_starts_a_x1_run_with_its_body(tmp_path, capsys):
     assert "x4 weights at x1" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="dim"):
         _load_init(vsrdb.build("fmanet-tiny", scale=1, dim=24, num_heads=2), str(tmp_path / "x4"))
+
+
+def test_the_smallest_native_scale_that_reaches_the_size_asked_for_is_picked(monkeypatch):
+    from vsrdb.errors import InputError
+    from vsrdb.restore import scales
+
+    offered = {4: "builtin", 2: "builtin-x2", 1: "builtin-x1"}
+    monkeypatch.setattr(scales, "native_scales", lambda w: dict(offered) if w == "builtin" else {})
+    assert scales.needed_scale(None, None, [(180, 320)]) is None
+    assert scales.needed_scale(1.5, None, []) == 1.5
+    # --size WxH against inputs of (height, width): the largest ratio over them
+    assert scales.needed_scale(None, (1280, 720), [(360, 640), (720, 1280)]) == 2.0
+    assert scales.needed_scale(None, (1300, 720), [(360, 640)]) == 1300 / 640
+    pick = scales.pick_weights
+    assert pick("builtin", scale=None, needed=None) == ("builtin", "")  # no size asked: the model's own
+    assert pick("builtin", scale=None, needed=1)[0] == "builtin-x1"
+    assert pick("builtin", scale=None, needed=1.5)[0] == "builtin-x2"
+    assert pick("builtin", scale=None, needed=2)[0] == "builtin-x2"
+    assert pick("builtin", scale=None, needed=1300 / 640)[0] == "builtin"
+    assert pick("builtin", scale=None, needed=3)[0] == "builtin"
+    assert pick("builtin", scale=1, needed=3)[0] == "builtin-x1"  # --scale forces it (restore then refuses x3)
+    assert pick("runs/x/model", scale=2, needed=1) == ("runs/x/model", "")
+    del offered[1]
+    with pytest.raises(InputError, match=r"--scale 1: builtin ships at x4, x2 in this installation"):
+        pick("builtin", scale=1, needed=None)
+    assert pick("builtin", scale=None, needed=1)[0] == "builtin-x2"
+    with pytest.raises(InputError, match=r"--scale 2: m is a x4 model"):
+        scales.check_scale(4, "m", 2)
+    scales.check_scale(4, "m", None)
+
+
+def test_evaluate_scores_a_x4_model_at_x1_as_restore_outscale_1_runs_it(x1_run, tmp_path):
+    import vsrdb
+    from vsrdb.checkpoints import save_checkpoint
+
+    data, x1_model = x1_run
+    torch.manual_seed(0)
+    save_checkpoint(vsrdb.build("fmanet-tiny").eval(), tmp_path / "x4")
+    out = tmp_path / "scores.json"
+    # the models' scales differ: without --scale that is one line
+    assert main(["evaluate", "--data", str(data), "--weights", str(x1_model), "--weights", str(tmp_path / "x4"),
+                 "--quiet"]) == 2
+    assert main(["evaluate", "--data", str(data), "--weights", str(x1_model), "--weights", str(tmp_path / "x4"),
+                 "--scale", "1", "--json", str(out), "--quiet", "--threads", "1", "--max-clips", "1"]) == 0
+    methods = json.loads(out.read_text())["methods"]
+    assert list(methods) == ["run/model", "x4 (x4 shrunk to x1)", "input"]
+    psnr = {name: m["average"]["psnr"] for name, m in methods.items()}
+    assert len(set(psnr.values())) == 3 and all(5 < v < 60 for v in psnr.values())  # untrained: low
+    # the shrunk x4 output is what restore --outscale 1 writes: the same PSNR from restore's PNGs
+    import cv2
+
+    from vsrdb.evaluate.metrics import psnr as psnr_of
+
+    assert main(["evaluate", "--data", str(data), "--weights", str(tmp_path / "x4"), "--scale", "1", "--all-frames",
+                 "--baseline", "none", "--json", str(tmp_path / "all.json"), "--quiet", "--threads", "1",
+                 "--max-clips", "1"]) == 0
+    scored = json.loads((tmp_path / "all.json").read_text())["average"]["psnr"]
+    clip = sorted((data / "train_blur_bicubic" / "X1").iterdir())[0]
+    assert main(["restore", str(clip), "-o", str(tmp_path / "png"), "--weights", str(tmp_path / "x4"),
+                 "--outscale", "1", "--quiet", "--threads", "1"]) == 0
+    outs = sorted((tmp_path / "png").glob("*.png"))
+    sharp = sorted((data / "train_sharp" / clip.name).glob("*.png"))
+
+    def rgb(path):
+        return torch.from_numpy(cv2.imread(str(path))[..., ::-1].copy()).permute(2, 0, 1).float() / 255
+
+    assert len(outs) == len(sharp)
+    from_pngs = float(np.mean([psnr_of(rgb(o), rgb(t)) for o, t in zip(outs, sharp)]))
+    assert abs(from_pngs - scored) < 0.05, (from_pngs, scored)

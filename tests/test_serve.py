@@ -246,6 +246,10 @@ def test_errors_are_the_command_lines_one_line(server, tmp_path, tiny):
     assert status == 400 and "unknown model" in answer["error"]
     status, answer = s.upload(video, model="tiny", precision="fp16")  # no native fp16 on these CPUs
     assert status == 400 and "fp16" in answer["error"]
+    for outscale in ("8", "1.5", "0", "x2"):  # tiny is x4
+        status, answer = s.upload(video, model="tiny", outscale=outscale)
+        assert status == 400 and answer["error"] == f"vsrdb restore: error: --outscale {outscale}: must be a " \
+                                                    "whole number from 1 to tiny's scale (4)", answer
     assert len(list((s.workdir / "jobs").iterdir())) == 1  # only the unreadable file's job
 
 
@@ -383,6 +387,10 @@ def test_the_page_restores_an_upload_with_sound_in_headless_chromium(server, tmp
             page.goto(s.url)
             assert page.url == f"http://127.0.0.1:{s.port}/"  # the token went into a cookie
             page.select_option("#model", "tiny")
+            # The sizes a x4 model makes; x2 here is the x4 output shrunk as restore --outscale 2 does.
+            assert page.eval_on_selector_all("#outscale option", "os => os.map(o => o.textContent)") == \
+                ["×4", "×2", "same size (deblur only)"]
+            page.select_option("#outscale", "2")
             page.set_input_files("#files", str(video))
             page.click("#start")
             row = page.locator(".job[data-status=done]")
@@ -394,7 +402,8 @@ def test_the_page_restores_an_upload_with_sound_in_headless_chromium(server, tmp
                                    timeout=30_000)
             sizes = page.evaluate("() => ['before', 'after', 'vout', 'vin'].map(i => { const e = "
                                   "document.getElementById(i); return e.naturalWidth || e.videoWidth; })")
-            assert sizes == [192, 192, 192, 48]
+            assert sizes == [96, 96, 96, 48]
+            assert "tiny ×2 → .mp4" in row.locator(".stats").inner_text()
             page.fill("#wipe", "25")
             assert "25%" in page.evaluate("() => document.getElementById('after').style.clipPath")
             page.evaluate("() => document.getElementById('vout').play()")
@@ -424,7 +433,7 @@ def test_the_page_restores_an_upload_with_sound_in_headless_chromium(server, tmp
         finally:
             browser.close()
     frames = decode(download)
-    assert len(frames) == 8 and frames[0].shape == (128, 192, 3)
+    assert len(frames) == 8 and frames[0].shape == (64, 96, 3)
     with av.open(str(download)) as c:
         assert c.streams.audio and c.streams.audio[0].codec_context.name == "aac"
         assert c.streams.audio[0].duration * c.streams.audio[0].time_base > 0.9

@@ -25,7 +25,7 @@ from .models.registry import build, release_formats
 from .models.weights import WeightsMeta, attach_meta, load_state_strict, meta_of
 
 __all__ = ["WeightsMeta", "save_checkpoint", "load_checkpoint", "builtin_weights", "CheckpointError",
-           "average_checkpoints", "BUILTIN", "BUILTIN_MODELS"]
+           "average_checkpoints", "BUILTIN", "BUILTIN_MODELS", "NATIVE_SCALES", "native_scales"]
 
 FORMAT_NAME = "vsrdb"
 FORMAT_VERSION = 1
@@ -102,6 +102,21 @@ BUILTIN_MODELS = {
     "builtin-clean": "input degraded only the REDS way (blur and x4 bicubic, never encoded): benchmark-style "
                      "data; the default before version 3",
 }
+
+
+# A built-in model's weights at each native scale, by built-in name: restore runs the smallest
+# that reaches the output size asked for instead of shrinking a x4 output (docs/restore.md).
+NATIVE_SCALES: dict[str, dict[int, str]] = {BUILTIN: {4: BUILTIN, 2: "builtin-x2", 1: "builtin-x1"}}
+
+
+def native_scales(weights: str) -> dict[int, str]:
+    """The native scales a ``--weights`` value offers -> the built-in model of each, for the
+    built-in models that ship at several scales (only those in this installation); ``{}`` for
+    anything else (one model: its own scale)."""
+    if Path(weights).exists():  # a folder of that name in the current directory is the user's
+        return {}
+    return {scale: name for scale, name in NATIVE_SCALES.get(weights, {}).items()
+            if builtin_weights(name) is not None}
 
 
 def builtin_weights(name: str = BUILTIN) -> str | None:

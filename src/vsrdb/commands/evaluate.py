@@ -53,7 +53,8 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                         "'clean' for none); repeatable: every method is scored on every setting")
     p.add_argument("--scale", type=int, choices=(1, 2, 4), default=None,
                    help="with --data: the scale scored (default: the --weights models' own, else 4); reds and "
-                        "synth layouts read the X<scale> folders; at x1 the bicubic baseline is the blurry input")
+                        "synth layouts read the X<scale> folders; at x1 the bicubic baseline is the blurry input; "
+                        "a model of a larger scale is shrunk to it, as restore --outscale does")
     p.add_argument("--max-clips", type=int, help="only the first N clips")
     p.add_argument("--json", help="write the scores as JSON here")
     p.add_argument("--report", help="write report.md, report.html and images/ into this folder")
@@ -122,9 +123,12 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
         precision = resolve_precision(args.precision, device)
         if args.weights and progress:
             print(f"vsrdb evaluate: {precision.describe()}", file=sys.stderr)
-        methods: list[Method] = [ModelMethod(_label(w), _load(w), device=device, precision=precision)
-                                 for w in args.weights]
-        scale = _scale(args, methods)
+        models = [(_label(w), _load(w)) for w in args.weights]
+        scale = _scale(args, models)
+        methods: list[Method] = [
+            ModelMethod(label if model.scale == scale else f"{label} (x{model.scale} shrunk to x{scale})", model,
+                        device=device, precision=precision, scale=scale)
+            for label, model in models]
         clips = _dataset(args, scale)
         names = args.baseline if args.baseline is not None else ["bicubic"]
         methods += [baseline(n, scale) for n in names if n != "none"]
@@ -195,18 +199,19 @@ def _load(weights: str):
     return load_checkpoint(weights)  # "builtin" included
 
 
-def _scale(args: argparse.Namespace, methods) -> int:
-    """The scale scored at: --scale, else the models' own (they must agree), else 4."""
-    scales = {m.model.scale for m in methods if m.model is not None}
+def _scale(args: argparse.Namespace, models: list) -> int:
+    """The scale scored at: --scale, else the models' own (they must agree), else 4. A model of a
+    larger scale is scored at --scale as ``vsrdb restore --outscale`` would run it (shrunk)."""
+    scales = {model.scale for _, model in models}
     if args.scale is not None:
-        wrong = [m.name for m in methods if m.model is not None and m.model.scale != args.scale]
-        if wrong:
-            model = next(m.model for m in methods if m.name == wrong[0])
-            raise InputError(f"--scale {args.scale}: {wrong[0]} is a x{model.scale} model")
+        for label, model in models:
+            if model.scale < args.scale:
+                raise InputError(f"--scale {args.scale}: {label} is a x{model.scale} model; it can be scored at "
+                                 f"x{model.scale} or below")
         return args.scale
     if len(scales) > 1:
         raise InputError(f"the models have different scales ({', '.join(f'x{s}' for s in sorted(scales))}); "
-                         "evaluate each scale on its own")
+                         "give --scale to score them all at the smallest")
     return scales.pop() if scales else 4
 
 

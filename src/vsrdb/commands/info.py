@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import BUILTIN_MODELS, builtin_weights, load_checkpoint
+from ..checkpoints import BUILTIN_MODELS, NATIVE_SCALES, builtin_weights, load_checkpoint, native_scales
 from ..models import build, list_models
 
 __all__ = ["add_subcommand"]
@@ -37,7 +37,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 continue
             meta = json.loads((Path(folder) / "config.json").read_text())
             size = (Path(folder) / "model.safetensors").stat().st_size / 1e6
-            print(f"{name:14s} {meta['model']}, {size:.1f} MB: {purpose}")
+            print(f"{name:14s} {meta['model']} x{meta['config'].get('scale', 4)}, {size:.1f} MB: {purpose}")
+        for name in NATIVE_SCALES:
+            offered = native_scales(name)
+            if len(offered) > 1:
+                print(f"\n{name} ships at {', '.join(f'x{s} ({offered[s]})' for s in sorted(offered, reverse=True))}:"
+                      " restore --outscale/--size runs the smallest that reaches the size asked for; --scale "
+                      "forces one")
         return 0
     looks_like_path = "/" in args.model or Path(args.model).exists() or args.model in BUILTIN_MODELS
     model = load_checkpoint(args.model) if looks_like_path else build(args.model)

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import torch
 
-from ..checkpoints import BUILTIN, load_checkpoint
+from ..checkpoints import BUILTIN, load_checkpoint, native_scales
 from ..devices import pick_device, use_heap_allocator
 from ..errors import InputError, printable
 from ..precision import resolve_precision
@@ -81,10 +81,15 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--outscale", type=_outscale, metavar="S",
                       help="output size = input size x S, any factor from 1 to the model's scale (default: the "
-                           "model's); resampled with area averaging as frames are restored, e.g. 2 for a 1080p "
-                           "input gives 4K, not 8K")
+                           "model's), e.g. 2 for a 1080p input gives 4K, not 8K; a built-in model that ships at "
+                           "several scales runs at the smallest that reaches it, and a larger output is shrunk "
+                           "with area averaging as frames are restored")
     size.add_argument("--size", type=_size, metavar="WxH",
-                      help="output frame size, at most the model's output (area averaging when shrinking)")
+                      help="output frame size, at most the model's output (the native scale is picked as for "
+                           "--outscale; area averaging when shrinking)")
+    p.add_argument("--scale", type=int, choices=(1, 2, 4),
+                   help="run the built-in model at this native scale (default: picked from --outscale/--size); "
+                        "with a checkpoint folder, its own scale")
     p.add_argument("--tile", type=positive_int, help="LR tile size in pixels (default: from the memory available)")
     p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles (default 8)")
     p.add_argument("--max-memory", type=_gigabytes,
@@ -154,7 +159,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.precision, device)
     if dist.rank == 0 and not args.quiet:
         print(f"vsrdb restore: {precision.describe()}", file=sys.stderr)
-    model = load_checkpoint(args.weights or BUILTIN)
+    model = _load_model(args, [inp for inp, _ in pairs], quiet=args.quiet or dist.rank != 0)
     use_heap_allocator()
     max_memory = None if args.max_memory is None else int(args.max_memory * (1 << 30))
     opts = RestoreOptions(codec=args.codec, pix_fmt=args.pix_fmt, crf=args.crf, lossless=args.lossless,
@@ -200,6 +205,37 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         dist.stop()
 
 
+def _load_model(args: argparse.Namespace, inputs: list, *, quiet: bool):
+    """The model to run: ``--weights`` (default the built-in), at the native scale ``--scale``
+    forces or the output size asks for. ``inputs``: paths, or (height, width) of an open stream;
+    their sizes are read only for ``--size`` with weights that ship at several scales."""
+    from ..restore.scales import check_scale, needed_scale, pick_weights
+
+    weights = args.weights or BUILTIN
+    sizes = (inputs if all(isinstance(x, tuple) for x in inputs) else _input_sizes(inputs)) \
+        if args.size is not None and native_scales(weights) else []
+    chosen, why = pick_weights(weights, scale=args.scale, needed=needed_scale(args.outscale, args.size, sizes))
+    model = load_checkpoint(chosen)
+    check_scale(model.scale, weights, args.scale)
+    if why and not quiet:
+        print(f"vsrdb restore: {why}", file=sys.stderr)
+    return model
+
+
+def _input_sizes(paths: list) -> list[tuple[int, int]]:
+    """(height, width) of each input that opens; one that does not fails in its own job later."""
+    from ..video import open_frames
+
+    sizes = []
+    for path in paths:
+        try:
+            with open_frames(path) as source:
+                sizes.append((source.height, source.width))
+        except (InputError, OSError):
+            continue
+    return sizes
+
+
 def _restore_pipe(args: argparse.Namespace) -> int:
     """``-`` as the input or the output: one stream straight through, no work folder (see
     ``vsrdb.restore.stream``). Everything that needs files is refused up front."""
@@ -240,7 +276,7 @@ def _restore_pipe(args: argparse.Namespace) -> int:
         precision = resolve_precision(args.precision, device)
         if not args.quiet:
             print(f"vsrdb restore: {precision.describe()}", file=sys.stderr)
-        model = load_checkpoint(args.weights or BUILTIN)
+        model = _load_model(args, [(source.height, source.width)], quiet=args.quiet)
         use_heap_allocator()
         opts = RestoreOptions(codec=args.codec, pix_fmt=args.pix_fmt, crf=args.crf, lossless=args.lossless,
                               audio=False, fps=args.fps, tile=args.tile, overlap=args.overlap,

@@ -61,21 +61,26 @@ def _token(workdir: Path, renew: bool) -> str:
 
 
 def _models(weights: list[str]) -> dict[str, dict]:
-    from ..checkpoints import BUILTIN_MODELS, builtin_weights, load_checkpoint
+    from ..checkpoints import BUILTIN_MODELS, builtin_weights, load_checkpoint, native_scales
 
     models: dict[str, dict] = {}
+    # A built-in model at another native scale is offered through its x4 sibling's output-size choice.
+    siblings = {n for name in BUILTIN_MODELS for n in native_scales(name).values() if n != name}
     for name, purpose in BUILTIN_MODELS.items():  # the default first: the page preselects it
-        if builtin_weights(name) is not None:
+        if builtin_weights(name) is not None and name not in siblings:
             model = load_checkpoint(name)
-            models[name] = {"name": f"{name} ({model.preset})", "weights": name,
-                            "about": f"x{model.scale}; for {purpose}"}
+            native = sorted(native_scales(name) or {model.scale: name})
+            models[name] = {"name": f"{name} ({model.preset})", "weights": name, "scale": model.scale,
+                            "native": native, "about": f"x{model.scale}; for {purpose}"
+                            + (f"; runs natively at {', '.join(f'x{s}' for s in native)}" if len(native) > 1 else "")}
     for folder in weights:
         model = load_checkpoint(folder)  # a bad folder is refused now, not at the first job
         path = Path(folder).resolve()
         key, n = path.name or "weights", 2
         while key in models:
             key, n = f"{path.name}-{n}", n + 1
-        models[key] = {"name": key, "weights": str(path), "about": f"{model.preset} from {path.name} (x{model.scale})"}
+        models[key] = {"name": key, "weights": str(path), "scale": model.scale, "native": [model.scale],
+                       "about": f"{model.preset} from {path.name} (x{model.scale})"}
     if not models:
         raise InputError("no model to serve: this installation has no built-in model; pass --weights FOLDER")
     return models

@@ -311,6 +311,10 @@ def synthesize(sources: list[str | Path], out: str | Path, cfg: SynthConfig = Sy
     for s in map(Path, sources):
         if not s.exists():
             raise InputError(f"{s}: no such file or folder")
+        if s.is_dir() and (s / "manifest.json").is_file() and not any(
+                p.suffix.lower() in IMAGE_EXTENSIONS for p in s.iterdir()):
+            photos.extend(corpus_photos(s))
+            continue
         if s.is_dir() and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in s.iterdir()):
             raise InputError(f"{s}: no images in it")
         if s.is_file() and s.suffix.lower() in IMAGE_EXTENSIONS:
@@ -372,6 +376,28 @@ def synthesize(sources: list[str | Path], out: str | Path, cfg: SynthConfig = Sy
             {"about": "each clip's blurry LR went through these steps after x4 bicubic (vsrdb.data.degrade)",
              "spec": cfg.degrade.to_dict(), "clips": records}, indent=1) + "\n")
     return names
+
+
+def corpus_photos(folder: Path) -> list[Path]:
+    """The photographs a corpus folder of ``vsrdb data photos`` kept (its manifest.json lists
+    every one considered, in package sub-folders)."""
+    import json
+
+    manifest = folder / "manifest.json"
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8"))
+        kept = [e["file"] for e in entries if e.get("kept", True)]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise InputError(f"{manifest}: not a photo corpus manifest (a list of {{file, kept, ...}} entries)") from None
+    photos = []
+    for name in kept:
+        path = (folder / str(name)).resolve()
+        if folder.resolve() not in path.parents or not path.is_file():
+            raise InputError(f"{manifest}: lists {name!r}, which is not a file in {folder}")
+        photos.append(path)
+    if not photos:
+        raise InputError(f"{manifest}: keeps no photograph")
+    return photos
 
 
 def _looks_like_photo_folder(folder: Path) -> bool:

@@ -55,17 +55,29 @@ class FrameMethod(Method):
 class ModelMethod(Method):
     """A restoration model driven by the streaming ``Restorer`` (exactly what ``vsrdb restore`` does)."""
 
-    def __init__(self, name: str, model: RestorationModel, *, device: str = "cpu", **restorer_args) -> None:
+    def __init__(self, name: str, model: RestorationModel, *, device: str = "cpu", scale: int | None = None,
+                 **restorer_args) -> None:
+        """``scale``: the scale scored, at most the model's (default its own). A x4 model scored at
+        x2 is shrunk by area averaging after each frame, as ``vsrdb restore --outscale 2`` does."""
         from ..restore import Restorer
 
-        self.name, self.model = name, model
+        self.name, self.model, self.native = name, model, model.scale
+        self.scale = model.scale if scale is None else scale
+        if not 1 <= self.scale <= model.scale:
+            raise InputError(f"{name}: a x{model.scale} model cannot be scored at x{self.scale}")
         self.scored_window = model.frames.scored_window
         self.parameters = sum(p.numel() for p in model.parameters())
         self.restorer = Restorer(model, device=device, **restorer_args)
 
     def run(self, frames: Iterable[Tensor]) -> Iterator[Tensor]:
+        from ..data.resize import resample
+
         for out in self.restorer.run(frames):
-            yield out.float().cpu()
+            out = out.float().cpu()
+            if self.scale != self.native:
+                h, w = (n * self.scale // self.native for n in out.shape[-2:])
+                out = resample(out, (h, w))
+            yield out
 
 
 def _gaussian_psf(sigma: float) -> Tensor:

@@ -161,6 +161,12 @@ def check_options(config: ServeConfig, query) -> dict:
     precision = query.get("precision", "auto").lower()
     crf = query.get("crf") or None
     fps = query.get("fps") or None
+    outscale = query.get("outscale") or None
+    if outscale is not None:
+        scale = config.models[model].get("scale", 4)
+        if outscale not in {str(n) for n in range(1, scale + 1)}:
+            raise InputError(f"--outscale {outscale}: must be a whole number from 1 to {model}'s scale ({scale})")
+        outscale = int(outscale)
     if codec is not None and codec not in CODECS:
         raise InputError(f"--codec {codec}: unknown (use one of {', '.join(sorted(CODECS))})")
     if precision not in PRECISIONS:
@@ -187,7 +193,7 @@ def check_options(config: ServeConfig, query) -> dict:
         choose_format(Path(f"output.{container}"), source_bits=8, colour=ColourSpec(1, 1, 1, 1), codec=codec,
                       crf=crf)
     return {"model": model, "container": container, "codec": codec, "precision": precision, "crf": crf,
-            "fps": fps}
+            "fps": fps, "outscale": outscale}
 
 
 def create_app(config: ServeConfig) -> Guard:
@@ -251,7 +257,8 @@ class Handlers:
     async def info(self, request: Request) -> Response:
         config = self.config
         return JSONResponse({
-            "models": [{"id": k, "name": v["name"], "about": v["about"]} for k, v in config.models.items()],
+            "models": [{"id": k, "name": v["name"], "about": v["about"], "scale": v.get("scale", 4),
+                        "native": v.get("native", [v.get("scale", 4)])} for k, v in config.models.items()],
             "containers": list(CONTAINERS), "codecs": sorted(CODECS), "precisions": list(PRECISIONS),
             "max_upload": config.max_upload, "device": config.device})
 

@@ -217,7 +217,7 @@ class JobStore:
 
 STATUSES = ("uploading", "queued", "running", "stopping", "done", "failed", "stopped", "interrupted")
 OPTION_TYPES = {"model": (str,), "container": (str,), "codec": (str, type(None)), "precision": (str,),
-                "crf": (int, type(None)), "fps": (str, int, float, type(None))}
+                "crf": (int, type(None)), "fps": (str, int, float, type(None)), "outscale": (int, type(None))}
 
 
 def _read_record(folder: Path, record: Path) -> JobRecord | None:
@@ -336,6 +336,8 @@ class Runner:
             cmd += ["--crf", str(opts["crf"])]
         if opts.get("fps"):
             cmd += ["--fps", str(opts["fps"])]
+        if opts.get("outscale"):
+            cmd += ["--outscale", str(opts["outscale"])]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
         return cmd

@@ -367,13 +367,14 @@ def _restore_cmd(*argv):
     return [sys.executable, "-m", "vsrdb", "restore", *map(str, argv), "--quiet", "--threads", "1"]
 
 
-@pytest.mark.parametrize("out_name", ["out_frames", "out.mp4"])
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, out_name):
+@pytest.mark.parametrize("out_name,scale", [("out_frames", 4), ("out.mp4", 4), ("out.mp4", 2)])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, out_name, scale):
     torch.manual_seed(0)
-    vsrdb.save_checkpoint(vsrdb.build("fmanet-cpu"), tmp_path / "w")  # slow enough to be killed mid-run
+    vsrdb.save_checkpoint(vsrdb.build("fmanet-cpu", scale=scale), tmp_path / "w")  # slow enough to be killed
     frames = tmp_path / "in"
     frames.mkdir()
-    for i, f in enumerate(clip(14, h=40, w=56)):
+    u = 4 // scale  # a x2 model's body works on the input unshuffled by 2: the same cost per frame
+    for i, f in enumerate(clip(14, h=40 * u, w=56 * u)):
         cv2.imwrite(str(frames / f"{i:03d}.png"), f)
     common = ("--weights", tmp_path / "w", "--segment", "4")
     out = tmp_path / out_name
@@ -401,6 +402,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, out_name):
     else:
         a, b = decode(out), decode(ref)
         assert len(a) == len(b) == 14 and all(np.array_equal(x, y) for x, y in zip(a, b))
+        assert a[0].shape == (40 * u * scale, 56 * u * scale, 3)
 
 
 # --- batches and torchrun --------------------------------------------------------------------
@@ -424,9 +426,14 @@ def test_folder_of_videos_with_one_broken_file(tmp_path, weights, capsys):
     assert "0 restored, 2 skipped, 0 failed" in capsys.readouterr().out
 
 
-def test_torchrun_two_processes_equal_one(tmp_path, weights):
+@pytest.mark.parametrize("scale", [4, 1])
+def test_torchrun_two_processes_equal_one(tmp_path, weights, scale):
     if shutil.which("torchrun") is None:
         pytest.skip("torchrun is not on PATH")
+    if scale != 4:
+        torch.manual_seed(0)
+        weights = str(tmp_path / f"x{scale}")
+        vsrdb.save_checkpoint(vsrdb.build("fmanet-tiny", scale=scale), weights)
     make_video(tmp_path / "a.mp4", clip(9), audio=np.zeros(48000))
     (tmp_path / "b").mkdir()
     for i, f in enumerate(clip(7, seed=2)):
@@ -435,7 +442,7 @@ def test_torchrun_two_processes_equal_one(tmp_path, weights):
     one = subprocess.run(_restore_cmd(*args, "-o", tmp_path / "one"), capture_output=True, text=True)
     assert one.returncode == 0, one.stderr
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    two = subprocess.run(["torchrun", "--nproc_per_node=2", "--master_port", "29517", "-m", "vsrdb", "restore",
+    two = subprocess.run(["torchrun", "--nproc_per_node=2", "--master_port", str(29510 + scale), "-m", "vsrdb", "restore",
                           *map(str, args), "-o", str(tmp_path / "two"), "--quiet", "--threads", "1"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
@@ -443,6 +450,7 @@ def test_torchrun_two_processes_equal_one(tmp_path, weights):
     assert sorted(os.listdir(tmp_path / "two")) == ["a.mp4", "b"]
     a1, a2 = decode(tmp_path / "one" / "a.mp4"), decode(tmp_path / "two" / "a.mp4")
     assert len(a1) == 9 and all(np.array_equal(x, y) for x, y in zip(a1, a2))
+    assert a1[0].shape[:2] == tuple(n * scale for n in clip(1)[0].shape[:2])
     names = sorted(os.listdir(tmp_path / "one" / "b"))
     assert len([n for n in names if n.endswith(".png")]) == 7
     assert all((tmp_path / "one" / "b" / n).read_bytes() == (tmp_path / "two" / "b" / n).read_bytes() for n in names)

@@ -131,8 +131,8 @@ def test_dynamic_upsample_with_kernels_on_a_coarser_grid_matches_pixel_loop():
     (r // (u*s), q // (u*s)), sub-pixel (r % (u*s), q % (u*s))."""
     from vsrdb.ops.dynamic_filter import dynamic_upsample_streamed
 
-    for s, u in ((2, 2), (1, 4)):
-        b, t, c, k, h, w = 1, 3, 2, 3, 2, 3  # h, w: the grid
+    for s, u, k in ((2, 2, 3), (1, 4, 3), (1, 4, 5), (2, 2, 5)):
+        b, t, c, h, w = 1, 3, 2, 2, 3  # h, w: the grid
         frames = torch.rand(b, t, c, u * h, u * w)
         logits = torch.randn(b, t, (u * s) ** 2 * k * k, h, w)
         kernels = normalize_upsampling_kernels(logits, u * s)

@@ -195,48 +195,65 @@ def _upsample_by_taps(frame: Callable[[int], tuple[Tensor, Tensor]], t: int, sca
 
     Each HR pixel then has its own window of the input-sized frame, shared with at most s*s - 1
     others: gathering windows per pixel (as the x4 path does) would copy k*k values per output
-    pixel. Instead every tap is one multiply-add of a shifted frame with that tap's kernel plane,
-    T*k*k of them per sub-pixel; the normalisation's sum of each window is one box filter of the
-    frames' sum at the end. At x1 on 720x1280 this is 2.4x faster than gathering windows.
+    pixel. Instead every (sub-pixel, tap) pair is one multiply-add on the kernel grid: the kernel
+    plane is one channel of the logits, and the frame values it weighs are a strided view of the
+    padded frame (frame pixel (g*u + a) is cell g + a // u, phase a % u). Nothing is permuted to
+    the input's size but the output, once: interleaving 400 kernel planes into input-sized ones
+    cost more than the filtering at x1 (docs/benchmarks.md). The normalisation's sum of each
+    window is one box filter of the frames' sum at the end, read on the grid the same way.
     """
-    acc: list[Tensor] = []
-    ksum: list[Tensor] = []
-    frames_sum = None
-    kk = ks = 0
+    acc = ksum = frames_sum = None
+    kk = ks = u = 0
+    shape = (0, 0, 0, 0)
     for i in range(t):
         x, logits = frame(i)
         b, c, hi, wi = x.shape
         h, w = logits.shape[-2:]
         u = _grid_factor((hi, wi), (h, w), "dynamic_upsample_streamed")
-        kk = logits.shape[1] // (u * u * scale * scale)
+        subs = u * u * scale * scale
+        kk = logits.shape[1] // subs
         ks = int(round(kk ** 0.5))
+        shape = (b, c, h, w)
         dtype = torch.promote_types(x.dtype, torch.float32)
-        # [B, (x, i, y, j, kk), h, w] -> [B, (i, j), kk, uH, uW]: sub-pixel planes at the input's size
-        kern = logits.to(dtype).reshape(b, u, scale, u, scale, kk, h, w).permute(0, 2, 4, 5, 6, 1, 7, 3)
-        kern = kern.reshape(b, scale * scale, kk, hi, wi)
-        xp = F.pad(x.to(dtype), (ks // 2,) * 4, mode="replicate")
-        # the first frame's padded copy becomes the sum (its taps below run before anything is added)
+        # Padded by k//2, then to whole cells (the extra rows and columns are never read).
+        pad = ks // 2
+        rows, cols = -(-(hi + 2 * pad) // u), -(-(wi + 2 * pad) // u)
+        xp = F.pad(F.pad(x.to(dtype), (pad,) * 4, mode="replicate"),
+                   (0, cols * u - wi - 2 * pad, 0, rows * u - hi - 2 * pad))
         frames_sum = xp if frames_sum is None else frames_sum.add_(xp)
-        for sub in range(scale * scale):
-            if i == 0:
-                acc.append(x.new_zeros(b, c, hi, wi, dtype=dtype))
-                ksum.append(kern[:, sub].sum(1, keepdim=True))
-            else:
-                ksum[sub] += kern[:, sub].sum(1, keepdim=True)
+        cells = xp.view(b, c, rows, u, cols, u)  # frame pixel (g*u + a) = cells[..., g, a]
+        if acc is None:
+            acc = x.new_zeros(subs, b, c, h, w, dtype=dtype)
+            ksum = x.new_zeros(b, subs, h, w, dtype=dtype)
+        assert ksum is not None
+        for sub in range(subs):
+            # One sub-pixel's k*k planes made dense (the head writes channels-last): each tap's
+            # kernel plane is then one [h, w] block. Sub-pixel by sub-pixel, the copies are small
+            # enough to reuse freed memory; all 400 channels at once faulted in fresh pages.
+            lg = logits[:, sub * kk:(sub + 1) * kk].to(dtype).contiguous()
+            ksum[:, sub] += lg.sum(1)
+            # sub = ((y*s + i)*u + x)*s + j for HR pixel ((g*u + y)*s + i, (h*u + x)*s + j): its window
+            # is centred on frame pixel (g*u + y, h*u + x)
+            sy, sx = sub // (u * scale * scale), (sub % (u * scale)) // scale
             for j in range(kk):
                 dy, dx = divmod(j, ks)
-                acc[sub].addcmul_(xp[:, :, dy:dy + hi, dx:dx + wi], kern[:, sub, j:j + 1])
-        del kern, xp
-    if frames_sum is None:
+                ay, ax = sy + dy, sx + dx
+                acc[sub].addcmul_(cells[:, :, ay // u:ay // u + h, ay % u, ax // u:ax // u + w, ax % u],
+                                  lg[:, j:j + 1])
+            del lg
+        del xp, cells
+    if acc is None or ksum is None or frames_sum is None:
         raise ValueError("dynamic_upsample_streamed needs at least one frame")
-    box = F.avg_pool2d(frames_sum, ks, stride=1) * kk  # each window's sum over T and k*k
+    b, c, h, w = shape
+    box = F.avg_pool2d(frames_sum, ks, stride=1) * kk  # each window's sum over T and k*k, at frame pixels
+    box = box[..., :h * u, :w * u].reshape(b, c, h, u, w, u)
     n = t * kk
-    planes = [a.addcmul_(box, (1.0 - ks_) / n) for a, ks_ in zip(acc, ksum)]  # K - mean(K) + 1/n
-    if scale == 1:
-        return planes[0]
-    b, c, hi, wi = planes[0].shape
-    out = torch.stack(planes, dim=2).view(b, c, scale, scale, hi, wi).permute(0, 1, 4, 2, 5, 3)
-    return out.reshape(b, c, hi * scale, wi * scale)
+    for sub in range(u * u * scale * scale):
+        sy, sx = sub // (u * scale * scale), (sub % (u * scale)) // scale
+        acc[sub].addcmul_(box[:, :, :, sy, :, sx], (1.0 - ksum[:, sub:sub + 1]) / n)  # K - mean(K) + 1/n
+    # [(y, i, x, j), B, C, g, h] -> [B, C, (g, y, i), (h, x, j)]
+    out = acc.view(u, scale, u, scale, b, c, h, w).permute(4, 5, 6, 0, 1, 7, 2, 3)
+    return out.reshape(b, c, h * u * scale, w * u * scale)
 
 
 def dynamic_upsample_streamed(frame: Callable[[int], tuple[Tensor, Tensor]], t: int, scale: int) -> Tensor:

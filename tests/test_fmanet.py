@@ -144,7 +144,9 @@ def test_native_scales_restore_any_size_as_forward_does(scale, kd):
         features = [model.encode_frame(lr[:, :, i, :15, :19]) for i in range(3)]
         cached = model.restore(lr[..., :15, :19], features=features)
     assert odd.shape == (1, 3, 15 * scale, 19 * scale)
-    assert torch.equal(odd, cached)
+    # Not bit-equal everywhere: oneDNN may pick other convolution kernels for one frame than for
+    # three (on an AVX512 EPYC they differ by 1e-7).
+    assert torch.allclose(odd, cached, atol=1e-6)
 
 
 @pytest.mark.parametrize("scale,kd", [(2, 8), (1, 7)])
@@ -161,6 +163,6 @@ def test_native_scales_cost_about_what_x4_costs_per_output_pixel():
     parameters differ only in the first convolutions and the heads that see image channels."""
     x4 = n_params(vsrdb.build("fmanet-cpu"))
     x1 = n_params(vsrdb.build("fmanet-cpu", scale=1))
-    assert vsrdb.build("fmanet-cpu", scale=1).config.ds_kernel_size == 13  # k_d - s even
+    assert vsrdb.build("fmanet-cpu", scale=1).config.ds_kernel_size == 11  # k_d - s even
     x2 = n_params(vsrdb.build("fmanet-cpu", scale=2))
     assert x4 < x2 < x1 < 1.15 * x4

@@ -632,11 +632,14 @@ class FMANet(RestorationModel):
 
 
 def _preset(base: FMANetConfig, overrides: dict[str, Any]) -> FMANet:
-    """A preset at the scale asked for: k_d - s must be even, so a preset's k_d grows by one at x1
-    unless k_d is given too."""
+    """A preset at the scale asked for: k_d - s must be even, so a preset's k_d shrinks by one at
+    x1 unless k_d is given too. Shrinks, not grows: NetD's kernel head and NetR's K^D embedding
+    cost k_d^2 per grid cell, and 13 instead of 12 made fmanet-cpu at x1 0.37 s per 720x1280
+    frame slower than at x4 on an AMD EPYC (docs/benchmarks.md); 11 input pixels still span the
+    12 HR pixels' blur of x4 within one pixel."""
     scale = overrides.get("scale")
     if type(scale) is int and "ds_kernel_size" not in overrides and (base.ds_kernel_size - scale) % 2:
-        overrides = {**overrides, "ds_kernel_size": base.ds_kernel_size + 1}
+        overrides = {**overrides, "ds_kernel_size": base.ds_kernel_size - 1}
     return from_preset(FMANet, base, overrides)
 
 

@@ -130,3 +130,16 @@ def test_what_needs_a_file_is_refused_on_a_pipe_in_one_line(tmp_path, weights, s
     err = done.stderr.decode().strip()
     assert done.returncode == 2 and len(err.splitlines()) == 1 and words in err, err
     assert not done.stdout
+
+
+def test_a_listing_piped_into_a_reader_that_has_left_ends_quietly():
+    """vsrdb info | head: the reader closes before vsrdb writes; no traceback, the exit status
+    a shell reports for SIGPIPE."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "vsrdb", "info"], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 141 and done.stderr == ""

@@ -46,6 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        # The reader of standard output left (vsrdb info | head): the usual quiet end of a
+        # program in a pipe, as SIGPIPE would give. Python's flush at exit would raise again.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
     except BaseException:
         # A KeyboardInterrupt that a library wrapped (a RuntimeError from __set_name__, say) is
         # still the user's Ctrl-C; anything else is a bug and keeps its traceback.

@@ -50,6 +50,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     n = sum(p.numel() for p in model.parameters())
     print(f"model: {model.preset}  parameters: {n:,d}  channel order: {model.channel_order}  "
           f"frames: {model.frames.mode} of {model.frames.length}  scale: x{model.scale}")
+    meta = model.weights_meta
+    if meta is not None and (meta.notes or meta.license != "unspecified"):
+        print(f"weights: {meta.notes or meta.source} (licence: {meta.license})")
     for key, value in vars(model.config).items():
         print(f"  {key}: {value}")
     if args.run:

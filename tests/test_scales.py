@@ -144,7 +144,14 @@ def test_the_smallest_native_scale_that_reaches_the_size_asked_for_is_picked(mon
     from vsrdb.restore import scales
 
     offered = {4: "builtin", 2: "builtin-x2", 1: "builtin-x1"}
-    monkeypatch.setattr(scales, "native_scales", lambda w: dict(offered) if w == "builtin" else {})
+    auto = {4, 2, 1}  # the scales restore picks by itself (checkpoints.AUTO_SCALES)
+
+    def native_scales(w, **kw):
+        if w != "builtin":
+            return {}
+        return {s: n for s, n in offered.items() if not kw.get("auto") or s in auto}
+
+    monkeypatch.setattr(scales, "native_scales", native_scales)
     assert scales.needed_scale(None, None, [(180, 320)]) is None
     assert scales.needed_scale(1.5, None, []) == 1.5
     # --size WxH against inputs of (height, width): the largest ratio over them
@@ -163,6 +170,12 @@ def test_the_smallest_native_scale_that_reaches_the_size_asked_for_is_picked(mon
     with pytest.raises(InputError, match=r"--scale 1: builtin ships at x4, x2 in this installation"):
         pick("builtin", scale=1, needed=None)
     assert pick("builtin", scale=None, needed=1)[0] == "builtin-x2"
+    # a native scale restore does not pick by itself: the larger one runs, and the line says how
+    auto.discard(2)
+    chosen, line = pick("builtin", scale=None, needed=2)
+    assert chosen == "builtin" and "--scale 2 runs builtin-x2 natively, faster" in line
+    assert pick("builtin", scale=2, needed=2)[0] == "builtin-x2"
+    assert pick("builtin", scale=None, needed=3) == ("builtin", "")
     with pytest.raises(InputError, match=r"--scale 2: m is a x4 model"):
         scales.check_scale(4, "m", 2)
     scales.check_scale(4, "m", None)
@@ -206,3 +219,43 @@ def test_evaluate_scores_a_x4_model_at_x1_as_restore_outscale_1_runs_it(x1_run, 
     assert len(outs) == len(sharp)
     from_pngs = float(np.mean([psnr_of(rgb(o), rgb(t)) for o, t in zip(outs, sharp)]))
     assert abs(from_pngs - scored) < 0.05, (from_pngs, scored)
+
+
+def test_the_built_in_x2_runs_when_asked_for_and_is_offered_when_it_would_be_faster(tmp_path, capsys):
+    """builtin ships at x4 and x2. --outscale 2 keeps x4 shrunk (x2 version 1 restores held-out
+    clips worse) and says how to run x2; --scale 2 runs builtin-x2 itself; a scale that does not
+    ship, or --scale against a folder's own, is one line."""
+    import cv2
+
+    from vsrdb.checkpoints import builtin_weights
+
+    if builtin_weights("builtin-x2") is None:
+        pytest.skip("this installation has no builtin-x2")
+    frames = tmp_path / "in"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (26, 38, 3)).astype(np.float32), (5, 5), 1.5)
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i}.png"), np.roll(base, i, axis=1).astype(np.uint8))
+
+    def restore(out, *args):
+        code = main(["restore", str(frames), "-o", str(tmp_path / out), "--threads", "1", *args])
+        return code, capsys.readouterr().err, sorted((tmp_path / out).glob("*.png"))
+
+    code, err, shrunk = restore("x4-shrunk", "--outscale", "2")
+    assert code == 0 and "builtin (x4), shrunk to the size asked for; --scale 2 runs builtin-x2 natively" in err
+    code, err, native = restore("x2", "--scale", "2")
+    assert code == 0 and "builtin-x2 (native x2, --scale 2)" in err
+    code, _, named = restore("named", "--weights", "builtin-x2", "--quiet")
+    assert code == 0 and len(native) == len(shrunk) == 3
+    for a, b, c in zip(native, named, shrunk):
+        x, y, z = (cv2.imread(str(p)) for p in (a, b, c))
+        assert x.shape == z.shape == (52, 76, 3) and np.array_equal(x, y) and not np.array_equal(x, z)
+    code, err, _ = restore("x1", "--scale", "1")
+    assert code == 2 and "--scale 1: builtin ships at x4, x2 in this installation" in err
+    assert len([line for line in err.splitlines() if "error" in line]) == 1 and not (tmp_path / "x1").exists()
+    import vsrdb
+
+    vsrdb.save_checkpoint(vsrdb.build("fmanet-tiny"), tmp_path / "tiny")
+    code, err, _ = restore("t", "--weights", str(tmp_path / "tiny"), "--scale", "2")
+    assert code == 2 and "is a x4 model" in err and not (tmp_path / "t").exists()

@@ -5,6 +5,7 @@ SIGKILL) and through headless Chromium as a person would use the page."""
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import shutil
@@ -246,6 +247,8 @@ def test_errors_are_the_command_lines_one_line(server, tmp_path, tiny):
     assert status == 400 and "unknown model" in answer["error"]
     status, answer = s.upload(video, model="tiny", precision="fp16")  # no native fp16 on these CPUs
     assert status == 400 and "fp16" in answer["error"]
+    status, answer = s.upload(video, model="tiny", outscale="2", scale="2")
+    assert status == 400 and answer["error"] == "vsrdb restore: error: --scale 2: tiny runs natively at x4"
     for outscale in ("8", "1.5", "0", "x2"):  # tiny is x4
         status, answer = s.upload(video, model="tiny", outscale=outscale)
         assert status == 400 and answer["error"] == f"vsrdb restore: error: --outscale {outscale}: must be a " \
@@ -278,6 +281,18 @@ def test_a_zip_of_frames_restores_to_frames(server, tmp_path):
         names = z.namelist()
         first = cv2.imdecode(np.frombuffer(z.read(names[0]), np.uint8), cv2.IMREAD_COLOR)
     assert len(names) == 4 and first.shape == (96, 128, 3)
+    # the built-in model run natively at x2 (where builtin-x2 ships): restore --outscale 2 --scale 2
+    status, info = s.json("GET", "/api/info")
+    if 2 in next(m for m in info["models"] if m["id"] == "builtin")["native"]:
+        status, job = s.upload(archive, model="builtin", container="png", outscale="2", scale="2")
+        assert status == 201 and job["options"]["scale"] == 2
+        job = s.wait(job["id"], lambda j: j["status"] in ("done", "failed"))
+        assert job["status"] == "done", job["error"]
+        with zipfile.ZipFile(io.BytesIO(s.request("GET", f"/api/jobs/{job['id']}/download")[2])) as z:
+            first = cv2.imdecode(np.frombuffer(z.read(z.namelist()[0]), np.uint8), cv2.IMREAD_COLOR)
+        assert first.shape == (48, 64, 3)
+        status, answer = s.upload(archive, model="builtin", container="png", scale="1")
+        assert status == 400 and answer["error"] == "vsrdb restore: error: --scale 1: builtin runs natively at x4, x2"
 
 
 def test_extract_frames_zip_writes_only_its_own_names(tmp_path):
@@ -386,6 +401,11 @@ def test_the_page_restores_an_upload_with_sound_in_headless_chromium(server, tmp
             page = browser.new_context(accept_downloads=True, viewport={"width": 1100, "height": 1000}).new_page()
             page.goto(s.url)
             assert page.url == f"http://127.0.0.1:{s.port}/"  # the token went into a cookie
+            # builtin also ships at x2: its native x2 is offered next to its x4 output shrunk to x2
+            page.select_option("#model", "builtin")
+            if len(page.evaluate("() => models.find(m => m.id === 'builtin').native")) > 1:
+                assert page.eval_on_selector_all("#outscale option", "os => os.map(o => o.textContent)") == \
+                    ["×4", "×2", "×2, native x2: faster", "same size (deblur only)"]
             page.select_option("#model", "tiny")
             # The sizes a x4 model makes; x2 here is the x4 output shrunk as restore --outscale 2 does.
             assert page.eval_on_selector_all("#outscale option", "os => os.map(o => o.textContent)") == \

@@ -39,11 +39,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
             size = (Path(folder) / "model.safetensors").stat().st_size / 1e6
             print(f"{name:14s} {meta['model']} x{meta['config'].get('scale', 4)}, {size:.1f} MB: {purpose}")
         for name in NATIVE_SCALES:
-            offered = native_scales(name)
+            offered, auto = native_scales(name), native_scales(name, auto=True)
             if len(offered) > 1:
-                print(f"\n{name} ships at {', '.join(f'x{s} ({offered[s]})' for s in sorted(offered, reverse=True))}:"
-                      " restore --outscale/--size runs the smallest that reaches the size asked for; --scale "
-                      "forces one")
+                print(f"\n{name} ships at {', '.join(f'x{s} ({offered[s]})' for s in sorted(offered, reverse=True))};"
+                      f" restore --outscale/--size run the smallest of {', '.join(f'x{s}' for s in sorted(auto))} "
+                      "that reaches the size asked for (docs/restore.md); --scale picks any")
         return 0
     looks_like_path = "/" in args.model or Path(args.model).exists() or args.model in BUILTIN_MODELS
     model = load_checkpoint(args.model) if looks_like_path else build(args.model)

@@ -31,8 +31,10 @@ def needed_scale(outscale: float | None, size: tuple[int, int] | None,
 
 def pick_weights(weights: str, *, scale: int | None, needed: float | None) -> tuple[str, str]:
     """What ``load_checkpoint`` gets for ``weights`` at the forced ``scale`` or the ``needed``
-    output scale, and why (one line for the user; "" when nothing was picked).
+    output scale, and a line for the user ("" when there is nothing to say).
 
+    Without ``scale``, only the native scales restore picks by itself are considered
+    (``checkpoints.AUTO_SCALES``); a smaller one that ships but is not picked is mentioned.
     Raises InputError when ``scale`` is forced and a built-in model does not ship at it (a
     checkpoint folder's own scale is checked once it is loaded: ``check_scale``)."""
     offered = native_scales(weights)
@@ -45,12 +47,22 @@ def pick_weights(weights: str, *, scale: int | None, needed: float | None) -> tu
         return offered[scale], f"{offered[scale]} (native x{scale}, --scale {scale})"
     if needed is None:
         return weights, ""
-    reaching = [s for s in sorted(offered) if s >= needed - 1e-9]
-    chosen = reaching[0] if reaching else max(offered)
+    auto = native_scales(weights, auto=True) or {max(offered): offered[max(offered)]}
+    chosen = _smallest_reaching(auto, needed)
+    faster = _smallest_reaching(offered, needed)
+    if faster < chosen:
+        hint = f"--scale {faster} runs {offered[faster]} natively, faster (vsrdb info says what it trades)"
+        return offered[chosen], (f"{offered[chosen]} (x{chosen}), shrunk to the size asked for; " if
+                                 offered[chosen] == weights else f"{offered[chosen]} (native x{chosen}); ") + hint
     if offered[chosen] == weights:
         return weights, ""
-    return offered[chosen], f"{offered[chosen]} (native x{chosen}: the smallest of {_listing(offered)} that " \
+    return offered[chosen], f"{offered[chosen]} (native x{chosen}: the smallest of {_listing(auto)} that " \
                             f"reaches the output size asked for)"
+
+
+def _smallest_reaching(offered: dict[int, str], needed: float) -> int:
+    reaching = [s for s in sorted(offered) if s >= needed - 1e-9]
+    return reaching[0] if reaching else max(offered)
 
 
 def check_scale(model_scale: int, weights: str, scale: int | None) -> None:

@@ -167,6 +167,15 @@ def check_options(config: ServeConfig, query) -> dict:
         if outscale not in {str(n) for n in range(1, scale + 1)}:
             raise InputError(f"--outscale {outscale}: must be a whole number from 1 to {model}'s scale ({scale})")
         outscale = int(outscale)
+    native = query.get("scale") or None
+    if native is not None:
+        offered = config.models[model].get("native", [])
+        if native not in {str(n) for n in offered}:
+            raise InputError(f"--scale {native}: {model} runs natively at "
+                             f"{', '.join(f'x{n}' for n in sorted(offered, reverse=True))}")
+        native = int(native)
+        if outscale is None or outscale > native:
+            outscale = native
     if codec is not None and codec not in CODECS:
         raise InputError(f"--codec {codec}: unknown (use one of {', '.join(sorted(CODECS))})")
     if precision not in PRECISIONS:
@@ -193,7 +202,7 @@ def check_options(config: ServeConfig, query) -> dict:
         choose_format(Path(f"output.{container}"), source_bits=8, colour=ColourSpec(1, 1, 1, 1), codec=codec,
                       crf=crf)
     return {"model": model, "container": container, "codec": codec, "precision": precision, "crf": crf,
-            "fps": fps, "outscale": outscale}
+            "fps": fps, "outscale": outscale, "scale": native}
 
 
 def create_app(config: ServeConfig) -> Guard:

@@ -217,7 +217,8 @@ class JobStore:
 
 STATUSES = ("uploading", "queued", "running", "stopping", "done", "failed", "stopped", "interrupted")
 OPTION_TYPES = {"model": (str,), "container": (str,), "codec": (str, type(None)), "precision": (str,),
-                "crf": (int, type(None)), "fps": (str, int, float, type(None)), "outscale": (int, type(None))}
+                "crf": (int, type(None)), "fps": (str, int, float, type(None)), "outscale": (int, type(None)),
+                "scale": (int, type(None))}
 
 
 def _read_record(folder: Path, record: Path) -> JobRecord | None:
@@ -338,6 +339,8 @@ class Runner:
             cmd += ["--fps", str(opts["fps"])]
         if opts.get("outscale"):
             cmd += ["--outscale", str(opts["outscale"])]
+        if opts.get("scale"):
+            cmd += ["--scale", str(opts["scale"])]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
         return cmd

@@ -143,3 +143,21 @@ def test_a_listing_piped_into_a_reader_that_has_left_ends_quietly():
     finally:
         os.close(write)
     assert done.returncode == 141 and done.stderr == ""
+
+
+def test_a_pipe_runs_the_native_scale_asked_for(tmp_path, source):
+    """--scale and --size on a pipe: the stream's own size decides what --size needs."""
+    from vsrdb.checkpoints import builtin_weights
+
+    if builtin_weights("builtin-x2") is None:
+        pytest.skip("this installation has no builtin-x2")
+    to_y4m = f"{FFMPEG} -v error -i {source} -f yuv4mpegpipe -"
+    restore = " ".join([*VSRDB, "restore", "-", "-o", "-", "--threads", "1"])
+    done = _sh(f"{to_y4m} | {restore} --scale 2 > {tmp_path / 'x2.y4m'}")
+    assert done.returncode == 0, done.stderr.decode()
+    assert "builtin-x2 (native x2, --scale 2)" in done.stderr.decode()
+    head, frames = _y4m((tmp_path / "x2.y4m").read_bytes())
+    assert (head["W"], head["H"]) == ("64", "48") and len(frames) == 6
+    done = _sh(f"{to_y4m} | {restore} --size 64x48 > {tmp_path / 's.y4m'}")
+    assert done.returncode == 0 and "--scale 2 runs builtin-x2 natively" in done.stderr.decode()
+    assert _y4m((tmp_path / "s.y4m").read_bytes())[0]["W"] == "64"

@@ -6,7 +6,7 @@ native x2 model, and the x1 one with the native x1 model, and writes one PNG: a 
 enlarged with nearest neighbours so that pixels stay pixels, with its PSNR against the sharp frame.
 
     python scripts/scale_picture.py data/eval-x2/tree data/eval-x1/tree -o docs/scales.png \\
-        --x1-weights runs/builtin-x1/model
+        --x1-weights runs/builtin-x1/model --x1-label "x1 run (not shipped)" --zoom 2
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--x4-weights", default="builtin")
     p.add_argument("--x2-weights", default="builtin-x2")
     p.add_argument("--x1-weights", help="native x1 weights (left out when not given)")
+    p.add_argument("--x1-label", default="native x1")
     p.add_argument("--crop", default="", help="Y,X,H,W of the sharp frame (default: its centre, 96x128)")
     p.add_argument("--zoom", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
@@ -64,7 +65,7 @@ def main() -> None:
         raise SystemExit(f"{args.x1_data}: its frames are {tuple(sharp1.shape[-2:])}, not {size} as at x2")
     panels.append(("input x1 (blurry)", lr1[args.frame]))
     if args.x1_weights:
-        panels.append(("native x1", restored(args.x1_weights, lr1, size)))
+        panels.append((args.x1_label, restored(args.x1_weights, lr1, size)))
     panels.append(("sharp", sharp))
     h, w = size
     y, x, ch, cw = map(int, args.crop.split(",")) if args.crop else ((h - 96) // 2, (w - 128) // 2, 96, 128)

@@ -48,12 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     except BrokenPipeError:
         # The reader of standard output left (vsrdb info | head): the usual quiet end of a
-        # program in a pipe, as SIGPIPE would give. Python's flush at exit would raise again.
-        import os
+        # program in a pipe, as SIGPIPE would give.
+        from .commands.common import quiet_stdout
 
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        quiet_stdout()
         return 141
     except BaseException:
         # A KeyboardInterrupt that a library wrapped (a RuntimeError from __set_name__, say) is

@@ -7,7 +7,7 @@ import argparse
 from ..precision import PRECISIONS
 
 __all__ = ["add_precision_argument", "add_device_argument", "add_threads_argument", "add_output_flags",
-           "add_weights_argument", "positive_int"]
+           "add_weights_argument", "positive_int", "quiet_stdout"]
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
@@ -45,3 +45,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} must be 1 or more")
     return value
+
+
+def quiet_stdout() -> None:
+    """Point standard output at /dev/null: after its reader has gone, Python's own flush at exit
+    would otherwise print a BrokenPipeError of its own."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

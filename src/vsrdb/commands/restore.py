@@ -20,7 +20,7 @@ from ..restore.job import RestoreOptions, check_not_input, work_folder
 from ..restore.restorer import Restorer
 from ..video import CODECS, MAX_FPS, MIN_FPS, OUTPUT_CONTAINERS, check_output_path
 from ..video.y4m import PIPE
-from .common import add_device_argument, add_output_flags, add_precision_argument, positive_int
+from .common import add_device_argument, add_output_flags, add_precision_argument, positive_int, quiet_stdout
 
 __all__ = ["add_subcommand"]
 
@@ -300,19 +300,9 @@ def _restore_pipe(args: argparse.Namespace) -> int:
             with bar:
                 frames = restore_stream(source, sink, restorer, size=size, on_frame=on_frame)
         except BrokenPipeError:
-            _quiet_stdout()
+            quiet_stdout()
             raise InputError(f"standard output: the program reading it closed the pipe after {done[0]} frames") \
                 from None
     name = "standard output" if to_stdout else printable(args.output)
     say(f"wrote {name}: {frames} frames, {(time.perf_counter() - started) / frames:.2f} s/frame")
     return 0
-
-
-def _quiet_stdout() -> None:
-    """Point standard output at /dev/null: after the reader has gone, Python's own flush at exit
-    would otherwise print a BrokenPipeError of its own."""
-    import os
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)

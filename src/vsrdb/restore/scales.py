@@ -51,9 +51,10 @@ def pick_weights(weights: str, *, scale: int | None, needed: float | None) -> tu
     chosen = _smallest_reaching(auto, needed)
     faster = _smallest_reaching(offered, needed)
     if faster < chosen:
-        hint = f"--scale {faster} runs {offered[faster]} natively, faster (vsrdb info says what it trades)"
-        return offered[chosen], (f"{offered[chosen]} (x{chosen}), shrunk to the size asked for; " if
-                                 offered[chosen] == weights else f"{offered[chosen]} (native x{chosen}); ") + hint
+        runs = f"{weights} (x{chosen}), shrunk to the size asked for" if offered[chosen] == weights else \
+            f"{offered[chosen]} (native x{chosen})"
+        return offered[chosen], (f"{runs}; --scale {faster} runs {offered[faster]} natively, faster "
+                                 "(vsrdb info says what it trades)")
     if offered[chosen] == weights:
         return weights, ""
     return offered[chosen], f"{offered[chosen]} (native x{chosen}: the smallest of {_listing(auto)} that " \

@@ -196,8 +196,9 @@ def _upsample_by_taps(frame: Callable[[int], tuple[Tensor, Tensor]], t: int, sca
     Each HR pixel then has its own window of the input-sized frame, shared with at most s*s - 1
     others: gathering windows per pixel (as the x4 path does) would copy k*k values per output
     pixel. Instead every (sub-pixel, tap) pair is one multiply-add on the kernel grid: the kernel
-    plane is one channel of the logits, and the frame values it weighs are a strided view of the
-    padded frame (frame pixel (g*u + a) is cell g + a // u, phase a % u). Nothing is permuted to
+    plane is one channel of the logits, and the frame values it weighs are a shifted slice of one
+    of the padded frame's u*u phase planes (frame pixel (g*u + a) is cell g + a // u, phase
+    a % u), made dense once per frame. Nothing else is permuted to
     the input's size but the output, once: interleaving 400 kernel planes into input-sized ones
     cost more than the filtering at x1 (docs/benchmarks.md). The normalisation's sum of each
     window is one box filter of the frames' sum at the end, read on the grid the same way.

@@ -97,6 +97,47 @@ def test_gradients_reach_every_parameter(stage):
     assert not missing, f"no gradient reached: {missing[:5]}"
 
 
+def _rdb_as_released(rdb, x):
+    """The release's RDB: each layer convolves the growing concatenation; a 1x1 fusion plus x."""
+    import torch.nn.functional as F
+
+    feats = x
+    for layer in rdb.layers:
+        w, b = layer.conv.weight[:, :, 0], layer.conv.bias
+        feats = torch.cat((feats, F.leaky_relu(F.conv2d(feats, w, b, padding=1), 0.2)), dim=1)
+    return F.conv2d(feats, rdb.fuse.weight[:, :, 0], rdb.fuse.bias) + x
+
+
+@pytest.mark.parametrize("growth, per_layer", [(12, True), (18, False), (5, False)])
+@pytest.mark.parametrize("grad", [False, True])
+def test_rdb_sum_forms_equal_the_released_concatenations(growth, per_layer, grad):
+    # fp32 computes an RDB as sums of per-part convolutions (fmanet-cpu's growth 12 one way, the
+    # release's 18 the other), fused in inference: the values and gradients must be the release's.
+    from vsrdb.models.blocks import RDB
+
+    torch.manual_seed(0)
+    rdb = RDB(20, growth, 3, bias=True)
+    assert rdb.per_layer_sums is per_layer
+    x = torch.randn(2, 20, 9, 11).contiguous(memory_format=torch.channels_last)
+    for p in rdb.parameters():
+        p.data.normal_(0, 0.05)
+    expected = _rdb_as_released(rdb, x)
+    if grad:
+        xg = x.clone().requires_grad_()
+        got = rdb(xg.unsqueeze(0)).squeeze(0)
+        got.square().sum().backward()
+        g_ours = [xg.grad] + [p.grad.clone() for p in rdb.parameters()]
+        rdb.zero_grad()
+        xr = x.clone().requires_grad_()
+        _rdb_as_released(rdb, xr).square().sum().backward()
+        for a, b in zip(g_ours, [xr.grad] + [p.grad for p in rdb.parameters()]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+    else:
+        with torch.inference_mode():
+            got = rdb(x.unsqueeze(0)).squeeze(0)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_conventional_dynamic_filtering_switch():
     guided = vsrdb.build("fmanet-tiny").eval()
     conventional = vsrdb.build("fmanet-tiny", flow_guided=False).eval()

@@ -1,5 +1,6 @@
 """Warping and dynamic filtering against slow, obvious versions."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -49,6 +50,77 @@ def test_multi_flow_warp_matches_per_group_loop():
                 tri = fm[bi:bi + 1, ti, 3 * j:3 * j + 3]
                 ref = flow_warp(g, tri[:, :2]) * torch.sigmoid(tri[:, 2:3])
                 assert torch.allclose(out[bi, ti, j * cg:(j + 1) * cg], ref[0], atol=1e-6)
+
+
+def _reference_multi_flow_warp(feat, fm):
+    """multi_flow_warp as its definition: grid_sample per group, times sigmoid(mask), in fp32."""
+    n = fm.shape[2] // 3
+    b, t, c, h, w = feat.shape
+    groups = feat.float().reshape(b * t * n, c // n, h, w)
+    tri = fm.float().reshape(b * t * n, 3, h, w)
+    return (flow_warp(groups, tri[:, :2]) * torch.sigmoid(tri[:, 2:3])).reshape(b, t, c, h, w)
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "pytorch"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n, cg", [(3, 12), (9, 10), (3, 16), (2, 5), (2, 20), (1, 40)])
+def test_inference_warp_equals_the_definition(kernel, dtype, n, cg, monkeypatch):
+    # Inference on channels-last features takes ops/csrc's one-pass kernel where it is built (the
+    # presets' group widths 10/12/16, any other width, AVX-512 or not) or the PyTorch form: both
+    # must give the definition's numbers, padding and far-off flows included.
+    from vsrdb.ops import kernels, warp
+
+    if kernel and not kernels.available():
+        pytest.skip(f"vsrdb's kernels are not built here: {kernels.why_not()}")
+    if not kernel:
+        monkeypatch.setattr(warp, "multi_flow_warp_kernel", lambda: None)
+    torch.manual_seed(n * cg)
+    b, t, h, w = 1, 3, 7, 9
+    feat = torch.randn(b * t, n * cg, h, w).to(dtype).contiguous(memory_format=torch.channels_last)
+    fm = torch.randn(b * t, 3 * n, h, w) * 3
+    fm[0, 0, :2] += 40.0  # a row of samples far outside the frame
+    fm[1, 1, 3, 4] = -3.5  # exactly between pixels, at the border
+    fm = fm.contiguous(memory_format=torch.channels_last)  # as a convolution leaves it
+    feat5, fm5 = feat.unflatten(0, (b, t)), fm.unflatten(0, (b, t))
+    with torch.inference_mode():
+        out = multi_flow_warp(feat5, fm5)
+    assert out.dtype == dtype and out.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+    expected = _reference_multi_flow_warp(feat5, fm5)
+    if dtype == torch.float32:
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    else:  # the fp32 result rounded to bf16: at most one bf16 step apart
+        torch.testing.assert_close(out.float(), expected, rtol=2 ** -7, atol=1e-6)
+
+
+def test_kernels_refuse_a_cache_folder_others_can_write(tmp_path, monkeypatch):
+    # A library loaded from a folder another user can write would run their code: refused, and
+    # the warps fall back to PyTorch.
+    from vsrdb.ops import kernels
+
+    shared = tmp_path / "cache"
+    (shared / "vsrdb" / "kernels").mkdir(parents=True)
+    (shared / "vsrdb" / "kernels").chmod(0o777)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared))
+    with pytest.raises(OSError, match="writable by group and others"):
+        kernels.build()
+    monkeypatch.setattr(kernels, "_state", {})
+    assert kernels.multi_flow_warp() is None and "writable by group and others" in kernels.why_not()
+
+
+def test_kernels_step_aside_when_turned_off_or_unbuildable(monkeypatch):
+    from vsrdb.ops import kernels
+
+    monkeypatch.setattr(kernels, "_state", {})
+    monkeypatch.setenv("VSRDB_KERNELS", "0")
+    assert kernels.multi_flow_warp() is None and kernels.why_not() == "VSRDB_KERNELS=0"
+    monkeypatch.setattr(kernels, "_state", {})
+    monkeypatch.delenv("VSRDB_KERNELS")
+
+    def no_compiler(**_):
+        raise RuntimeError("Error building extension 'vsrdb_kernels': c++: not found")
+
+    monkeypatch.setattr("torch.utils.cpp_extension.load", no_compiler)
+    assert not kernels.available() and "c++: not found" in kernels.why_not()
 
 
 def test_image_flow_warp_scale_upsamples_flow_times_scale():

@@ -12,6 +12,7 @@ import torch
 from ..checkpoints import BUILTIN, load_checkpoint, native_scales
 from ..devices import pick_device, use_heap_allocator
 from ..errors import InputError, printable
+from ..ops import kernels
 from ..precision import resolve_precision
 from ..restore.batch import ProgressFile, run_jobs, threads_for
 from ..restore.dist import Dist
@@ -159,6 +160,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.precision, device)
     if dist.rank == 0 and not args.quiet:
         print(f"vsrdb restore: {precision.describe()}", file=sys.stderr)
+    _prepare_kernels(device, quiet=args.quiet or dist.rank != 0)
     model = _load_model(args, [inp for inp, _ in pairs], quiet=args.quiet or dist.rank != 0)
     use_heap_allocator()
     max_memory = None if args.max_memory is None else int(args.max_memory * (1 << 30))
@@ -203,6 +205,12 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     finally:
         dist.stop()
+
+
+def _prepare_kernels(device: torch.device, *, quiet: bool) -> None:
+    """vsrdb's CPU kernels (ops/kernels.py) built or loaded before the first frame."""
+    if device.type == "cpu":
+        kernels.prepare(note=None if quiet else lambda text: print(f"vsrdb restore: {text}", file=sys.stderr))
 
 
 def _load_model(args: argparse.Namespace, inputs: list, *, quiet: bool):
@@ -276,6 +284,7 @@ def _restore_pipe(args: argparse.Namespace) -> int:
         precision = resolve_precision(args.precision, device)
         if not args.quiet:
             print(f"vsrdb restore: {precision.describe()}", file=sys.stderr)
+        _prepare_kernels(device, quiet=args.quiet)
         model = _load_model(args, [(source.height, source.width)], quiet=args.quiet)
         use_heap_allocator()
         opts = RestoreOptions(codec=args.codec, pix_fmt=args.pix_fmt, crf=args.crf, lossless=args.lossless,

@@ -239,9 +239,8 @@ class RDB(nn.Module):
         self.fuse = FrameConv(dim + num_layers * growth_rate, dim, 1, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, t, c = x.shape[:3]
+        b, t = x.shape[:2]
         convs = [cast(DenseLayer, layer).conv for layer in self.layers]
-        g, n = convs[0].out_channels, len(convs)
         xf = flatten_frames(x)
         if eager_inference() and xf.dtype != torch.float32:
             return self._concatenated(xf, convs).unflatten(0, (b, t))

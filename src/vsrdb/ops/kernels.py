@@ -1,0 +1,134 @@
+"""vsrdb's own CPU kernels (``ops/csrc``), compiled on first use and cached, or None.
+
+Eager PyTorch leaves some inference work as several passes over a frame where one would do:
+the multi-flow-mask warp is a ``grid_sample`` per channel group, a multiply by the mask and a
+copy into place (7 warps of 3 frames per restored frame of FMA-Net). ``multi_flow_warp`` below
+is that work as one pass. Its callers keep the PyTorch form and use it whenever the kernels are
+not there: no C++ compiler or ninja, ``VSRDB_KERNELS=0``, a build that failed.
+
+The build (about a minute, once per source, torch version and compiler flags) goes to
+``~/.cache/vsrdb/kernels/NAME`` (``$XDG_CACHE_HOME`` if set), a folder that must be this
+user's alone: a library loaded from a folder another user can write would run their code.
+
+    python -m vsrdb.ops.kernels        # build now (and say where, and how long it took)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["multi_flow_warp", "available", "why_not", "prepare", "build", "kernels_folder"]
+
+_SOURCE = Path(__file__).resolve().parent / "csrc" / "multi_flow_warp.cpp"
+# -ffp-contract=off: no fused multiply-adds, so sums round as grid_sample's do.
+_FLAGS = ["-O3", "-ffp-contract=off"]
+# The vector instructions to compile for: those of torch's own CPU dispatch on this machine (a
+# cache shared by machines with other CPUs gets one build per level, by the build's name).
+_ISA_FLAGS = {"AVX512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"],
+              "AVX2": ["-mavx2", "-mfma"]}
+
+
+def _flags() -> list[str]:
+    return _FLAGS + _ISA_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])
+_lock = threading.Lock()
+_state: dict[str, object] = {}  # "module": the loaded extension, or "error": why there is none
+
+
+def kernels_folder() -> Path:
+    """Where builds are cached: ``$XDG_CACHE_HOME/vsrdb/kernels`` or ``~/.cache/vsrdb/kernels``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vsrdb" / "kernels"
+
+
+def _name() -> str:
+    """The build's name: a digest of everything that changes the binary, so a stale or foreign
+    build is never loaded under a new source, torch or Python."""
+    key = hashlib.sha256()
+    for part in (_SOURCE.read_bytes(), torch.__version__.encode(), sys.version.encode(), " ".join(_flags()).encode()):
+        key.update(part)
+    return f"vsrdb_kernels_{key.hexdigest()[:16]}"
+
+
+def _private_folder(folder: Path) -> None:
+    """Create ``folder`` (mode 700) or check that it is this user's alone; ``OSError`` if not."""
+    from ..files import not_private
+
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    problem = not_private(folder)
+    if problem:
+        raise OSError(f"not loading vsrdb's kernels from {folder}: {problem}")
+
+
+def build(verbose: bool = False) -> ModuleType:
+    """Compile (or load the cached build of) the kernels; raises on any failure."""
+    from torch.utils.cpp_extension import load
+
+    name = _name()
+    folder = kernels_folder() / name
+    _private_folder(kernels_folder())  # the builds' parent too: whoever can write it can swap a build
+    _private_folder(folder)
+    return load(name=name, sources=[str(_SOURCE)], extra_cflags=_flags(), build_directory=str(folder),
+                verbose=verbose)
+
+
+def _module() -> ModuleType | None:
+    if "module" in _state or "error" in _state:
+        return _state.get("module")  # type: ignore[return-value]
+    with _lock:
+        if "module" in _state or "error" in _state:
+            return _state.get("module")  # type: ignore[return-value]
+        if os.environ.get("VSRDB_KERNELS", "1") == "0":
+            _state["error"] = "VSRDB_KERNELS=0"
+            return None
+        try:
+            _state["module"] = build()
+        except Exception as e:  # no compiler, no ninja, a failed build: the PyTorch forms run
+            _state["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+    return _state.get("module")  # type: ignore[return-value]
+
+
+def prepare(note: Callable[[str], None] | None = None) -> bool:
+    """Build or load the kernels now, before any frame (so that a first build is not hidden in the
+    first frame's time); ``note`` hears one line before a build. Returns ``available()``."""
+    if note is not None and "module" not in _state and "error" not in _state \
+            and os.environ.get("VSRDB_KERNELS", "1") != "0":
+        name = _name()
+        if not (kernels_folder() / name / f"{name}.so").is_file():
+            note(f"compiling vsrdb's CPU kernels into {kernels_folder()} (once; about half a minute)")
+    return available()
+
+
+def available() -> bool:
+    """Whether the kernels are built and loaded (building them now if needed)."""
+    return _module() is not None
+
+
+def why_not() -> str | None:
+    """Why the kernels are not in use, or None when they are."""
+    _module()
+    return _state.get("error")  # type: ignore[return-value]
+
+
+def multi_flow_warp() -> Callable[[Tensor, Tensor, int], Tensor] | None:
+    """The one-pass warp ``(frames [N, C, H, W] channels-last fp32/bf16, flow_mask [N, 3n, H, W]
+    contiguous fp32, n) -> [N, C, H, W]`` channels-last, or None where the kernels are not there."""
+    module = _module()
+    return None if module is None else module.multi_flow_warp
+
+
+if __name__ == "__main__":
+    start = time.perf_counter()
+    try:
+        built = build(verbose="-v" in sys.argv)
+    except Exception as e:
+        sys.exit(f"vsrdb kernels: not built: {e}")
+    print(f"vsrdb kernels: {built.__file__} ({time.perf_counter() - start:.1f} s)")

@@ -35,7 +35,7 @@ import sys
 import time
 
 
-def gemm_gflops(threads: int, dtype: str = "fp32", repeats: int = 3) -> float:
+def gemm_gflops(threads: int, dtype: str = "fp32", repeats: int = 6) -> float:
     """2048x2048 matmul rate in ``dtype`` on this CPU: the best of ``repeats`` runs of 5 products
     (machines of this kind are shared, and a neighbour's load only ever lowers the figure)."""
     import torch

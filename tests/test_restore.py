@@ -151,6 +151,22 @@ def test_cli_restores_video_keeping_count_size_and_fps(tmp_path, weights):
     assert sorted(os.listdir(tmp_path)) == ["in.mp4", "out.mp4"]  # no temporary leftovers
 
 
+def test_cli_says_why_its_kernel_is_not_used_and_restores_anyway(tmp_path, weights, capsys, monkeypatch):
+    # A kernel cache another user can write is not loaded from: one note, the same frames.
+    from vsrdb.ops import kernels
+
+    write_video(tmp_path / "in.mp4", make_clip(7), fps=12)
+    shared = tmp_path / "cache"
+    (shared / "vsrdb" / "kernels").mkdir(parents=True)
+    (shared / "vsrdb" / "kernels").chmod(0o777)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared))
+    monkeypatch.setattr(kernels, "_state", {})
+    assert main(["restore", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "out.mp4"), "--weights", weights]) == 0
+    err = capsys.readouterr().err
+    assert "CPU kernel is not in use" in err and "writable by group and others" in err
+    assert len(list(open_frames(tmp_path / "out.mp4"))) == 7
+
+
 def test_cli_frame_folder_to_png_folder_matches_library(tmp_path, weights):
     clip = make_clip(5)
     (tmp_path / "in").mkdir()

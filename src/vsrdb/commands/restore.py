@@ -209,8 +209,11 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 def _prepare_kernels(device: torch.device, *, quiet: bool) -> None:
     """vsrdb's CPU kernels (ops/kernels.py) built or loaded before the first frame."""
-    if device.type == "cpu":
-        kernels.prepare(note=None if quiet else lambda text: print(f"vsrdb restore: {text}", file=sys.stderr))
+    if device.type != "cpu":
+        return
+    say = (lambda text: None) if quiet else (lambda text: print(f"vsrdb restore: {printable(text)}", file=sys.stderr))
+    if not kernels.prepare(note=say) and kernels.why_not() != "VSRDB_KERNELS=0":
+        say(f"note: vsrdb's CPU kernel is not in use ({kernels.why_not()}); PyTorch's slower form runs instead")
 
 
 def _load_model(args: argparse.Namespace, inputs: list, *, quiet: bool):

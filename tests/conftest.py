@@ -51,7 +51,11 @@ def _seed() -> None:
 @pytest.fixture(autouse=True, scope="session")
 def _user_cache(tmp_path_factory) -> None:
     """The user's cache (computed flows, vsrdb serve's default folder) in a temporary folder, for
-    this process and the commands it starts."""
+    this process and the commands it starts. vsrdb's compiled CPU kernel stays where the user's
+    builds are (.ci/run builds it before the tests), so the suite does not compile it again."""
+    from vsrdb.ops.kernels import kernels_folder
+
+    os.environ.setdefault("VSRDB_KERNELS_DIR", str(kernels_folder()))
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
 
 

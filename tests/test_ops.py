@@ -101,6 +101,7 @@ def test_kernels_refuse_a_cache_folder_others_can_write(tmp_path, monkeypatch):
     (shared / "vsrdb" / "kernels").mkdir(parents=True)
     (shared / "vsrdb" / "kernels").chmod(0o777)
     monkeypatch.setenv("XDG_CACHE_HOME", str(shared))
+    monkeypatch.delenv("VSRDB_KERNELS_DIR", raising=False)
     with pytest.raises(OSError, match="writable by group and others"):
         kernels.build()
     monkeypatch.setattr(kernels, "_state", {})

@@ -160,6 +160,7 @@ def test_cli_says_why_its_kernel_is_not_used_and_restores_anyway(tmp_path, weigh
     (shared / "vsrdb" / "kernels").mkdir(parents=True)
     (shared / "vsrdb" / "kernels").chmod(0o777)
     monkeypatch.setenv("XDG_CACHE_HOME", str(shared))
+    monkeypatch.delenv("VSRDB_KERNELS_DIR", raising=False)
     monkeypatch.setattr(kernels, "_state", {})
     assert main(["restore", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "out.mp4"), "--weights", weights]) == 0
     err = capsys.readouterr().err

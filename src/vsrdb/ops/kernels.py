@@ -6,9 +6,10 @@ copy into place (7 warps of 3 frames per restored frame of FMA-Net). ``multi_flo
 is that work as one pass. Its callers keep the PyTorch form and use it whenever the kernels are
 not there: no C++ compiler or ninja, ``VSRDB_KERNELS=0``, a build that failed.
 
-The build (about a minute, once per source, torch version and compiler flags) goes to
-``~/.cache/vsrdb/kernels/NAME`` (``$XDG_CACHE_HOME`` if set), a folder that must be this
-user's alone: a library loaded from a folder another user can write would run their code.
+The build (about half a minute, once per source, torch, Python and vector level) goes to
+``~/.cache/vsrdb/kernels/NAME`` (under ``$XDG_CACHE_HOME`` if set, or ``$VSRDB_KERNELS_DIR``),
+a folder that must be this user's alone: a library loaded from a folder another user can
+write would run their code.
 
     python -m vsrdb.ops.kernels        # build now (and say where, and how long it took)
 """
@@ -45,7 +46,10 @@ _state: dict[str, object] = {}  # "module": the loaded extension, or "error": wh
 
 
 def kernels_folder() -> Path:
-    """Where builds are cached: ``$XDG_CACHE_HOME/vsrdb/kernels`` or ``~/.cache/vsrdb/kernels``."""
+    """Where builds are cached: ``$VSRDB_KERNELS_DIR``, else ``$XDG_CACHE_HOME/vsrdb/kernels`` or
+    ``~/.cache/vsrdb/kernels``."""
+    if os.environ.get("VSRDB_KERNELS_DIR"):
+        return Path(os.environ["VSRDB_KERNELS_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vsrdb" / "kernels"
 
 

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from vsrdb.data.degrade import load_degradation, parse_chain
@@ -95,6 +95,7 @@ def _config(tmp_path, **top) -> object:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(["seed", "gamma", "milestones", "model_args", "loss", "log_every", "data", "stages",
                             "threads", "amp"]), value=values)
+@example(key="model_args", value={"\n": None})  # once found: a field name with a newline in the message
 def test_any_value_of_a_top_level_config_key_is_taken_or_named(tmp_path, key, value):
     path = _config(tmp_path, **{key: value})
     try:

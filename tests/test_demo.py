@@ -97,3 +97,18 @@ def test_info_lists_the_built_in_models_and_each_loads_by_name(capsys):
         assert load_checkpoint(name).net_r is not None
     assert main(["info", "builtin-clean"]) == 0
     assert "model: fmanet-cpu" in capsys.readouterr().out
+
+
+def test_info_says_where_the_cpu_kernel_stands_without_building_it(tmp_path, monkeypatch, capsys):
+    from vsrdb.ops import kernels
+
+    monkeypatch.setattr(kernels, "_state", {})
+    monkeypatch.setenv("VSRDB_KERNELS_DIR", str(tmp_path / "kernels"))
+    assert main(["info"]) == 0
+    assert f"not built yet: the first vsrdb restore on a CPU compiles it into {tmp_path / 'kernels'}" in \
+        capsys.readouterr().out
+    assert not (tmp_path / "kernels").exists()  # nothing was built or created
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler, no ninja
+    assert "cannot be built here (no c++ or ninja on PATH)" in kernels.describe()
+    monkeypatch.setenv("VSRDB_KERNELS", "0")
+    assert "off (VSRDB_KERNELS=0)" in kernels.describe()

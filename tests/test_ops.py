@@ -68,12 +68,12 @@ def test_inference_warp_equals_the_definition(kernel, dtype, n, cg, monkeypatch)
     # Inference on channels-last features takes ops/csrc's one-pass kernel where it is built (the
     # presets' group widths 10/12/16, any other width, AVX-512 or not) or the PyTorch form: both
     # must give the definition's numbers, padding and far-off flows included.
-    from vsrdb.ops import kernels, warp
+    from vsrdb.ops import kernels
 
     if kernel and not kernels.available():
         pytest.skip(f"vsrdb's kernels are not built here: {kernels.why_not()}")
     if not kernel:
-        monkeypatch.setattr(warp, "multi_flow_warp_kernel", lambda: None)
+        monkeypatch.setattr(kernels, "multi_flow_warp", lambda: None)
     torch.manual_seed(n * cg)
     b, t, h, w = 1, 3, 7, 9
     feat = torch.randn(b * t, n * cg, h, w).to(dtype).contiguous(memory_format=torch.channels_last)

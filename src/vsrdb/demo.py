@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .errors import InputError
 from .files import mark_output_folder, not_replaceable, replace_atomically
+from .ops import kernels
 from .precision import resolve_precision
 
 __all__ = ["make_demo_clip", "run_demo"]
@@ -91,6 +92,7 @@ def run_demo(output: str | None = None, *, overwrite: bool = False, frames: int 
         clips = find_clips("reds", data, split="all")
         chosen = resolve_precision(precision, "cpu")
         print(f"restoring with the built-in model, {chosen.describe()} ...")
+        kernels.prepare(note=print)  # a first build says so, instead of a silent half minute
         methods = [ModelMethod("vsrdb-builtin", model, precision=chosen), baseline("bicubic")]
         options = ScoreOptions(num_seq=model.frames.scored_window)
         outputs: dict[str, list[Tensor]] = {m.name: [] for m in methods}

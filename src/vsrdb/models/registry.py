@@ -21,7 +21,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
-from ..errors import ConfigError
+from ..errors import ConfigError, printable
 from .family import RestorationModel
 
 M = TypeVar("M", bound="RestorationModel")
@@ -66,7 +66,7 @@ def from_preset(model_cls: Callable[..., M], base: Any, overrides: dict[str, Any
     names = {f.name for f in fields(base)}
     unknown = [k for k in overrides if k not in names]
     if unknown:
-        raise ConfigError(f"unknown {type(base).__name__} field(s): {', '.join(unknown)}; "
+        raise ConfigError(f"unknown {type(base).__name__} field(s): {', '.join(printable(str(k)) for k in unknown)}; "
                           f"known: {', '.join(sorted(names))}")
     for key, value in overrides.items():
         _check_type(base, key, value)

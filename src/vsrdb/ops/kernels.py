@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["multi_flow_warp", "available", "why_not", "prepare", "build", "kernels_folder"]
+__all__ = ["multi_flow_warp", "available", "why_not", "prepare", "build", "kernels_folder", "describe"]
 
 _SOURCE = Path(__file__).resolve().parent / "csrc" / "multi_flow_warp.cpp"
 # -ffp-contract=off: no fused multiply-adds, so sums round as grid_sample's do.
@@ -109,6 +109,24 @@ def prepare(note: Callable[[str], None] | None = None) -> bool:
         if not (kernels_folder() / name / f"{name}.so").is_file():
             note(f"compiling vsrdb's CPU kernels into {kernels_folder()} (once; about half a minute)")
     return available()
+
+
+def describe() -> str:
+    """One line on the kernels' state, without building them (``vsrdb info``)."""
+    if os.environ.get("VSRDB_KERNELS", "1") == "0":
+        return "off (VSRDB_KERNELS=0): PyTorch's forms run"
+    if "error" in _state:
+        return f"not in use ({_state['error']}): PyTorch's forms run"
+    name = _name()
+    built = kernels_folder() / name / f"{name}.so"
+    if built.is_file():
+        return f"built, {built}"
+    import shutil
+
+    missing = [tool for tool in ("c++", "ninja") if shutil.which(tool) is None]
+    if missing:
+        return f"cannot be built here (no {' or '.join(missing)} on PATH): PyTorch's forms run"
+    return f"not built yet: the first vsrdb restore on a CPU compiles it into {kernels_folder()} (about half a minute)"
 
 
 def available() -> bool:

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .inference import eager_inference
-from .kernels import multi_flow_warp as multi_flow_warp_kernel
 
 __all__ = ["flow_warp", "multi_flow_warp", "image_flow_warp", "resize_flow"]
 
@@ -72,7 +71,9 @@ def multi_flow_warp(feat: Tensor, flow_mask: Tensor) -> Tensor:
         raise ValueError(f"multi_flow_warp: {c} feature channels cannot be split into {flow_mask.shape[2]}/3 groups")
     frames = feat.flatten(0, 1)
     if eager_inference() and frames.is_contiguous(memory_format=torch.channels_last):
-        kernel = multi_flow_warp_kernel() if frames.device.type == "cpu" else None
+        from . import kernels  # here, not at the top: `python -m vsrdb.ops.kernels` imports this package first
+
+        kernel = kernels.multi_flow_warp() if frames.device.type == "cpu" else None
         if kernel is not None and frames.dtype in (torch.float32, torch.bfloat16):
             # ops/csrc/multi_flow_warp.cpp: this branch's arithmetic in one pass, 4x faster
             return kernel(frames, flow_mask.flatten(0, 1).float(), n).unflatten(0, (b, t))

@@ -39,10 +39,16 @@ _ISA_FLAGS = {"AVX512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512
               "AVX2": ["-mavx2", "-mfma"]}
 
 
-def _flags() -> list[str]:
-    return _FLAGS + _ISA_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "module": the loaded extension, or "error": why there is none
+
+
+def _flags() -> list[str]:
+    return _FLAGS + _ISA_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])
+
+
+def _turned_off() -> bool:
+    return os.environ.get("VSRDB_KERNELS", "1") == "0"
 
 
 def kernels_folder() -> Path:
@@ -60,6 +66,12 @@ def _name() -> str:
     for part in (_SOURCE.read_bytes(), torch.__version__.encode(), sys.version.encode(), " ".join(_flags()).encode()):
         key.update(part)
     return f"vsrdb_kernels_{key.hexdigest()[:16]}"
+
+
+def _built_library() -> Path:
+    """Where this build's library is (or will be) in the cache."""
+    name = _name()
+    return kernels_folder() / name / f"{name}.so"
 
 
 def _private_folder(folder: Path) -> None:
@@ -90,7 +102,7 @@ def _module() -> ModuleType | None:
     with _lock:
         if "module" in _state or "error" in _state:
             return _state.get("module")  # type: ignore[return-value]
-        if os.environ.get("VSRDB_KERNELS", "1") == "0":
+        if _turned_off():
             _state["error"] = "VSRDB_KERNELS=0"
             return None
         try:
@@ -103,22 +115,18 @@ def _module() -> ModuleType | None:
 def prepare(note: Callable[[str], None] | None = None) -> bool:
     """Build or load the kernels now, before any frame (so that a first build is not hidden in the
     first frame's time); ``note`` hears one line before a build. Returns ``available()``."""
-    if note is not None and "module" not in _state and "error" not in _state \
-            and os.environ.get("VSRDB_KERNELS", "1") != "0":
-        name = _name()
-        if not (kernels_folder() / name / f"{name}.so").is_file():
-            note(f"compiling vsrdb's CPU kernels into {kernels_folder()} (once; about half a minute)")
+    if note is not None and not _state and not _turned_off() and not _built_library().is_file():
+        note(f"compiling vsrdb's CPU kernels into {kernels_folder()} (once; about half a minute)")
     return available()
 
 
 def describe() -> str:
     """One line on the kernels' state, without building them (``vsrdb info``)."""
-    if os.environ.get("VSRDB_KERNELS", "1") == "0":
+    if _turned_off():
         return "off (VSRDB_KERNELS=0): PyTorch's forms run"
     if "error" in _state:
         return f"not in use ({_state['error']}): PyTorch's forms run"
-    name = _name()
-    built = kernels_folder() / name / f"{name}.so"
+    built = _built_library()
     if built.is_file():
         return f"built, {built}"
     import shutil
@@ -142,7 +150,7 @@ def why_not() -> str | None:
 
 def multi_flow_warp() -> Callable[[Tensor, Tensor, int], Tensor] | None:
     """The one-pass warp ``(frames [N, C, H, W] channels-last fp32/bf16, flow_mask [N, 3n, H, W]
-    contiguous fp32, n) -> [N, C, H, W]`` channels-last, or None where the kernels are not there."""
+    fp32 in any layout, n) -> [N, C, H, W]`` channels-last, or None where the kernels are not there."""
     module = _module()
     return None if module is None else module.multi_flow_warp
 

@@ -224,6 +224,48 @@ def test_dynamic_upsample_with_kernels_on_a_coarser_grid_matches_pixel_loop():
         assert torch.allclose(streamed, out, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "pytorch"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("s, u, k, c, t", [(4, 1, 5, 3, 3), (4, 1, 3, 1, 1), (2, 2, 5, 3, 3), (2, 2, 3, 4, 2),
+                                           (1, 4, 5, 3, 3), (1, 4, 7, 2, 3), (3, 1, 3, 3, 2), (1, 3, 5, 3, 1)])
+def test_inference_upsampling_equals_the_definition(kernel, dtype, s, u, k, c, t, monkeypatch):
+    # Eager CPU inference streams FGDF upsampling through ops/csrc/fgdf_taps.cpp where it is built
+    # (16 output pixels to a register: widths here leave a partial register and span several), or
+    # through the PyTorch forms; both must give dynamic_upsample's numbers at every scale, from
+    # bf16 kernels and frames too, with frames in any layout and T = 1 (first frame is the last).
+    from vsrdb.ops import kernels
+    from vsrdb.ops.dynamic_filter import dynamic_upsample_streamed
+
+    if kernel and not kernels.available():
+        pytest.skip(f"vsrdb's kernels are not built here: {kernels.why_not()}")
+    calls = []
+    if kernel:
+        built = kernels.fgdf_taps()
+        assert built is not None
+
+        def counted(*args):
+            calls.append(args[-2:])  # (first, n)
+            return built(*args)
+
+        monkeypatch.setattr(kernels, "fgdf_taps", lambda: counted)
+    else:
+        monkeypatch.setattr(kernels, "fgdf_taps", lambda: None)
+    torch.manual_seed(s * 100 + u * 10 + k)
+    b, h, w = 2, 3, 13  # the kernel grid; output rows of s*u*13 pixels
+    frames = torch.rand(b, t, c, u * h, u * w).to(dtype)
+    if c > 1:  # a frame whose columns are not adjacent in memory
+        frames = frames.contiguous(memory_format=torch.channels_last_3d)
+    logits = (torch.randn(b, t, (u * s) ** 2 * k * k, h, w) * 0.3).to(dtype)
+    heads = [logits[:, i].contiguous(memory_format=torch.channels_last) for i in range(t)]
+    expected = dynamic_upsample(frames.float(), normalize_upsampling_kernels(logits.float(), u * s), s)
+    with torch.inference_mode():
+        out = dynamic_upsample_streamed(lambda i: (frames[:, i], heads[i]), t, s)
+    assert out.dtype == torch.float32 and out.shape == (b, c, s * u * h, s * u * w)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=2e-5)
+    if kernel:  # one call per frame: the first writes, the last normalises over all T*k*k taps
+        assert calls == [(i == 0, t * k * k if i == t - 1 else 0) for i in range(t)]
+
+
 def test_a_centre_tap_kernel_at_x1_gives_back_the_centre_frame():
     """The identity is reachable at x1: FGDF at the input's size can leave a sharp frame as it is."""
     t, k, u, h, w = 3, 3, 4, 2, 3

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .inference import eager_inference
+
 __all__ = [
     "dynamic_upsample_streamed",
     "normalize_downsampling_kernels",
@@ -266,6 +268,46 @@ def _upsample_by_taps(frame: Callable[[int], tuple[Tensor, Tensor]], t: int, sca
     return out.reshape(b, c, h * u * scale, w * u * scale)
 
 
+TapsKernel = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, int, int, bool, int], None]
+
+
+def _taps_kernel(x: Tensor, logits: Tensor) -> TapsKernel | None:
+    """ops/csrc's one-pass FGDF upsampling where it applies (eager CPU inference on image channels
+    in fp32 or bf16), else None."""
+    allowed = (torch.float32, torch.bfloat16)
+    if (not eager_inference() or x.device.type != "cpu" or x.shape[1] > 4 or x.dtype not in allowed
+            or logits.dtype not in allowed):
+        return None
+    from . import kernels  # here, not at the top: `python -m vsrdb.ops.kernels` imports this package first
+
+    return kernels.fgdf_taps()
+
+
+def _upsample_with_kernel(taps: TapsKernel, frame: Callable[[int], tuple[Tensor, Tensor]], t: int,
+                             scale: int) -> Tensor:
+    """``dynamic_upsample_streamed`` as ops/csrc/fgdf_taps.cpp does it, at every scale: 16 output
+    pixels at a time, their kernels read from the logits as the head wrote them, the frame values
+    from a padded band of rows made once per row of grid cells; 3-5x faster than the PyTorch forms
+    below (docs/benchmarks.md)."""
+    acc = ksum = psum = None
+    for i in range(t):
+        x, logits = frame(i)
+        b, c, hi, wi = x.shape
+        h, w = logits.shape[-2:]
+        u = _grid_factor((hi, wi), (h, w), "dynamic_upsample_streamed")
+        if acc is None:
+            acc = x.new_empty(b, c, hi * scale, wi * scale, dtype=torch.float32)
+            psum = torch.empty_like(acc)
+            ksum = x.new_empty(b, hi * scale, wi * scale, dtype=torch.float32)
+        assert ksum is not None and psum is not None
+        # the last frame's call writes acc + psum * (1 - sum(K)) / n: K - mean(K) + 1/n, applied after the sums
+        n = t * logits.shape[1] // (u * u * scale * scale) if i == t - 1 else 0
+        taps(x, logits.contiguous(memory_format=torch.channels_last), acc, ksum, psum, u, scale, i == 0, n)
+    if acc is None:
+        raise ValueError("dynamic_upsample_streamed needs at least one frame")
+    return acc
+
+
 def dynamic_upsample_streamed(frame: Callable[[int], tuple[Tensor, Tensor]], t: int, scale: int) -> Tensor:
     """``dynamic_upsample(frames, normalize_upsampling_kernels(logits))`` one frame at a time.
 
@@ -274,10 +316,12 @@ def dynamic_upsample_streamed(frame: Callable[[int], tuple[Tensor, Tensor]], t: 
     and every sum accumulates frame by frame: the T * s^2 * k^2 kernel channels (1200 per
     pixel for the released model) never exist at once.
 
-    Each pixel's sum over its window is a small matrix product, windows ``[C+1, k*k]`` times
-    kernels ``[k*k, s*s]`` (the extra row of ones gives sum(K)), done for all pixels by one
-    batched matmul per frame: on CPU about 30x faster than k*k strided multiply-adds over
-    the HR-sized accumulator, and no extra pass over the kernels for their sums.
+    On CPU in eager inference, ops/csrc/fgdf_taps.cpp does each frame in one pass where it is
+    built (``_upsample_with_kernel``). Otherwise, at x4, each pixel's sum over its window is a
+    small matrix product, windows ``[C+1, k*k]`` times kernels ``[k*k, s*s]`` (the extra row of
+    ones gives sum(K)), done for all pixels by one batched matmul per frame: about 30x faster
+    than k*k strided multiply-adds over the HR-sized accumulator, and no extra pass over the
+    kernels for their sums; at x2 and x1, ``_upsample_by_taps``.
 
     Args:
         frame: ``i -> (frame_i [B, C, uH, uW], logits_i [B, (u*s)^2*k*k, H, W])``; the logits are
@@ -288,8 +332,15 @@ def dynamic_upsample_streamed(frame: Callable[[int], tuple[Tensor, Tensor]], t: 
         ``[B, C, s*uH, s*uW]``, equal to the batched version up to float rounding.
     """
     x, logits = frame(0)
+
+    def reuse_first(i: int) -> tuple[Tensor, Tensor]:  # frame 0 is already made
+        return (x, logits) if i == 0 else frame(i)
+
+    taps = _taps_kernel(x, logits)
+    if taps is not None:
+        return _upsample_with_kernel(taps, reuse_first, t, scale)
     if x.shape[-1] != logits.shape[-1]:  # kernels on a coarser grid (x2, x1)
-        return _upsample_by_taps(lambda i: (x, logits) if i == 0 else frame(i), t, scale)
+        return _upsample_by_taps(reuse_first, t, scale)
     acc = psum = None
     kk = 0
     shape = None

@@ -2,9 +2,11 @@
 
 Eager PyTorch leaves some inference work as several passes over a frame where one would do:
 the multi-flow-mask warp is a ``grid_sample`` per channel group, a multiply by the mask and a
-copy into place (7 warps of 3 frames per restored frame of FMA-Net). ``multi_flow_warp`` below
-is that work as one pass. Its callers keep the PyTorch form and use it whenever the kernels are
-not there: no C++ compiler or ninja, ``VSRDB_KERNELS=0``, a build that failed.
+copy into place (7 warps of 3 frames per restored frame of FMA-Net); FGDF upsampling on a kernel
+grid coarser than the frames (x2, x1) is hundreds of multiply-adds over small strided planes.
+``multi_flow_warp`` and ``fgdf_taps`` below are that work in one pass each. Their callers keep the
+PyTorch form and use it whenever the kernels are not there: no C++ compiler or ninja,
+``VSRDB_KERNELS=0``, a build that failed.
 
 The build (about half a minute, once per source, torch, Python and vector level) goes to
 ``~/.cache/vsrdb/kernels/NAME`` (under ``$XDG_CACHE_HOME`` if set, or ``$VSRDB_KERNELS_DIR``),
@@ -28,10 +30,13 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["multi_flow_warp", "available", "why_not", "prepare", "build", "kernels_folder", "describe"]
+__all__ = ["multi_flow_warp", "fgdf_taps", "available", "why_not", "prepare", "build", "kernels_folder", "describe"]
 
-_SOURCE = Path(__file__).resolve().parent / "csrc" / "multi_flow_warp.cpp"
-# -ffp-contract=off: no fused multiply-adds, so sums round as grid_sample's do.
+_CSRC = Path(__file__).resolve().parent / "csrc"
+_SOURCES = [_CSRC / name for name in ("module.cpp", "multi_flow_warp.cpp", "fgdf_taps.cpp")]
+_HEADERS = [_CSRC / "common.h"]
+# -ffp-contract=off: no fused multiply-adds the code does not ask for, so the warp's sums round as
+# grid_sample's do.
 _FLAGS = ["-O3", "-ffp-contract=off"]
 # The vector instructions to compile for: those of torch's own CPU dispatch on this machine (a
 # cache shared by machines with other CPUs gets one build per level, by the build's name).
@@ -63,7 +68,8 @@ def _name() -> str:
     """The build's name: a digest of everything that changes the binary, so a stale or foreign
     build is never loaded under a new source, torch or Python."""
     key = hashlib.sha256()
-    for part in (_SOURCE.read_bytes(), torch.__version__.encode(), sys.version.encode(), " ".join(_flags()).encode()):
+    sources = [path.read_bytes() for path in _SOURCES + _HEADERS]
+    for part in (*sources, torch.__version__.encode(), sys.version.encode(), " ".join(_flags()).encode()):
         key.update(part)
     return f"vsrdb_kernels_{key.hexdigest()[:16]}"
 
@@ -92,7 +98,7 @@ def build(verbose: bool = False) -> ModuleType:
     folder = kernels_folder() / name
     _private_folder(kernels_folder())  # the builds' parent too: whoever can write it can swap a build
     _private_folder(folder)
-    return load(name=name, sources=[str(_SOURCE)], extra_cflags=_flags(), build_directory=str(folder),
+    return load(name=name, sources=[str(path) for path in _SOURCES], extra_cflags=_flags(), build_directory=str(folder),
                 verbose=verbose)
 
 
@@ -153,6 +159,16 @@ def multi_flow_warp() -> Callable[[Tensor, Tensor, int], Tensor] | None:
     fp32 in any layout, n) -> [N, C, H, W]`` channels-last, or None where the kernels are not there."""
     module = _module()
     return None if module is None else module.multi_flow_warp
+
+
+def fgdf_taps() -> Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, int, int, bool, int], None] | None:
+    """ops/csrc/fgdf_taps.cpp, or None where the kernels are not there: ``(frame [B, C, u*h, u*w]
+    fp32/bf16, logits [B, (u*s)^2 k^2, h, w] fp32/bf16 channels-last, acc [B, C, u*s*h, u*s*w],
+    ksum [B, u*s*h, u*s*w], psum [B, C, u*s*h, u*s*w], u, s, first, n)`` writes (first) or adds one
+    frame's FGDF upsampling sums to acc, ksum and psum (fp32, contiguous); with n > 0 (the last
+    frame; T*k^2) it writes the normalised output into acc instead."""
+    module = _module()
+    return None if module is None else module.fgdf_taps_accumulate
 
 
 if __name__ == "__main__":

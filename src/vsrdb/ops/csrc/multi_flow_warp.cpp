@@ -8,33 +8,17 @@
 // the same normalised coordinate and back, the same weights and the same order of sums, so the
 // result equals the PyTorch form's to rounding (built with -ffp-contract=off for that reason).
 
-#include <torch/extension.h>
+#include "common.h"
 
-#include <ATen/Parallel.h>
-
-#ifdef __AVX512BW__
-#include <immintrin.h>
-#endif
-
-#include <algorithm>
 #include <cmath>
-#include <cstdint>
-#include <thread>
-#include <vector>
 
 namespace {
 
-// Rows split among torch's intra-op thread count. Plain threads, not at::parallel_for: that is
-// OpenMP inlined from the headers, which would tie this library to an OpenMP runtime of its own
-// beside torch's. A thread costs tens of microseconds; a call, milliseconds.
-template <typename F>
-void run_in_parallel(int64_t rows, const F& work) {
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows));
-  std::vector<std::thread> pool;
-  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work, rows * t / threads, rows * (t + 1) / threads);
-  work(0, rows / threads);
-  for (auto& th : pool) th.join();
-}
+using vsrdb::run_in_parallel;
+#ifdef __AVX512BW__
+using vsrdb::load16;
+using vsrdb::store16;
+#endif
 
 // One output pixel's group: the four corners' weighted sum, times the mask, into o. CG > 0 fixes
 // the group's width at compile time (the presets' widths), so the loops unroll.
@@ -58,23 +42,8 @@ inline void blend(const scalar_t* const corner[4], const float wts[4], float mas
 }
 
 #ifdef __AVX512BW__
-// The same for a group of at most 16 channels in one masked AVX-512 register: the same products
-// and sums in the same order (separate multiplies and adds), so the same numbers.
-inline __m512 load16(const float* p, __mmask16 k) { return _mm512_maskz_loadu_ps(k, p); }
-inline __m512 load16(const at::BFloat16* p, __mmask16 k) {
-  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-}
-inline void store16(float* p, __mmask16 k, __m512 v) { _mm512_mask_storeu_ps(p, k, v); }
-inline void store16(at::BFloat16* p, __mmask16 k, __m512 v) {
-  // Round to nearest even, NaN to the quiet NaN: c10::BFloat16's own conversion.
-  const __m512i bits = _mm512_castps_si512(v);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
-  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
-  _mm256_mask_storeu_epi16(p, k, _mm512_cvtepi32_epi16(r));
-}
-
+// blend for a group of at most 16 channels in one masked AVX-512 register: the same products and
+// sums in the same order (separate multiplies and adds), so the same numbers.
 template <typename scalar_t>
 inline void blend16(const scalar_t* const corner[4], const float wts[4], float mask, scalar_t* o, __mmask16 k) {
   __m512 acc = _mm512_setzero_ps();
@@ -187,8 +156,4 @@ torch::Tensor multi_flow_warp(const torch::Tensor& frames, const torch::Tensor& 
     TORCH_CHECK(false, "multi_flow_warp: frames must be fp32 or bf16");
   }
   return out;
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("multi_flow_warp", &multi_flow_warp, "multi-flow-mask warp of channels-last frames");
 }

@@ -164,7 +164,7 @@ def test_cli_says_why_its_kernel_is_not_used_and_restores_anyway(tmp_path, weigh
     monkeypatch.setattr(kernels, "_state", {})
     assert main(["restore", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "out.mp4"), "--weights", weights]) == 0
     err = capsys.readouterr().err
-    assert "CPU kernel is not in use" in err and "writable by group and others" in err
+    assert "CPU kernels are not in use" in err and "writable by group and others" in err
     assert len(list(open_frames(tmp_path / "out.mp4"))) == 7
 
 

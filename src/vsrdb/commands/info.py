@@ -45,7 +45,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 print(f"\n{name} ships at {', '.join(f'x{s} ({offered[s]})' for s in sorted(offered, reverse=True))};"
                       f" restore --outscale/--size run the smallest of {', '.join(f'x{s}' for s in sorted(auto))} "
                       "that reaches the size asked for (docs/restore.md); --scale picks any")
-        print(f"\nvsrdb's CPU kernel (docs/restore.md): {kernels.describe()}")
+        print(f"\nvsrdb's CPU kernels (docs/restore.md): {kernels.describe()}")
         return 0
     looks_like_path = "/" in args.model or Path(args.model).exists() or args.model in BUILTIN_MODELS
     model = load_checkpoint(args.model) if looks_like_path else build(args.model)

@@ -213,7 +213,7 @@ def _prepare_kernels(device: torch.device, *, quiet: bool) -> None:
         return
     say = (lambda text: None) if quiet else (lambda text: print(f"vsrdb restore: {printable(text)}", file=sys.stderr))
     if not kernels.prepare(note=say) and kernels.why_not() != "VSRDB_KERNELS=0":
-        say(f"note: vsrdb's CPU kernel is not in use ({kernels.why_not()}); PyTorch's slower form runs instead")
+        say(f"note: vsrdb's CPU kernels are not in use ({kernels.why_not()}); PyTorch's slower forms run instead")
 
 
 def _load_model(args: argparse.Namespace, inputs: list, *, quiet: bool):

@@ -1,9 +1,12 @@
 // What vsrdb's CPU kernels share: the thread split and AVX-512 loads and stores of fp32 or bf16.
 #pragma once
 
-#include <torch/extension.h>
-
+// ATen's tensor and thread headers only: torch/extension.h (pybind11, the whole C++ API) is for
+// module.cpp, and each file that includes it takes about 20 s more to compile.
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Exception.h>
 
 #ifdef __AVX512BW__
 #include <immintrin.h>

@@ -160,7 +160,7 @@ void accumulate(const frame_t* frame, const int64_t* fs, const logit_t* logits, 
 }
 
 template <int CHANNELS, typename frame_t>
-void accumulate_frame(const torch::Tensor& frame, const torch::Tensor& logits, float* acc, float* ksum, float* psum,
+void accumulate_frame(const at::Tensor& frame, const at::Tensor& logits, float* acc, float* ksum, float* psum,
                       int64_t u, int64_t scale, int64_t ks, bool first, int64_t n) {
   const int64_t b = frame.size(0), gh = logits.size(2), gw = logits.size(3);
   if (logits.scalar_type() == at::kFloat) {
@@ -173,7 +173,7 @@ void accumulate_frame(const torch::Tensor& frame, const torch::Tensor& logits, f
 }
 
 template <typename frame_t>
-void accumulate_any(const torch::Tensor& frame, const torch::Tensor& logits, float* acc, float* ksum, float* psum,
+void accumulate_any(const at::Tensor& frame, const at::Tensor& logits, float* acc, float* ksum, float* psum,
                     int64_t u, int64_t scale, int64_t ks, bool first, int64_t n) {
   switch (frame.size(1)) {
     case 1: return accumulate_frame<1, frame_t>(frame, logits, acc, ksum, psum, u, scale, ks, first, n);
@@ -189,8 +189,8 @@ void accumulate_any(const torch::Tensor& frame, const torch::Tensor& logits, flo
 // channels-last; acc and psum [B, C, u*s*h, u*s*w] and ksum [B, u*s*h, u*s*w]: fp32, contiguous.
 // The first frame's call (first) writes the sums, later ones add to them; the last frame's (n > 0,
 // the number of taps over all frames, T*k*k) writes the normalised output into acc instead.
-void fgdf_taps_accumulate(const torch::Tensor& frame, const torch::Tensor& logits, torch::Tensor& acc,
-                          torch::Tensor& ksum, torch::Tensor& psum, int64_t u, int64_t scale, bool first, int64_t n) {
+void fgdf_taps_accumulate(const at::Tensor& frame, const at::Tensor& logits, at::Tensor& acc,
+                          at::Tensor& ksum, at::Tensor& psum, int64_t u, int64_t scale, bool first, int64_t n) {
   TORCH_CHECK(frame.dim() == 4 && logits.dim() == 4 && frame.device().is_cpu() && logits.device().is_cpu(),
               "fgdf_taps_accumulate: frame and logits must be 4-d CPU tensors");
   TORCH_CHECK(frame.scalar_type() == at::kFloat || frame.scalar_type() == at::kBFloat16,
@@ -208,7 +208,7 @@ void fgdf_taps_accumulate(const torch::Tensor& frame, const torch::Tensor& logit
   while (ks * ks < kk) ++ks;
   TORCH_CHECK(ks * ks == kk && ks % 2 == 1, "fgdf_taps_accumulate: kernels must be k x k with k odd");
   const int64_t oh = gh * u * scale, ow = gw * u * scale;
-  for (const torch::Tensor* t : {&acc, &ksum, &psum})
+  for (const at::Tensor* t : {&acc, &ksum, &psum})
     TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->device().is_cpu(),
                 "fgdf_taps_accumulate: acc, ksum and psum must be contiguous fp32 CPU tensors");
   TORCH_CHECK(acc.numel() == b * c * oh * ow && psum.numel() == b * c * oh * ow && ksum.numel() == b * oh * ow,

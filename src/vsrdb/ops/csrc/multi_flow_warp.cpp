@@ -10,6 +10,8 @@
 
 #include "common.h"
 
+#include <ATen/ops/empty_like.h>
+
 #include <cmath>
 
 namespace {
@@ -135,7 +137,7 @@ void warp_rows(const scalar_t* frames, const float* flow_mask, const int64_t* fm
 // frames [N, C, H, W] channels-last, fp32 or bf16; flow_mask [N, 3n, H, W] fp32 (any strides) with n
 // triples (dx, dy, mask logit) -> [N, C, H, W] channels-last in the frames' dtype: group j of each
 // frame sampled at pixel + (dx, dy) of triple j and multiplied by sigmoid(logit).
-torch::Tensor multi_flow_warp(const torch::Tensor& frames, const torch::Tensor& flow_mask, int64_t groups) {
+at::Tensor multi_flow_warp(const at::Tensor& frames, const at::Tensor& flow_mask, int64_t groups) {
   TORCH_CHECK(frames.dim() == 4 && frames.device().is_cpu() &&
                   frames.is_contiguous(at::MemoryFormat::ChannelsLast),
               "multi_flow_warp: frames must be a channels-last CPU tensor [N, C, H, W]");
@@ -145,7 +147,7 @@ torch::Tensor multi_flow_warp(const torch::Tensor& frames, const torch::Tensor& 
   TORCH_CHECK(groups > 0 && c % groups == 0 && flow_mask.size(0) == n && flow_mask.size(1) == 3 * groups &&
                   flow_mask.size(2) == h && flow_mask.size(3) == w,
               "multi_flow_warp: shapes do not match");
-  auto out = torch::empty_like(frames, at::MemoryFormat::ChannelsLast);
+  auto out = at::empty_like(frames, at::MemoryFormat::ChannelsLast);
   if (frames.scalar_type() == at::kFloat) {
     warp_rows<float>(frames.data_ptr<float>(), flow_mask.data_ptr<float>(), flow_mask.strides().data(),
                      out.data_ptr<float>(), n, c, h, w, groups);

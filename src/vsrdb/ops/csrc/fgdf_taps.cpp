@@ -1,20 +1,21 @@
-// FGDF upsampling when one grid cell's kernels serve u x u input pixels (x2, x1; inference, CPU).
+// FGDF upsampling in one pass per frame (inference, CPU; x4, x2 and x1).
 //
-// ops/dynamic_filter.py's _upsample_by_taps does this in PyTorch as one multiply-add over the kernel
-// grid per (sub-pixel, tap) pair: 400 small passes per frame at x1, each with a strided copy of a
-// kernel plane out of the channels-last logits, and a box filter and permutes around them. Here an
-// output row is done in one go, 16 output pixels to a register: for each tap, the 16 pixels' kernel
-// values (gathered from a row of kernels converted to fp32 once) times the 16 frame values they
-// weigh (one load from a replicate-padded band of frame rows made once per row of cells, spread
-// over the s sub-pixels of each frame pixel).
+// ops/dynamic_filter.py's PyTorch forms make several passes over a frame: at x4, every pixel's
+// k x k window copied out and one batched product; at x2 and x1, where one grid cell's kernels serve
+// u x u input pixels, one multiply-add over the kernel grid per (sub-pixel, tap) pair (400 per frame
+// at x1), each after a strided copy of a kernel plane out of the channels-last logits, with a box
+// filter and permutes around them. Here an output row is done in one go, 16 output pixels to a
+// register: for each tap, the 16 pixels' kernel values (gathered from the row's kernels, converted
+// to fp32 once) times the 16 frame values they weigh (one load from a replicate-padded band of frame
+// rows made once per row of cells, spread over the s sub-pixels of each frame pixel).
 //
 // The sums, over all T frames and k x k taps, in fp32 and in the output's own layout:
 //   acc[c, r, q]  += sum_j K[r, q, j] * P[c, r, q, j]   (P: the k x k window of the output pixel's frame pixel)
 //   ksum[r, q]    += sum_j K[r, q, j]
 //   psum[c, r, q] += sum_j P[c, r, q, j]
 // and the last frame's call applies the normalisation K - mean(K) + 1/(T k k) (linear, so it can
-// come last): acc + psum * (1 - ksum) / (T k k). The order of the sums differs from PyTorch's, so the results
-// agree to rounding, not bit for bit.
+// come last): acc + psum * (1 - ksum) / (T k k). The order of the sums differs from PyTorch's, so
+// the results agree to rounding, not bit for bit.
 
 #include "common.h"
 

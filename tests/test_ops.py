@@ -1,5 +1,7 @@
 """Warping and dynamic filtering against slow, obvious versions."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -106,6 +108,24 @@ def test_kernels_refuse_a_cache_folder_others_can_write(tmp_path, monkeypatch):
         kernels.build()
     monkeypatch.setattr(kernels, "_state", {})
     assert kernels.multi_flow_warp() is None and "writable by group and others" in kernels.why_not()
+
+
+def test_every_kernel_source_ships_in_the_package():
+    # An installed vsrdb compiles ops/csrc on the user's machine: a source or header left out of
+    # the package data would make every build fail there (and restore fall back to PyTorch).
+    import fnmatch
+    import re
+
+    from vsrdb.ops import kernels
+
+    package = Path(kernels.__file__).resolve().parents[1]
+    pyproject = (package.parents[1] / "pyproject.toml").read_text()  # (tomllib is Python 3.11+)
+    section = pyproject.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
+    globs = re.findall(r'"([^"]+)"', section)
+    files = [path.relative_to(package).as_posix() for path in kernels._SOURCES + kernels._HEADERS]
+    assert len(files) == len(list((package / "ops" / "csrc").iterdir()))  # every file there is read by the build
+    for name in files:
+        assert any(fnmatch.fnmatch(name, glob) for glob in globs), name
 
 
 def test_kernels_step_aside_when_turned_off_or_unbuildable(monkeypatch):

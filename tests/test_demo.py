@@ -105,7 +105,7 @@ def test_info_says_where_the_cpu_kernel_stands_without_building_it(tmp_path, mon
     monkeypatch.setattr(kernels, "_state", {})
     monkeypatch.setenv("VSRDB_KERNELS_DIR", str(tmp_path / "kernels"))
     assert main(["info"]) == 0
-    assert f"not built yet: the first vsrdb restore on a CPU compiles it into {tmp_path / 'kernels'}" in \
+    assert f"not built yet: the first vsrdb restore on a CPU compiles them into {tmp_path / 'kernels'}" in \
         capsys.readouterr().out
     assert not (tmp_path / "kernels").exists()  # nothing was built or created
     monkeypatch.setenv("PATH", str(tmp_path))  # no compiler, no ninja

@@ -140,7 +140,7 @@ def describe() -> str:
     missing = [tool for tool in ("c++", "ninja") if shutil.which(tool) is None]
     if missing:
         return f"cannot be built here (no {' or '.join(missing)} on PATH): PyTorch's forms run"
-    return f"not built yet: the first vsrdb restore on a CPU compiles it into {kernels_folder()} (about half a minute)"
+    return f"not built yet: the first vsrdb restore on a CPU compiles them into {kernels_folder()} (about half a minute)"
 
 
 def available() -> bool:

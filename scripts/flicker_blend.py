@@ -1,10 +1,11 @@
 """Does a recurrent blend with the previous output cure a model's flicker? (issue 38, item 3)
 
 Every restored frame comes from its own window, so nothing ties it to the frame before. This
-experiment ties them after the fact: output t is blended with the previous *blended* output,
-warped onto frame t by DIS optical flow (OpenCV) from the two outputs, with a weight
-``alpha * exp(-d^2 / sigma^2)`` per pixel, where d is the RGB distance between the warped previous
-output and output t (so occluded or mis-aligned pixels keep output t). It prints, per clip and per
+experiment ties them after the fact, as ``vsrdb restore --deflicker`` does
+(``vsrdb/restore/deflicker.py``): output t is blended with the previous *blended* output, warped
+onto it by DIS optical flow, with a weight ``alpha * exp(-d^2 / sigma^2)`` per pixel, where d is the
+RGB distance between the warped previous output and output t (so occluded or mis-aligned pixels
+keep output t). It prints, per clip and per
 (alpha, sigma), PSNR and tOF on the frames ``vsrdb evaluate`` scores (first and last excluded), next
 to the model alone and bicubic, all on the same degraded input (``--degrade`` as in evaluate).
 
@@ -24,23 +25,13 @@ BLENDS = ((0.5, 0.05), (0.7, 0.05), (0.7, 0.1), (0.85, 0.05))
 
 
 def blend_with_previous(frames: list[Tensor], alpha: float, sigma: float) -> list[Tensor]:
-    """``[3, H, W]`` frames in [0, 1] -> the same, each blended with the warped previous result."""
-    import cv2
+    """``[3, H, W]`` frames in [0, 1] -> the same, each blended with the warped previous result
+    (``vsrdb restore --deflicker``'s blend, ``vsrdb.restore.deflicker``)."""
+    from vsrdb.restore.deflicker import deflicker
 
-    from vsrdb.evaluate.metrics import to_grey_u8
-
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    out = [frames[0]]
-    for cur in frames[1:]:
-        prev = out[-1]
-        flow = dis.calc(to_grey_u8(cur), to_grey_u8(prev), None)  # from cur to prev
-        h, w = flow.shape[:2]
-        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        warped = cv2.remap(prev.permute(1, 2, 0).numpy().astype(np.float32), gx + flow[..., 0], gy + flow[..., 1],
-                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        now = cur.permute(1, 2, 0).numpy()
-        weight = alpha * np.exp(-((warped - now) ** 2).mean(-1, keepdims=True) / sigma ** 2)
-        out.append(torch.from_numpy((1 - weight) * now + weight * warped).permute(2, 0, 1).float())
+    out: list[Tensor] = []
+    for frame in frames:
+        out.append(deflicker(frame, out[-1] if out else None, alpha, sigma))
     return out
 
 

@@ -47,6 +47,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_deflicker_argument(parser: argparse.ArgumentParser) -> None:
+    """``--deflicker [SHARE]`` (restore, evaluate): restore/deflicker.py's blend."""
+    parser.add_argument("--deflicker", type=_share, nargs="?", const=0.5, default=None, metavar="SHARE",
+                        help="blend each output frame with the previous one, warped onto it by optical flow, "
+                             "where they match (up to SHARE of it; 0.5 without a value): less flicker on "
+                             "compressed footage; frames are then restored in order, one process per file "
+                             "(docs/restore.md)")
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0 and at most 1")
+    return value
+
+
 def quiet_stdout() -> None:
     """Point standard output at /dev/null: after its reader has gone, Python's own flush at exit
     would otherwise print a BrokenPipeError of its own."""

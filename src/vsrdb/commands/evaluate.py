@@ -23,7 +23,13 @@ from ..errors import InputError
 from ..files import not_replaceable, write_atomically
 from ..precision import resolve_precision
 from ..video import check_writable_folder
-from .common import add_device_argument, add_output_flags, add_precision_argument, add_threads_argument
+from .common import (
+    add_deflicker_argument,
+    add_device_argument,
+    add_output_flags,
+    add_precision_argument,
+    add_threads_argument,
+)
 
 __all__ = ["add_subcommand", "run_evaluate"]
 
@@ -63,6 +69,7 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                    help="T for the frame exclusion (default: the model's, else 3)")
     p.add_argument("--y-channel", action="store_true", help="PSNR/SSIM on luma (BT.601 Y), as some papers do")
     p.add_argument("--crop-border", type=int, default=0, help="pixels cropped from each side for PSNR/SSIM")
+    add_deflicker_argument(p)
     add_device_argument(p)
     add_precision_argument(p)
     add_threads_argument(p)
@@ -125,9 +132,10 @@ def run_evaluate(args: argparse.Namespace, *, command: str = "") -> str:
             print(f"vsrdb evaluate: {precision.describe()}", file=sys.stderr)
         models = [(_label(w), _load(w)) for w in args.weights]
         scale = _scale(args, models)
+        extra = "" if args.deflicker is None else f", deflicker {args.deflicker:g}"
         methods: list[Method] = [
-            ModelMethod(label if model.scale == scale else f"{label} (x{model.scale} shrunk to x{scale})", model,
-                        device=device, precision=precision, scale=scale)
+            ModelMethod((label if model.scale == scale else f"{label} (x{model.scale} shrunk to x{scale})") + extra,
+                        model, device=device, precision=precision, scale=scale, deflicker=args.deflicker)
             for label, model in models]
         clips = _dataset(args, scale)
         names = args.baseline if args.baseline is not None else ["bicubic"]

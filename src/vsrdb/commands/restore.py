@@ -21,7 +21,14 @@ from ..restore.job import RestoreOptions, check_not_input, work_folder
 from ..restore.restorer import Restorer
 from ..video import CODECS, MAX_FPS, MIN_FPS, OUTPUT_CONTAINERS, check_output_path
 from ..video.y4m import PIPE
-from .common import add_device_argument, add_output_flags, add_precision_argument, positive_int, quiet_stdout
+from .common import (
+    add_deflicker_argument,
+    add_device_argument,
+    add_output_flags,
+    add_precision_argument,
+    positive_int,
+    quiet_stdout,
+)
 
 __all__ = ["add_subcommand"]
 
@@ -93,6 +100,7 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                         "with a checkpoint folder, its own scale")
     p.add_argument("--tile", type=positive_int, help="LR tile size in pixels (default: from the memory available)")
     p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles (default 8)")
+    add_deflicker_argument(p)
     p.add_argument("--max-memory", type=_gigabytes,
                    help="GB for one tile's forward pass (default: 80%% of free GPU memory; on CPU "
                         "min(half the available memory, 0.5))")
@@ -167,7 +175,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     opts = RestoreOptions(codec=args.codec, pix_fmt=args.pix_fmt, crf=args.crf, lossless=args.lossless,
                           audio=not args.no_audio, fps=args.fps, segment=args.segment, tile=args.tile,
                           overlap=args.overlap, max_memory=max_memory, precision=precision.name,
-                          outscale=args.outscale, size=args.size)
+                          outscale=args.outscale, size=args.size, deflicker=args.deflicker)
     dist.start()
     try:
         started = time.perf_counter()
@@ -293,9 +301,10 @@ def _restore_pipe(args: argparse.Namespace) -> int:
         opts = RestoreOptions(codec=args.codec, pix_fmt=args.pix_fmt, crf=args.crf, lossless=args.lossless,
                               audio=False, fps=args.fps, tile=args.tile, overlap=args.overlap,
                               max_memory=None if args.max_memory is None else int(args.max_memory * (1 << 30)),
-                              precision=precision.name, outscale=args.outscale, size=args.size)
+                              precision=precision.name, outscale=args.outscale, size=args.size,
+                              deflicker=args.deflicker)
         restorer = Restorer(model, device=device, precision=precision, tile=args.tile, overlap=args.overlap,
-                            max_memory=opts.max_memory)
+                            max_memory=opts.max_memory, deflicker=opts.deflicker)
         size = output_shape(source, restorer, opts, args.output, container)
         sink = open_sink(args.output, source, opts, size=size, overwrite=args.overwrite, container=container,
                          stdout=sys.stdout.buffer)

@@ -78,7 +78,7 @@ def run_jobs(pairs: list[tuple[Path, Path]], model: RestorationModel, opts: Rest
     # precision is recorded in the job beside it.
     fingerprint = model_fingerprint(model) if dist.rank == 0 else ""
     restorer = Restorer(model, device=dev, precision=opts.precision, tile=opts.tile, overlap=opts.overlap,
-                        max_memory=opts.max_memory)
+                        max_memory=opts.max_memory, deflicker=opts.deflicker)
     results: dict[int, JobResult] = {}
     specs: list = []
     if dist.rank == 0:

@@ -74,6 +74,7 @@ class RestoreOptions:
     precision: str = "fp32"  # auto, fp32, bf16, fp16 (see vsrdb.precision)
     outscale: float | None = None  # output size = input size x this (1 to the model's scale)
     size: tuple[int, int] | None = None  # output width, height
+    deflicker: float | None = None  # the Restorer's (restore/deflicker.py): None = off
 
 
 def model_fingerprint(model: RestorationModel) -> str:
@@ -127,6 +128,7 @@ class JobSpec:
     rotation: int = 0  # the input's display rotation (degrees, PyAV's convention)
     input_hash: str = ""  # of the input's first, middle and last MB (a replaced file of equal size and mtime)
     out_size: tuple[int, int] | None = None  # output height, width when not the model's x scale
+    deflicker: float | None = None  # the Restorer's deflicker share
     version: int = _VERSION
 
     def to_json(self) -> str:
@@ -304,7 +306,7 @@ class Job:
                 dtype=str(restorer.dtype).removeprefix("torch."), input_id=_input_id(input_path), audio=opts.audio,
                 rotation=source.rotation, input_hash=_input_hash(input_path),
                 out_size=None if out_size == (source.height * restorer.scale, source.width * restorer.scale)
-                else out_size)
+                else out_size, deflicker=restorer.deflicker)
         return cls(cls._open_work(spec, output, resume=resume, restart=restart))
 
     @staticmethod

@@ -201,14 +201,23 @@ class Restorer:
             frames stay fp32 (the model casts its feature path).
         tile: LR tile size, or None to choose from ``max_memory`` (bytes; None = what is available).
         overlap: LR pixels shared by neighbouring tiles.
+        deflicker: blend each output with the previous one warped onto it, at most this share
+            (``restore.deflicker``; 0.5 is ``--deflicker``'s); outputs then depend on the frames
+            before them, so the restorer runs as a recurrent one (its ``state`` is the last output).
     """
 
     def __init__(self, model: RestorationModel, *, device: torch.device | str = "cpu",
                  precision: str | Precision = "fp32",
-                 tile: int | None = None, overlap: int = 8, max_memory: int | None = None) -> None:
+                 tile: int | None = None, overlap: int = 8, max_memory: int | None = None,
+                 deflicker: float | None = None) -> None:
         if not model.can_restore:
             raise InputError(f"{model.preset} is a partial model (an early training stage's): it trains but "
                              "cannot restore frames")
+        if deflicker is not None and not 0 < deflicker <= 1:
+            raise InputError(f"deflicker: {deflicker} is not a share in (0, 1]")
+        if deflicker is not None and model.frames.mode == "recurrent":
+            raise InputError(f"{model.preset} is recurrent already (each output takes the previous one); "
+                             "deflicker is for window and sequence models")
         self.device = torch.device(device)
         self.precision = precision if isinstance(precision, Precision) else resolve_precision(precision, self.device)
         self.dtype = self.precision.dtype
@@ -226,7 +235,8 @@ class Restorer:
         self.scale = model.scale
         self.plan: TilePlan | None = None  # chosen from the first frame's size, or given
         self._weights: list[Tensor] = []   # per tile, its share of the blended HR frame
-        self.state: Tensor | None = None  # a recurrent model's last output
+        self.state: Tensor | None = None  # a recurrent model's last output (or the last deflickered one)
+        self.deflicker = deflicker
         mode = model.frames.mode
         self._drive = {"window": self._windows, "recurrent": self._recurrent, "sequence": self._sequence}[mode]
         # Frames one model call restores together: a sequence family's push (more use a GPU better).
@@ -404,7 +414,8 @@ class Restorer:
 
     @property
     def recurrent(self) -> bool:
-        return self.model.frames.mode == "recurrent"
+        """Whether each output depends on the one before (a recurrent model, or deflicker)."""
+        return self.model.frames.mode == "recurrent" or self.deflicker is not None
 
     @property
     def context(self) -> tuple[int, int]:
@@ -419,7 +430,8 @@ class Restorer:
         ``start`` (default ``first``) to ``stop - 1`` (default: to the clip's end). A frame's
         window is clamped to the clip, so restoring a clip in pieces, each given its
         ``context`` frames, equals restoring it whole; ``first`` must be ``max(0, start - before)``
-        or less. Recurrent models take ``state``, the previous output (``self.state`` after a run).
+        or less. Recurrent models and deflicker take ``state``, the previous output (``self.state``
+        after a run).
 
         Raises InputError when frames change size or are smaller than the model allows.
         """
@@ -446,4 +458,12 @@ class Restorer:
             return _Frame(img.flip(0) if self.bgr else img)
 
         indexed = ((first + k, prepare(img)) for k, img in enumerate(itertools.chain([head], it)))
-        yield from self._drive(indexed, start, stop, state)
+        if self.deflicker is None:
+            yield from self._drive(indexed, start, stop, state)
+            return
+        from .deflicker import deflicker
+
+        previous = None if state is None else state.cpu()
+        for out in self._drive(indexed, start, stop, None):
+            previous = self.state = deflicker(out, previous, self.deflicker)
+            yield previous

@@ -43,16 +43,17 @@ def source(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv420p10le"])
-def test_ffmpeg_into_vsrdb_into_ffmpeg_equals_a_file_to_file_run(tmp_path, weights, source, pix_fmt):
+@pytest.mark.parametrize("pix_fmt, extra", [("yuv420p", ""), ("yuv420p10le", ""), ("yuv420p", "--deflicker 0.7")])
+def test_ffmpeg_into_vsrdb_into_ffmpeg_equals_a_file_to_file_run(tmp_path, weights, source, pix_fmt, extra):
+    # (--deflicker: the stream's frames are tied in order on the pipe as in a file's job)
     to_y4m = f"{FFMPEG} -v error -i {source} -pix_fmt {pix_fmt} -strict -1 -f yuv4mpegpipe -"
-    piped = _sh(f"{to_y4m} | {_vsrdb(weights, '-', '-o', '-')} | {FFMPEG} -v error -f yuv4mpegpipe -i - "
+    piped = _sh(f"{to_y4m} | {_vsrdb(weights, '-', '-o', '-')} {extra} | {FFMPEG} -v error -f yuv4mpegpipe -i - "
                 f"-strict -1 -f yuv4mpegpipe {tmp_path / 'piped.y4m'}")
     assert piped.returncode == 0, piped.stderr.decode()
     # The same stream as a file, restored to a lossless file in the same pixel format.
     assert _sh(f"{to_y4m} > {tmp_path / 'in.y4m'}").returncode == 0
     done = _sh(f"{_vsrdb(weights, str(tmp_path / 'in.y4m'), '-o', str(tmp_path / 'ref.mkv'))} --codec ffv1 "
-               f"--pix-fmt {pix_fmt}")
+               f"--pix-fmt {pix_fmt} {extra}")
     assert done.returncode == 0, done.stderr.decode()
     assert _sh(f"{FFMPEG} -v error -i {tmp_path / 'ref.mkv'} -strict -1 -f yuv4mpegpipe {tmp_path / 'ref.y4m'}"
                ).returncode == 0

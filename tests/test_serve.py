@@ -253,6 +253,10 @@ def test_errors_are_the_command_lines_one_line(server, tmp_path, tiny):
         status, answer = s.upload(video, model="tiny", outscale=outscale)
         assert status == 400 and answer["error"] == f"vsrdb restore: error: --outscale {outscale}: must be a " \
                                                     "whole number from 1 to tiny's scale (4)", answer
+    for share in ("0", "1.5", "lots"):
+        status, answer = s.upload(video, model="tiny", deflicker=share)
+        assert status == 400 and answer["error"] == f"vsrdb restore: error: --deflicker {share}: must be more " \
+                                                    "than 0 and at most 1", answer
     assert len(list((s.workdir / "jobs").iterdir())) == 1  # only the unreadable file's job
 
 
@@ -411,6 +415,7 @@ def test_the_page_restores_an_upload_with_sound_in_headless_chromium(server, tmp
             assert page.eval_on_selector_all("#outscale option", "os => os.map(o => o.textContent)") == \
                 ["×4", "×2", "same size (deblur only)"]
             page.select_option("#outscale", "2")
+            page.check("#deflicker")  # restore --deflicker
             page.set_input_files("#files", str(video))
             page.click("#start")
             row = page.locator(".job[data-status=done]")
@@ -424,6 +429,8 @@ def test_the_page_restores_an_upload_with_sound_in_headless_chromium(server, tmp
                                   "document.getElementById(i); return e.naturalWidth || e.videoWidth; })")
             assert sizes == [96, 96, 96, 48]
             assert "tiny ×2 → .mp4" in row.locator(".stats").inner_text()
+            assert row.locator(".stats").inner_text().endswith(", steadier")
+            page.uncheck("#deflicker")
             page.fill("#wipe", "25")
             assert "25%" in page.evaluate("() => document.getElementById('after').style.clipPath")
             page.evaluate("() => document.getElementById('vout').play()")
@@ -577,3 +584,19 @@ def test_a_restore_killed_by_a_signal_says_so(tmp_path):
     job = JobRecord(id="0123456789abcdef", name="holiday.mp4", input="input.mp4", output="output.mp4", options={})
     line = _error_line(log, job, -signal.SIGKILL)
     assert "killed by SIGKILL" in line and "resume" in line and "without a message" not in line
+
+
+def test_the_page_options_become_restore_flags(tmp_path):
+    # What check_options accepts is what the job's vsrdb restore child is given.
+    from vsrdb.serve.app import ServeConfig, check_options
+    from vsrdb.serve.jobs import JobRecord, JobStore, Runner
+
+    config = ServeConfig(workdir=tmp_path, token="t", models={"tiny": {"scale": 4, "native": [4]}})
+    options = check_options(config, {"model": "tiny", "outscale": "2", "deflicker": "0.5", "precision": "fp32"})
+    assert options["deflicker"] == 0.5
+    job = JobRecord(id="0123456789abcdef", name="a.mp4", input="input.mp4", output="output.mp4", options=options)
+    cmd = Runner(JobStore(tmp_path), lambda model: f"/weights/{model}").command(job)
+    assert cmd[cmd.index("--deflicker") + 1] == "0.5" and cmd[cmd.index("--outscale") + 1] == "2"
+    assert "--deflicker" not in Runner(JobStore(tmp_path), str).command(
+        JobRecord(id="0123456789abcdef", name="a.mp4", input="input.mp4", output="output.mp4",
+                  options={**options, "deflicker": None}))

@@ -176,6 +176,14 @@ def check_options(config: ServeConfig, query) -> dict:
         native = int(native)
         if outscale is None or outscale > native:
             outscale = native
+    deflicker = query.get("deflicker") or None
+    if deflicker is not None:
+        try:
+            deflicker = float(deflicker)
+            if not 0 < deflicker <= 1:
+                raise ValueError
+        except ValueError:
+            raise InputError(f"--deflicker {query.get('deflicker')}: must be more than 0 and at most 1") from None
     if codec is not None and codec not in CODECS:
         raise InputError(f"--codec {codec}: unknown (use one of {', '.join(sorted(CODECS))})")
     if precision not in PRECISIONS:
@@ -202,7 +210,7 @@ def check_options(config: ServeConfig, query) -> dict:
         choose_format(Path(f"output.{container}"), source_bits=8, colour=ColourSpec(1, 1, 1, 1), codec=codec,
                       crf=crf)
     return {"model": model, "container": container, "codec": codec, "precision": precision, "crf": crf,
-            "fps": fps, "outscale": outscale, "scale": native}
+            "fps": fps, "outscale": outscale, "scale": native, "deflicker": deflicker}
 
 
 def create_app(config: ServeConfig) -> Guard:

@@ -218,7 +218,7 @@ class JobStore:
 STATUSES = ("uploading", "queued", "running", "stopping", "done", "failed", "stopped", "interrupted")
 OPTION_TYPES = {"model": (str,), "container": (str,), "codec": (str, type(None)), "precision": (str,),
                 "crf": (int, type(None)), "fps": (str, int, float, type(None)), "outscale": (int, type(None)),
-                "scale": (int, type(None))}
+                "scale": (int, type(None)), "deflicker": (int, float, type(None))}
 
 
 def _read_record(folder: Path, record: Path) -> JobRecord | None:
@@ -341,6 +341,8 @@ class Runner:
             cmd += ["--outscale", str(opts["outscale"])]
         if opts.get("scale"):
             cmd += ["--scale", str(opts["scale"])]
+        if opts.get("deflicker"):
+            cmd += ["--deflicker", str(opts["deflicker"])]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
         return cmd

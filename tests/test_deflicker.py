@@ -78,7 +78,7 @@ def test_a_deflickered_restore_interrupted_and_resumed_equals_an_uninterrupted_o
 
     def interrupted(self, tiles):
         calls.append(1)
-        if len(calls) == 7:  # in the second segment
+        if len(calls) == 10:  # in the third segment
             raise KeyboardInterrupt
         return original(self, tiles)
 
@@ -88,6 +88,8 @@ def test_a_deflickered_restore_interrupted_and_resumed_equals_an_uninterrupted_o
             restore_video(str(tmp_path / "in"), str(tmp_path / "resumed"), model, deflicker=0.7, **args)
     finally:
         Restorer._blend = original  # type: ignore[method-assign]
+    # the third segment starts from the second's last output; the first's is no longer kept
+    assert sorted(p.name for p in (tmp_path / "resumed.vsrdb-work").glob("state_*")) == ["state_000001.pt"]
     with pytest.raises(ValueError, match="different deflicker"):  # the work's setting is kept
         restore_video(str(tmp_path / "in"), str(tmp_path / "resumed"), model, resume=True, **args)
     done = restore_video(str(tmp_path / "in"), str(tmp_path / "resumed"), model, deflicker=0.7, resume=True, **args)

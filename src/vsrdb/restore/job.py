@@ -458,6 +458,10 @@ class Job:
                 encoder.close()
                 encoder = None
             write_atomically(self.marker(k), json.dumps({"frames": got, "pts": pts}).encode(), durable=True)
+            if recurrent and k > 0:
+                # Only the next segment's start is ever read again: kept for every segment, these
+                # full-size fp32 frames would pile up (100 MB each at 4K).
+                (self.work / f"state_{k - 1:06d}.pt").unlink(missing_ok=True)
             if spec.kind == "video":
                 for j in range(start, start + got):
                     self.frame_path(j).unlink(missing_ok=True)

@@ -4,14 +4,16 @@
 
 Reads OUT/LABEL-DATASET.json (and LABEL-DATASET-*.json, merged) for both labels and prints one
 table per degradation setting: PSNR / SSIM / tOF per clip, the PSNR gain over bicubic on the same
-input, the Megamind mean, and a tOF worse than bicubic's in bold. The gains the issue's targets
-name follow each table.
+input (at x1 over the blurry input itself, `input`), the Megamind mean, and a tOF worse than the
+baseline's in bold. The gains the issue's targets name follow each table.
 """
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
+BASELINES = ("bicubic", "input")  # evaluate's baseline at x4 and x2, and at x1 (the blurry input itself)
 
 
 def _load(out: Path, label: str, dataset: str) -> dict:
@@ -29,7 +31,7 @@ def _load(out: Path, label: str, dataset: str) -> dict:
 def _method(methods: dict, setting: str, baseline: bool) -> dict:
     for name, m in methods.items():
         head, _, tail = name.partition(" @ ")
-        if tail == setting and (head == "bicubic") == baseline:
+        if tail == setting and (head in BASELINES) == baseline:
             return m
     raise KeyError(setting)
 
@@ -50,11 +52,13 @@ def main() -> None:
     p.add_argument("--names", nargs=2, default=["new default (`builtin`)", "version 2 (`builtin-clean`)"])
     args = p.parse_args()
     runs = {ds: (_load(args.out, args.new, ds), _load(args.out, args.old, ds)) for ds in args.datasets}
-    settings = [n.partition(" @ ")[2] for n in runs[args.datasets[0]][0] if not n.startswith("bicubic")]
+    first = runs[args.datasets[0]][0]
+    settings = [n.partition(" @ ")[2] for n in first if n.partition(" @ ")[0] not in BASELINES]
+    base = next(n.partition(" @ ")[0] for n in first if n.partition(" @ ")[0] in BASELINES)
     for setting in settings:
-        print(f"**{setting}** (cells: PSNR / SSIM / tOF; gain = PSNR over bicubic on the same input; "
-              "a tOF worse than bicubic's in bold)\n")
-        print(f"| clip | {args.names[0]} | gain | {args.names[1]} | gain | bicubic |")
+        print(f"**{setting}** (cells: PSNR / SSIM / tOF; gain = PSNR over {base} on the same input; "
+              f"a tOF worse than {base}'s in bold)\n")
+        print(f"| clip | {args.names[0]} | gain | {args.names[1]} | gain | {base} |")
         print("|---|---|---|---|---|---|")
         summary = []
         for ds, (new, old) in runs.items():
@@ -67,7 +71,7 @@ def main() -> None:
                 print(f"| {label} | {_cell(ns, bs)} | {ns['psnr'] - bs['psnr']:+.2f} | {_cell(os_, bs)} | "
                       f"{os_['psnr'] - bs['psnr']:+.2f} | {bs['psnr']:.2f} / {bs['ssim']:.4f} / {bs['tof']:.3f} |")
             gains = [ns["psnr"] - bs["psnr"] for _, ns, _, bs in rows[: len(b["clips"])]]
-            summary.append(f"{ds}: min clip gain {min(gains):+.2f} dB, tOF worse than bicubic's on "
+            summary.append(f"{ds}: min clip gain {min(gains):+.2f} dB, tOF worse than {base}'s on "
                            f"{sum(ns['tof'] > bs['tof'] + 5e-4 for _, ns, _, bs in rows[: len(b['clips'])])} "
                            f"of {len(gains)} clips")
         print("\n" + "; ".join(summary) + "\n")

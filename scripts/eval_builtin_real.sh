@@ -8,16 +8,20 @@
 # Tables: python scripts/builtin_tables.py OUT_DIR LABEL OTHER_LABEL --datasets tree bikes ...
 # VSRDB: the command to run (default: vsrdb; e.g. "python3 -m vsrdb" where it is not installed).
 # SETTINGS: the degradation settings (default: clean h264:crf=23 h264:crf=28 noise:3,h264:crf=23).
+# SCALE: the scale scored (default 4): the clips are synthesised at it (data/eval-xSCALE/ below 4),
+# and at x1 the baseline is the blurry input itself.
 set -euo pipefail
 weights=$1; label=$2; out=$3; threads=${4:-2}; clips=${5:-5}; held=${6:-../shared/data/clips}
 vsrdb=${VSRDB:-vsrdb}
 degrade=()
 for setting in ${SETTINGS:-clean h264:crf=23 h264:crf=28 noise:3,h264:crf=23}; do degrade+=(--degrade "$setting"); done
+scale=${SCALE:-4}
+root=data/eval; [ "$scale" = 4 ] || root=data/eval-x$scale
 mkdir -p "$out"
 for video in "$held"/*.avi "$held"/*.mp4; do
   [ -e "$video" ] || continue
   d=$(basename "${video%.*}" | tr '[:upper:]' '[:lower:]' | sed 's/_pristine//')
-  [ -d data/eval/$d ] || $vsrdb synth "$video" -o data/eval/$d --clip-frames 12 --seed 1
-  $vsrdb evaluate --data data/eval/$d --weights "$weights" --baseline bicubic --max-clips "$clips" "${degrade[@]}" \
-      --threads "$threads" --json "$out/$label-$d.json" --quiet --overwrite > "$out/$label-$d.md"
+  [ -d $root/$d ] || $vsrdb synth "$video" -o $root/$d --scale "$scale" --clip-frames 12 --seed 1
+  $vsrdb evaluate --data $root/$d --scale "$scale" --weights "$weights" --baseline bicubic --max-clips "$clips" \
+      "${degrade[@]}" --threads "$threads" --json "$out/$label-$d.json" --quiet --overwrite > "$out/$label-$d.md"
 done

@@ -1,4 +1,4 @@
-"""The built-in model, version 4, in one short GPU run (issue 38, item 6).
+"""The built-in models in one short GPU run: version 4 (issue 38, item 6), builtin-x2 and builtin-x1 (issue 39).
 
 Two steps, because the GPU machine reaches no network and takes at most 64 MiB along:
 
@@ -11,13 +11,19 @@ With the device tool: ``run(command="python3 scripts/gpu_builtin_v4.py run --dat
 rest but not PyAV; ``run`` installs the carried wheel when ``av`` is missing, and runs vsrdb from
 this checkout's ``src`` when it is not installed.
 
-``run`` synthesises the training clips from the photographs on the machine's own cores (several
-``vsrdb synth`` processes side by side), validates on a held-out camera clip (checkpoints are chosen
-on real footage, not on synthetic validation), measures the time of a training step and sets the
-iterations so the whole run fits ``--minutes``, trains ``fmanet-cpu-l`` in the paper's two stages
-with the real-footage degradations, and scores the result and the shipped version 3.1 on every
-held-out clip at clean, CRF 23, CRF 28 and noise 3 then CRF 23. Into OUT: ``model/`` (config.json,
-model.safetensors), ``heldout.md`` (the per-clip tables), ``log.csv`` and ``summary.json``.
+``run`` trains the three built-in models side by side on the one GPU (``--scales``, default 4 2 1):
+version 4 at x4 (``fmanet-cpu-l``, the paper's two stages from scratch, issue 38) and ``builtin-x2``
+and ``builtin-x1`` (``fmanet-cpu``, the last stage from the shipped model one scale up, issue 39).
+For each scale it synthesises the training clips from the photographs at that scale on the
+machine's own cores (several ``vsrdb synth`` processes side by side), validates on a held-out camera
+clip (checkpoints are chosen on real footage, not on synthetic validation), and trains with the
+real-footage degradations. A few steps of every scale, side by side, measure the step times, and the
+iterations are set so the whole run fits ``--minutes``. Each result is then scored with the shipped
+model it would replace (x4: version 3.1; x2: ``builtin-x2``; x1: ``builtin-x2`` shrunk to x1, what
+``restore --outscale 1`` runs today) on every held-out clip at clean, CRF 23, CRF 28 and noise 3
+then CRF 23, against the scale's baseline (bicubic; at x1 the blurry input). Into OUT, per scale
+``x4/``, ``x2/``, ``x1/``: ``model/`` (config.json, model.safetensors), ``heldout.md`` (the per-clip
+tables) and ``log.csv``; and ``summary.json``.
 
 ``--tiny`` runs the same steps with fmanet-tiny, two photos and a few iterations on the CPU (the
 test suite does); ``--device`` picks the device (default: CUDA when there is one).
@@ -32,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -74,45 +81,88 @@ def prepare(data: Path, *, max_side: int = 1024) -> None:
     print(f"prepared {data}: {len(list(out.glob('*.jpg')))} photos and the held-out clips, {size / 1e6:.1f} MB")
 
 
-def _synth_parallel(photos: list[Path], work: Path, *, jobs: int, tiny: bool) -> Path:
-    """Training clips from the photos, ``jobs`` synth processes side by side, merged as one REDS set."""
+def _synth_parallel(photos: list[Path], work: Path, *, scale: int, jobs: int, tiny: bool) -> Path:
+    """Training clips at ``scale`` from the photos, ``jobs`` synth processes side by side, merged as one
+    REDS set in ``work/train``."""
     groups = [photos[i::jobs] for i in range(jobs) if photos[i::jobs]]
     size, clips, frames = ("48x64", "1", "5") if tiny else ("192x256", "8", "16")
     procs = []
     for i, group in enumerate(groups):
         # photo files, not their folder: a folder of images is read as one video's frames
-        cmd = [*VSRDB, "synth", *map(str, group), "-o", str(work / f"part{i}"), "--photo-size", size, "--photo-clips", clips,
-               "--clip-frames", frames, "--min-shift", "0.25", "--max-shift", "48", "--seed", str(40 + i)]
+        cmd = [*VSRDB, "synth", *map(str, group), "-o", str(work / f"part{i}"), "--scale", str(scale),
+               "--photo-size", size, "--photo-clips", clips, "--clip-frames", frames, "--min-shift", "0.25",
+               "--max-shift", "48", "--seed", str(40 + i)]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                       env={**os.environ, "OMP_NUM_THREADS": "1"}))
     for p in procs:
         _, err = p.communicate()
         if p.returncode:
-            raise SystemExit(f"synth failed: {err.strip().splitlines()[-1:] or err}")
+            raise SystemExit(f"synth at x{scale} failed: {err.strip().splitlines()[-1:] or err}")
     merged = work / "train"
     count = 0
     for i in range(len(groups)):
         part = work / f"part{i}"
         for clip in sorted((part / "train_sharp").iterdir()):
-            for sub in ("train_sharp", "train_blur_bicubic/X4", "train_sharp_bicubic/X4"):
+            for sub in ("train_sharp", f"train_blur_bicubic/X{scale}", f"train_sharp_bicubic/X{scale}"):
                 if (part / sub / clip.name).exists():
                     dest = merged / sub / f"{count:03d}"
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     dest.symlink_to((part / sub / clip.name).resolve())
             count += 1
-    print(f"synthesised {count} training clips in {len(groups)} processes", flush=True)
+    print(f"x{scale}: synthesised {count} training clips in {len(groups)} processes", flush=True)
     return merged
 
 
-def _config(path: Path, *, model: str, root: Path, val: Path, run_dir: Path, netd: int, joint: int, device: str,
+@dataclass(frozen=True)
+class Plan:
+    """What one scale trains: version 4 at x4 (``fmanet-cpu-l``, the paper's two stages from scratch);
+    ``builtin-x2`` and ``builtin-x1`` at x2 and x1 (the shipped shape, ``fmanet-cpu``, its last stage
+    from the shipped model one scale up, as configs/builtin_x2.yaml and builtin_x1.yaml do on the CPU).
+    ``old`` is the shipped model the result is scored against (at x1, builtin-x2 shrunk to x1: what
+    ``restore --outscale 1`` runs without builtin-x1)."""
+
+    scale: int
+    model: str
+    patch: int
+    init: str | None
+    old: str
+    name: str
+
+    @property
+    def two_stages(self) -> bool:
+        return self.init is None
+
+
+def _plan(scale: int, tiny: bool) -> Plan:
+    from vsrdb.checkpoints import builtin_weights
+
+    if tiny:  # shipped weights do not fit fmanet-tiny: every scale from scratch, scored against builtin
+        # x1's body works on 4x4 cells, so its patches are 16 px: the k_r window must fit
+        return Plan(scale, "fmanet-tiny", 16 if scale == 1 else 8, None, "builtin", f"x{scale}")
+    if scale == 4:
+        return Plan(4, "fmanet-cpu-l", 48, None, "builtin", "version 4")
+    up = "builtin" if scale == 2 else "builtin-x2"
+    init = builtin_weights(up)
+    if init is None:
+        raise SystemExit(f"error: the shipped weights {up!r} are not in this checkout: x{scale} starts from them")
+    return Plan(scale, "fmanet-cpu", 64 if scale == 2 else 128, init, "builtin-x2", f"builtin-x{scale}")
+
+
+def _config(path: Path, plan: Plan, *, root: Path, val: Path, run_dir: Path, netd: int, joint: int, device: str,
             tiny: bool, workers: int) -> Path:
-    cfg = {"name": "builtin-v4", "model": model,
-           "data": {"layout": "reds", "root": str(root), "val_root": str(val), "patch": 8 if tiny else 48,
-                    "batch": 2 if tiny else 16, "workers": workers, "flow": "dis", "val_windows": 2 if tiny else 12,
-                    "degrade": "real"},
-           "stages": {"netd": {"iterations": netd, "lr": 4.0e-4}, "joint": {"iterations": joint, "lr": 1.0e-3}},
-           "run_dir": str(run_dir), "checkpoint_every": max(1, joint // 4), "val_every": max(1, joint // 4),
-           "log_every": max(1, joint // 50), "seed": 38, "amp": "auto", "device": device}
+    stages: dict = {"joint": {"iterations": joint, "lr": 1.0e-3 if plan.two_stages else 6.0e-4}}
+    if plan.two_stages:
+        stages = {"netd": {"iterations": netd, "lr": 4.0e-4}, **stages}
+    cfg: dict = {"name": f"gpu-{plan.name.replace(' ', '-')}", "model": plan.model, "model_args": {"scale": plan.scale},
+                 "data": {"layout": "reds", "root": str(root), "val_root": str(val), "patch": plan.patch,
+                          "batch": 2 if tiny else 16, "workers": workers, "flow": "dis",
+                          "val_windows": 2 if tiny else 12, "degrade": "real"},
+                 "stages": stages, "run_dir": str(run_dir), "checkpoint_every": max(1, joint // 4),
+                 "val_every": max(1, joint // 4), "log_every": max(1, joint // 50), "seed": 38, "amp": "auto",
+                 "device": device}
+    if plan.init:
+        cfg["init"] = plan.init
+        cfg["milestones"] = [0.7]
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
@@ -131,7 +181,29 @@ def _ready(data: Path) -> None:
         sys.path.insert(0, src)
 
 
-def run(data: Path, out: Path, *, minutes: float, device: str, tiny: bool) -> None:
+def _train_side_by_side(configs: dict[int, Path]) -> dict[int, float]:
+    """``vsrdb train`` on each config at once (one GPU, shared); each one's wall-clock seconds."""
+    started = time.monotonic()
+    procs = {}
+    for scale, cfg in configs.items():
+        print(f"+ vsrdb train {cfg} --quiet", flush=True)
+        with open(cfg.with_suffix(".err"), "w") as err:  # a file, not a pipe: nobody reads it while they run
+            procs[scale] = subprocess.Popen([*VSRDB, "train", str(cfg), "--quiet"], stderr=err)
+    seconds: dict[int, float] = {}
+    while len(seconds) < len(procs):
+        for scale, p in procs.items():
+            if scale not in seconds and p.poll() is not None:
+                seconds[scale] = time.monotonic() - started
+                if p.returncode:
+                    for other in procs.values():
+                        other.kill()
+                    err = configs[scale].with_suffix(".err").read_text().strip().splitlines()
+                    raise SystemExit(f"training at x{scale} failed: {err[-1] if err else p.returncode}")
+        time.sleep(0.2)
+    return seconds
+
+
+def run(data: Path, out: Path, *, minutes: float, device: str, tiny: bool, scales: list[int]) -> None:
     started = time.monotonic()
     data, out = data.resolve(), out.resolve()  # the scoring runs in the work folder
     _ready(data)
@@ -141,53 +213,86 @@ def run(data: Path, out: Path, *, minutes: float, device: str, tiny: bool) -> No
     work.mkdir(parents=True)
     photos = sorted((data / "photos").glob("*.jpg"))[: 2 if tiny else None]
     held = data / "heldout"
-    jobs = 1 if tiny else max(1, min(16, (os.cpu_count() or 2) - 2))
-    train = _synth_parallel(photos, work, jobs=jobs, tiny=tiny)
-    val_clip = held / "tree.avi"  # camera footage: the checkpoint choice sees real motion and texture
-    _run([*VSRDB, "synth", val_clip, "-o", work / "val", "--clip-frames", "5" if tiny else "12", "--seed", "1"],
-         stdout=subprocess.DEVNULL)
-    model = "fmanet-tiny" if tiny else "fmanet-cpu-l"
-    workers = 0 if tiny else min(8, jobs)
-    # A few steps of each stage measure the step time; the rest of the budget sets the iterations.
-    calib = _config(work / "calib.yaml", model=model, root=train, val=work / "val", run_dir=work / "calib",
-                    netd=2 if tiny else 10, joint=2 if tiny else 10, device=device, tiny=tiny, workers=workers)
-    t = time.monotonic()
-    _run([*VSRDB, "train", calib, "--quiet"])
-    per_step = (time.monotonic() - t) / (4 if tiny else 20)
-    reserve = 30 if tiny else 120  # the held-out scoring and copying the results
-    steps = max(4, int((minutes * 60 - (time.monotonic() - started) - reserve) / per_step))
-    netd, joint = (2, 2) if tiny else (steps // 5, steps - steps // 5)
-    print(f"{per_step:.3f} s/step (with start-up): {netd} + {joint} iterations", flush=True)
-    cfg = _config(out / "config.yaml", model=model, root=train, val=work / "val", run_dir=work / "run", netd=netd,
-                  joint=joint, device=device, tiny=tiny, workers=workers)
-    _run([*VSRDB, "train", cfg, "--quiet"])
-    shutil.copytree(work / "run" / "model", out / "model", dirs_exist_ok=True)
-    shutil.copy(work / "run" / "log.csv", out / "log.csv")
-    trained = time.monotonic() - started
-    # The held-out table: the new model and the shipped version 3.1, each against bicubic.
+    cores = os.cpu_count() or 2
+    jobs = 1 if tiny else max(1, (cores - 2) // len(scales))
+    plans = {s: _plan(s, tiny) for s in scales}
+    trains, vals = {}, {}
+    for s in scales:  # each scale's synth processes share the cores
+        trains[s] = _synth_parallel(photos, work / f"x{s}", scale=s, jobs=jobs, tiny=tiny)
+        vals[s] = work / f"x{s}" / "val"
+        # camera footage: the checkpoint choice sees real motion and texture
+        _run([*VSRDB, "synth", held / "tree.avi", "-o", vals[s], "--scale", str(s), "--clip-frames",
+              "5" if tiny else "12", "--seed", "1"], stdout=subprocess.DEVNULL)
+    workers = 0 if tiny else max(1, min(8, (cores - 2) // len(scales)))
+    # A few steps of every scale, side by side as the real run will be, measure the step times;
+    # the rest of the budget sets each scale's iterations.
+    calib_steps = 4 if tiny else 20
+
+    def configs(tag: str, steps: dict[int, int]) -> dict[int, Path]:
+        made = {}
+        for s, plan in plans.items():
+            n = steps[s]
+            netd, joint = (n // 5, n - n // 5) if plan.two_stages else (0, n)
+            if tiny and plan.two_stages:
+                netd, joint = n // 2, n - n // 2
+            made[s] = _config(work / f"x{s}" / f"{tag}.yaml", plan, root=trains[s], val=vals[s],
+                              run_dir=work / f"x{s}" / tag, netd=netd, joint=joint, device=device, tiny=tiny,
+                              workers=workers)
+        return made
+
+    calib = _train_side_by_side(configs("calib", {s: calib_steps for s in scales}))
+    per_step = {s: t / calib_steps for s, t in calib.items()}
+    reserve = 30 * len(scales) if tiny else 60 + 60 * len(scales)  # the held-out scoring, the copies
+    left = minutes * 60 - (time.monotonic() - started) - reserve
+    steps = {s: 4 if tiny else max(4, int(left / per_step[s])) for s in scales}
+    print("s/step side by side (with start-up): " + ", ".join(f"x{s} {per_step[s]:.3f} -> {steps[s]} iterations"
+                                                           for s in scales), flush=True)
+    final = configs("run", steps)
+    trained = _train_side_by_side(final)
+    # Each scale's held-out table: the new model and the shipped one it would replace, against the
+    # scale's baseline (bicubic; at x1 the blurry input), the scales scored side by side.
     clips = "1" if tiny else "2"
     held_dir = held
     if tiny:  # one clip is enough to exercise the path
         held_dir = work / "held1"
         held_dir.mkdir()
         shutil.copy(held / "tree.avi", held_dir / "tree.avi")
-    env = {**os.environ, "VSRDB": f"{sys.executable} -m vsrdb"}
-    if tiny:  # two settings exercise the path
-        env["SETTINGS"] = "clean h264:crf=23"
-    for weights, label in ((out / "model", "v4"), ("builtin", "v31")):
-        _run(["bash", HERE / "eval_builtin_real.sh", weights, label, work / "eval", "4" if not tiny else "1", clips,
-              held_dir], cwd=work, env=env)
-    datasets = sorted({p.stem.split("-", 1)[1] for p in (work / "eval").glob("v4-*.json")})
-    if not datasets:
-        raise SystemExit(f"no held-out clip was scored (none in {held_dir}?)")
-    tables = subprocess.run([sys.executable, HERE / "builtin_tables.py", work / "eval", "v4", "v31", "--datasets",
-                             *datasets, "--names", "version 4 (this run)", "version 3.1 (`builtin`)"],
-                            capture_output=True, text=True, check=True).stdout
-    (out / "heldout.md").write_text(f"# Version 4 ({model}, this run) against version 3.1 (shipped), held-out "
-                                    "clips\n\n" + tables)
-    summary = {"model": model, "iterations": {"netd": netd, "joint": joint}, "seconds_per_step": per_step,
-               "train_seconds": trained, "total_seconds": time.monotonic() - started, "device": device,
-               "photos": len(photos), "training_clips": len(list((train / "train_sharp").iterdir()))}
+    threads = "1" if tiny else str(max(1, cores // len(scales)))
+    scoring = []
+    for s, plan in plans.items():
+        dest = out / f"x{s}"
+        dest.mkdir(exist_ok=True)
+        shutil.copytree(work / f"x{s}" / "run" / "model", dest / "model", dirs_exist_ok=True)
+        shutil.copy(work / f"x{s}" / "run" / "log.csv", dest / "log.csv")
+        env = {**os.environ, "VSRDB": f"{sys.executable} -m vsrdb", "SCALE": str(s)}
+        if tiny:  # two settings exercise the path
+            env["SETTINGS"] = "clean h264:crf=23"
+        script = (f'bash "{HERE / "eval_builtin_real.sh"}" "{dest / "model"}" new "{work / f"eval-x{s}"}" {threads} '
+                  f'{clips} "{held_dir}" && bash "{HERE / "eval_builtin_real.sh"}" {plan.old} old '
+                  f'"{work / f"eval-x{s}"}" {threads} {clips} "{held_dir}"')
+        print(f"+ {script}", flush=True)
+        scoring.append((s, subprocess.Popen(["bash", "-c", script], cwd=work, env=env, stderr=subprocess.PIPE,
+                                            text=True)))
+    for s, p in scoring:
+        _, err = p.communicate()
+        if p.returncode:
+            raise SystemExit(f"held-out scoring at x{s} failed: {err.strip().splitlines()[-1:] or err}")
+    summary: dict = {"device": device, "photos": len(photos), "scales": {}}
+    for s, plan in plans.items():
+        evals = work / f"eval-x{s}"
+        datasets = sorted({p.stem.split("-", 1)[1] for p in evals.glob("new-*.json")})
+        if not datasets:
+            raise SystemExit(f"no held-out clip was scored at x{s} (none in {held_dir}?)")
+        tables = subprocess.run([sys.executable, HERE / "builtin_tables.py", evals, "new", "old", "--datasets",
+                                 *datasets, "--names", f"{plan.name} ({plan.model}, this run)",
+                                 f"`{plan.old}` (shipped)"], capture_output=True, text=True, check=True).stdout
+        (out / f"x{s}" / "heldout.md").write_text(
+            f"# x{s}: {plan.name} ({plan.model}, this run) against `{plan.old}` (shipped), held-out clips\n\n" + tables)
+        summary["scales"][f"x{s}"] = {
+            "name": plan.name, "model": plan.model, "init": plan.init, "iterations": steps[s],
+            "seconds_per_step": per_step[s], "train_seconds": trained[s],
+            "training_clips": len(list((trains[s] / "train_sharp").iterdir()))}
+    summary["total_seconds"] = time.monotonic() - started
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary), flush=True)
 
@@ -203,6 +308,8 @@ def main() -> None:
     r.add_argument("--minutes", type=float, default=8.0)
     r.add_argument("--device", default=None)
     r.add_argument("--tiny", action="store_true")
+    r.add_argument("--scales", type=int, nargs="+", choices=(4, 2, 1), default=[4, 2, 1],
+                   help="the scales trained side by side on the one GPU (default: 4 2 1)")
     args = p.parse_args()
     if args.step == "prepare":
         prepare(args.data)
@@ -210,7 +317,7 @@ def main() -> None:
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    run(args.data, args.out, minutes=args.minutes, device=device, tiny=args.tiny)
+    run(args.data, args.out, minutes=args.minutes, device=device, tiny=args.tiny, scales=args.scales)
 
 
 if __name__ == "__main__":

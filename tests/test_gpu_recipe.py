@@ -1,5 +1,6 @@
-"""The one-shot GPU recipe of the built-in model's version 4 (scripts/gpu_builtin_v4.py), run in its
-tiny mode on the CPU: synthesis, the timed training, and the held-out table, into the output folder."""
+"""The one-shot GPU recipe of the built-in models (scripts/gpu_builtin_v4.py: version 4 at x4,
+builtin-x2 and builtin-x1), run in its tiny mode on the CPU: synthesis at each scale, the timed
+training side by side, and each scale's held-out table, into the output folder."""
 
 from __future__ import annotations
 
@@ -31,10 +32,18 @@ def test_the_gpu_recipe_writes_weights_and_the_held_out_table(tmp_path):
                           env={"TMPDIR": str(tmp_path), **{k: v for k, v in __import__("os").environ.items()
                                                             if k != "TMPDIR"}})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    config = json.loads((out / "model" / "config.json").read_text())
-    assert config["model"] == "fmanet-tiny" and (out / "model" / "model.safetensors").stat().st_size > 0
-    table = (out / "heldout.md").read_text()
-    assert "# Version 4 (fmanet-tiny, this run)" in table and "| tree |" in table and "h264:crf=23" in table
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["iterations"] == {"netd": 2, "joint": 2} and summary["training_clips"] == 2
-    assert summary["seconds_per_step"] > 0 and (out / "log.csv").read_text().count("\n") > 2
+    assert sorted(summary["scales"]) == ["x1", "x2", "x4"]
+    for scale in (4, 2, 1):
+        dest = out / f"x{scale}"
+        config = json.loads((dest / "model" / "config.json").read_text())
+        assert config["model"] == "fmanet-tiny" and config["config"]["scale"] == scale, config
+        assert (dest / "model" / "model.safetensors").stat().st_size > 0
+        table = (dest / "heldout.md").read_text()
+        # x1's baseline is the blurry input itself, the others' bicubic
+        baseline = "input" if scale == 1 else "bicubic"
+        assert f"# x{scale}: x{scale} (fmanet-tiny, this run)" in table and "| tree |" in table, table
+        assert "h264:crf=23" in table and f"| {baseline} |" in table, table
+        entry = summary["scales"][f"x{scale}"]
+        assert entry["iterations"] == 4 and entry["training_clips"] == 2 and entry["seconds_per_step"] > 0
+        assert (dest / "log.csv").read_text().count("\n") > 2

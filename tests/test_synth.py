@@ -149,3 +149,42 @@ def test_photo_subframes_sets_the_exposure(photo, tmp_path, capsys):
     assert blur_gap(5, "reds") > 2
     assert main(["synth", str(photo), "-o", str(tmp_path / "bad"), "--photo-subframes", "0"]) == 2
     assert "--photo-subframes 0" in capsys.readouterr().err
+
+
+def test_object_shift_moves_subjects_before_a_still_camera(photo, tmp_path, capsys):
+    """--object-shift gives the foreground patches their own speed: with a still camera, frames
+    change only where the patches pass, and the blurry frames are blurred there and sharp elsewhere
+    (a still shot with a fast subject). Without it the patches are as still as the camera, and a
+    dataset made without it is unchanged for its seed."""
+    from vsrdb.data.synth import _load_photo, photo_clip
+
+    img = _load_photo(photo)
+    still = dict(clip_frames=3, photo_size=(64, 80), photo_subframes=5, foreground=1, max_shift=0.0,
+                 max_rotation=0.0, max_zoom=0.0)
+    sharp, blurry = photo_clip(img, SynthConfig(**still), np.random.default_rng(3), [img])
+    assert max(float((a - b).abs().max()) for a, b in zip(sharp, sharp[1:])) == 0
+    moved = []
+    for seed in range(4):
+        sharp, blurry = photo_clip(img, SynthConfig(**still, object_shift=12.0), np.random.default_rng(seed), [img])
+        change = (sharp[2] - sharp[1]).abs().amax(0)  # [H, W]
+        blur = (blurry[1] - sharp[1]).abs().amax(0)
+        moving, resting = change > 0.02, change == 0
+        assert resting.float().mean() > 0.3  # the camera is still: most of the frame does not move
+        # ... and is sharp in the blurry frame (but where the subject passed between the two instants)
+        assert float(blur[resting].mean()) < 1e-3 and float(blur[resting].quantile(0.99)) < 1 / 255
+        moved.append(float(moving.float().mean()))
+        if moving.any():  # the subject is blurred, many times more than what rests
+            assert float(blur[moving].mean()) > 20 * float(blur[resting].mean())
+    assert max(moved) > 0.02
+
+    def make(name, *extra):
+        assert main(["synth", str(photo), "-o", str(tmp_path / name), "--clip-frames", "3", "--photo-size", "64x80",
+                     "--photo-clips", "1", "--seed", "4", *extra]) == 0
+        return digest(tmp_path / name)
+
+    assert make("plain") == make("zero", "--object-shift", "0") != make("fast", "--object-shift", "12")
+    assert make("none", "--foreground", "0") != make("plain2")
+    for bad, msg in ((["--object-shift", "-1"], "--object-shift -1.0: must be 0 or more"),
+                     (["--foreground", "-2"], "--foreground -2: must be 0 or more")):
+        assert main(["synth", str(photo), "-o", str(tmp_path / "bad"), *bad]) != 0
+        assert msg in capsys.readouterr().err

@@ -41,6 +41,12 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-shift", type=float, default=defaults.min_shift,
                    help="photo clips: if >0, each clip's speed bound is drawn log-uniformly from "
                         "[--min-shift, --max-shift], mixing near-still and fast clips")
+    p.add_argument("--foreground", type=int, default=defaults.foreground,
+                   help="photo clips: moving foreground patches per clip")
+    p.add_argument("--object-shift", type=float, default=defaults.object_shift,
+                   help="photo clips: if >0, each foreground patch's speed bound is drawn log-uniformly from "
+                        "[--min-shift (or 0.25), this], HR pixels per frame, apart from the camera's: still "
+                        "shots with fast subjects (default: twice the camera's bound)")
     p.add_argument("--sway", type=float, default=defaults.sway,
                    help="photo clips: non-rigid sway of the scene (foliage in wind), up to this many HR "
                         "pixels; each clip draws its own amplitude from [0, --sway]")
@@ -70,12 +76,17 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         raise InputError(f"--photo-subframes {args.photo_subframes}: must be at least 1")
     if args.sway < 0:
         raise InputError(f"--sway {args.sway}: must be 0 or more")
+    if args.foreground < 0:
+        raise InputError(f"--foreground {args.foreground}: must be 0 or more")
+    if args.object_shift < 0:
+        raise InputError(f"--object-shift {args.object_shift}: must be 0 or more")
     if not 0 <= args.min_shift <= args.max_shift:
         raise InputError(f"--min-shift {args.min_shift}: must be between 0 and --max-shift ({args.max_shift})")
     cfg = SynthConfig(scale=args.scale, clip_frames=args.clip_frames, blur_frames=args.blur_frames, stride=args.stride,
                       subframes=args.subframes, photo_size=(h, w), photo_clips=args.photo_clips,
                       photo_subframes=args.photo_subframes, noise=args.noise,
                       jpeg=args.jpeg, max_shift=args.max_shift, min_shift=args.min_shift, sway=args.sway,
+                      foreground=args.foreground, object_shift=args.object_shift,
                       procedural=args.procedural,
                       procedural_size=_size_arg(args.procedural_size, "--procedural-size"),
                       exposure=args.exposure or "", degrade=load_degradation(args.degrade),

@@ -53,6 +53,8 @@ class SynthConfig:
     max_rotation: float = 1.5      # degrees per frame
     max_zoom: float = 0.01         # relative zoom per frame
     foreground: int = 2            # moving patches per photo clip
+    object_shift: float = 0.0      # >0: each patch's speed bound log-uniform in [min_shift or 0.25, this], HR px
+                                   # per frame, drawn apart from the camera's (0: twice the camera's bound)
     sway: float = 0.0              # >0: non-rigid sway of the background, up to this many HR px (per clip)
     noise: float = 0.0             # Gaussian noise sigma on the blurry LR, in [0, 1] units
     jpeg: int = 0                  # JPEG quality for the blurry LR (0 = off)
@@ -210,10 +212,17 @@ def photo_clip(photo: Tensor, cfg: SynthConfig, rng: np.random.Generator, patch_
         yy, xx = np.mgrid[: tile.shape[0], : tile.shape[1]]
         ry, rx = tile.shape[0] / 2, tile.shape[1] / 2
         alpha = np.clip(1.5 - np.sqrt(((yy - ry) / ry) ** 2 + ((xx - rx) / rx) ** 2) * 1.5, 0, 1)[..., None]
+        # Real footage is often a still or slow camera with fast subjects (cyclists, a talking
+        # head): blur in some places and none around them. Tied to the camera's speed, the patches
+        # would be still whenever the camera is, so that case needs their own speed.
+        speed = 2 * max_shift
+        if cfg.object_shift > 0:
+            low = min(cfg.min_shift or 0.25, cfg.object_shift)
+            speed = float(np.exp(rng.uniform(np.log(low), np.log(cfg.object_shift))))
         patches.append({
             "tile": tile, "alpha": alpha.astype(np.float32),
-            "x": rng.uniform(0, out_w - tile.shape[1]) + _smooth_path(rng, n_sub, 2 * max_shift / cfg.photo_subframes),
-            "y": rng.uniform(0, out_h - tile.shape[0]) + _smooth_path(rng, n_sub, 2 * max_shift / cfg.photo_subframes),
+            "x": rng.uniform(0, out_w - tile.shape[1]) + _smooth_path(rng, n_sub, speed / cfg.photo_subframes),
+            "y": rng.uniform(0, out_h - tile.shape[0]) + _smooth_path(rng, n_sub, speed / cfg.photo_subframes),
         })
 
     # Real scenes also move non-rigidly (foliage in wind, water, cloth), which a camera over a

@@ -188,3 +188,22 @@ def test_object_shift_moves_subjects_before_a_still_camera(photo, tmp_path, caps
                      (["--foreground", "-2"], "--foreground -2: must be 0 or more")):
         assert main(["synth", str(photo), "-o", str(tmp_path / "bad"), *bad]) != 0
         assert msg in capsys.readouterr().err
+
+
+def test_subjects_with_their_own_speed_have_firm_edges():
+    """A --object-shift subject is an object with an outline (its matte ramps over about 2 px), not
+    the soft blob of the default patches, whose matte fades over two thirds of its radius."""
+    import torch
+
+    from vsrdb.data.synth import photo_clip
+
+    black, white = torch.zeros(3, 96, 128), torch.ones(3, 96, 128)
+    still = dict(clip_frames=1, photo_size=(96, 128), photo_subframes=1, foreground=1, max_shift=0.0,
+                 max_rotation=0.0, max_zoom=0.0)
+
+    def ramp_share(**extra):
+        sharp, _ = photo_clip(black, SynthConfig(**still, **extra), np.random.default_rng(0), [white])
+        v = sharp[0][0]
+        return float(((v > 0.05) & (v < 0.95)).sum() / (v > 0.05).sum())
+
+    assert ramp_share(object_shift=0.01) < 0.6 * ramp_share()

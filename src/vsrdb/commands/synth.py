@@ -45,8 +45,8 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                    help="photo clips: moving foreground patches per clip")
     p.add_argument("--object-shift", type=float, default=defaults.object_shift,
                    help="photo clips: if >0, each foreground patch's speed bound is drawn log-uniformly from "
-                        "[--min-shift (or 0.25), this], HR pixels per frame, apart from the camera's: still "
-                        "shots with fast subjects (default: twice the camera's bound)")
+                        "[--min-shift (or 0.25), this], HR pixels per frame, apart from the camera's, and they "
+                        "get firm edges: still shots with fast subjects (default: twice the camera's bound)")
     p.add_argument("--sway", type=float, default=defaults.sway,
                    help="photo clips: non-rigid sway of the scene (foliage in wind), up to this many HR "
                         "pixels; each clip draws its own amplitude from [0, --sway]")

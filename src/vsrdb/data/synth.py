@@ -54,7 +54,8 @@ class SynthConfig:
     max_zoom: float = 0.01         # relative zoom per frame
     foreground: int = 2            # moving patches per photo clip
     object_shift: float = 0.0      # >0: each patch's speed bound log-uniform in [min_shift or 0.25, this], HR px
-                                   # per frame, drawn apart from the camera's (0: twice the camera's bound)
+                                   # per frame, drawn apart from the camera's, and a firm edge (0: twice the
+                                   # camera's bound, soft-edged)
     sway: float = 0.0              # >0: non-rigid sway of the background, up to this many HR px (per clip)
     noise: float = 0.0             # Gaussian noise sigma on the blurry LR, in [0, 1] units
     jpeg: int = 0                  # JPEG quality for the blurry LR (0 = off)
@@ -211,7 +212,11 @@ def photo_clip(photo: Tensor, cfg: SynthConfig, rng: np.random.Generator, patch_
             continue
         yy, xx = np.mgrid[: tile.shape[0], : tile.shape[1]]
         ry, rx = tile.shape[0] / 2, tile.shape[1] / 2
-        alpha = np.clip(1.5 - np.sqrt(((yy - ry) / ry) ** 2 + ((xx - rx) / rx) ** 2) * 1.5, 0, 1)[..., None]
+        r = np.sqrt(((yy - ry) / ry) ** 2 + ((xx - rx) / rx) ** 2)
+        # Subjects with their own speed get a firm edge (a ramp of about 2 px), as real objects
+        # have: what the model must learn is a blurred outline beside a sharp background.
+        edge = min(ry, rx) / 2 if cfg.object_shift > 0 else 1.5
+        alpha = np.clip((1 - r) * edge, 0, 1)[..., None]
         # Real footage is often a still or slow camera with fast subjects (cyclists, a talking
         # head): blur in some places and none around them. Tied to the camera's speed, the patches
         # would be still whenever the camera is, so that case needs their own speed.

@@ -15,7 +15,8 @@ this checkout's ``src`` when it is not installed.
 version 4 at x4 (``fmanet-cpu-l``, the paper's two stages from scratch, issue 38) and ``builtin-x2``
 and ``builtin-x1`` (``fmanet-cpu``, the last stage from the shipped model one scale up, issue 39).
 For each scale it synthesises the training clips from the photographs at that scale on the
-machine's own cores (several ``vsrdb synth`` processes side by side), validates on a held-out camera
+machine's own cores (several ``vsrdb synth`` processes side by side; 8 clips per photo at x4, 3 at
+x2 and x1), validates on a held-out camera
 clip (checkpoints are chosen on real footage, not on synthetic validation), and trains with the
 real-footage degradations. A few steps of every scale, side by side, measure the step times, and the
 iterations are set so the whole run fits ``--minutes``. Each result is then scored with the shipped
@@ -82,16 +83,16 @@ def prepare(data: Path, *, max_side: int = 1024) -> None:
     print(f"prepared {data}: {len(list(out.glob('*.jpg')))} photos and the held-out clips, {size / 1e6:.1f} MB")
 
 
-def _synth_parallel(photos: list[Path], work: Path, *, scale: int, jobs: int, tiny: bool) -> Path:
+def _synth_parallel(photos: list[Path], work: Path, *, scale: int, clips: int, jobs: int, tiny: bool) -> Path:
     """Training clips at ``scale`` from the photos, ``jobs`` synth processes side by side, merged as one
     REDS set in ``work/train``."""
     groups = [photos[i::jobs] for i in range(jobs) if photos[i::jobs]]
-    size, clips, frames = ("48x64", "1", "5") if tiny else ("192x256", "8", "16")
+    size, frames = ("48x64", "5") if tiny else ("192x256", "16")
     procs = []
     for i, group in enumerate(groups):
         # photo files, not their folder: a folder of images is read as one video's frames
         cmd = [*VSRDB, "synth", *map(str, group), "-o", str(work / f"part{i}"), "--scale", str(scale),
-               "--photo-size", size, "--photo-clips", clips, "--clip-frames", frames, "--min-shift", "0.25",
+               "--photo-size", size, "--photo-clips", str(clips), "--clip-frames", frames, "--min-shift", "0.25",
                "--max-shift", "48", "--seed", str(40 + i)]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                       env={**os.environ, "OMP_NUM_THREADS": "1"}))
@@ -216,7 +217,10 @@ def run(data: Path, out: Path, *, minutes: float, device: str, tiny: bool, scale
     photos = sorted((data / "photos").glob("*.jpg"))[: 2 if tiny else None]
     held = data / "heldout"
     cores = os.cpu_count() or 2
-    jobs = 1 if tiny else max(1, (cores - 2) // len(scales))
+    # Clips per photo: version 4 trains from scratch and needs the most; x2 and x1 continue a
+    # shipped model. The synth processes are shared out in proportion, so all scales end together.
+    clips = {s: 1 if tiny else (8 if s == 4 else 3) for s in scales}
+    jobs = {s: 1 if tiny else max(1, round((cores - 2) * clips[s] / sum(clips.values()))) for s in scales}
     plans = {s: _plan(s, tiny) for s in scales}
     vals = {s: work / f"x{s}" / "val" for s in scales}
 
@@ -224,7 +228,7 @@ def run(data: Path, out: Path, *, minutes: float, device: str, tiny: bool, scale
         # camera footage for validation: the checkpoint choice sees real motion and texture
         _run([*VSRDB, "synth", held / "tree.avi", "-o", vals[s], "--scale", str(s), "--clip-frames",
               "5" if tiny else "12", "--seed", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return _synth_parallel(photos, work / f"x{s}", scale=s, jobs=jobs, tiny=tiny)
+        return _synth_parallel(photos, work / f"x{s}", scale=s, clips=clips[s], jobs=jobs[s], tiny=tiny)
 
     with ThreadPoolExecutor(len(scales)) as pool:  # every scale's synth processes at once, sharing the cores
         trains = dict(zip(scales, pool.map(synth, scales)))
@@ -256,7 +260,7 @@ def run(data: Path, out: Path, *, minutes: float, device: str, tiny: bool, scale
     trained = _train_side_by_side(final)
     # Each scale's held-out table: the new model and the shipped one it would replace, against the
     # scale's baseline (bicubic; at x1 the blurry input), the scales scored side by side.
-    clips = "1" if tiny else "2"
+    held_clips = "1" if tiny else "2"
     held_dir = held
     if tiny:  # one clip is enough to exercise the path
         held_dir = work / "held1"
@@ -274,8 +278,8 @@ def run(data: Path, out: Path, *, minutes: float, device: str, tiny: bool, scale
             env["SETTINGS"] = "clean h264:crf=23"
         old = str(work / f"x{s}" / "calib" / "model") if tiny else plan.old
         script = (f'bash "{HERE / "eval_builtin_real.sh"}" "{dest / "model"}" new "{work / f"eval-x{s}"}" {threads} '
-                  f'{clips} "{held_dir}" && bash "{HERE / "eval_builtin_real.sh"}" "{old}" old '
-                  f'"{work / f"eval-x{s}"}" {threads} {clips} "{held_dir}"')
+                  f'{held_clips} "{held_dir}" && bash "{HERE / "eval_builtin_real.sh"}" "{old}" old '
+                  f'"{work / f"eval-x{s}"}" {threads} {held_clips} "{held_dir}"')
         print(f"+ {script}", flush=True)
         with open(work / f"eval-x{s}.err", "w") as err:  # a file: three of them run at once, unread
             scoring.append((s, subprocess.Popen(["bash", "-c", script], cwd=work, env=env, stderr=err)))

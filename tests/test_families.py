@@ -269,7 +269,8 @@ def test_a_family_in_a_users_file_trains_restores_and_evaluates(tmp_path):
                            f"--master_port={_free_port()}", "-m", "vsrdb", "--model-module", str(family),
                            "train", str(tmp_path / "c2.yaml"), "--quiet"],
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
+    # torchrun's summary fills the tail; a rank's own error (a C++ `what()`, a traceback) comes before it
+    assert done.returncode == 0, done.stderr[:6000] + "\n...\n" + done.stderr[-1500:]
     with open(tmp_path / "run2" / "log.csv") as f:
         rows2 = [r for r in csv.DictReader(f) if r["pixel_fidelity"]]
     assert [(r["stage"], r["step"]) for r in rows2] == [(r["stage"], r["step"]) for r in logged]

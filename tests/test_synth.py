@@ -27,6 +27,17 @@ def digest(folder):
     return h.hexdigest()
 
 
+def small_synth_digest(photo, out, *extra):
+    """``digest`` of a one-clip dataset of ``photo`` (3 frames, 64x80, seed 4) made by ``vsrdb synth`` with ``extra``."""
+    assert main(["synth", str(photo), "-o", str(out), "--clip-frames", "3", "--photo-size", "64x80",
+                 "--photo-clips", "1", "--seed", "4", *extra]) == 0
+    return digest(out)
+
+
+# A camera that does not move, so that only what an option adds moves (sway, subjects).
+STILL_CAMERA = dict(clip_frames=3, photo_size=(64, 80), max_shift=0.0, max_rotation=0.0, max_zoom=0.0)
+
+
 def test_photo_clips_in_reds_layout_deterministic(photo, tmp_path):
     cfg = SynthConfig(clip_frames=4, photo_clips=2, photo_size=(64, 80), photo_subframes=5, seed=3)
     names = synthesize([photo], tmp_path / "a", cfg, progress=False)
@@ -113,8 +124,7 @@ def test_sway_moves_a_still_scene_non_rigidly(photo, tmp_path, capsys):
     from vsrdb.data.synth import _load_photo, photo_clip
 
     img = _load_photo(photo)
-    still = dict(clip_frames=3, photo_size=(64, 80), photo_subframes=3, foreground=0, max_shift=0.0,
-                 max_rotation=0.0, max_zoom=0.0)
+    still = dict(STILL_CAMERA, photo_subframes=3, foreground=0)
     sharp, _ = photo_clip(img, SynthConfig(**still), np.random.default_rng(2), [img])
     assert max(float((a - b).abs().max()) for a, b in zip(sharp, sharp[1:])) == 0
     spread = []
@@ -127,9 +137,7 @@ def test_sway_moves_a_still_scene_non_rigidly(photo, tmp_path, capsys):
     assert max(spread) > 0.2
 
     def make(name, *extra):
-        assert main(["synth", str(photo), "-o", str(tmp_path / name), "--clip-frames", "3", "--photo-size", "64x80",
-                     "--photo-clips", "1", "--seed", "4", *extra]) == 0
-        return digest(tmp_path / name)
+        return small_synth_digest(photo, tmp_path / name, *extra)
 
     assert make("plain") == make("zero", "--sway", "0") != make("sway", "--sway", "6")
     assert main(["synth", str(photo), "-o", str(tmp_path / "bad"), "--sway", "-1"]) != 0
@@ -159,8 +167,7 @@ def test_object_shift_moves_subjects_before_a_still_camera(photo, tmp_path, caps
     from vsrdb.data.synth import _load_photo, photo_clip
 
     img = _load_photo(photo)
-    still = dict(clip_frames=3, photo_size=(64, 80), photo_subframes=5, foreground=1, max_shift=0.0,
-                 max_rotation=0.0, max_zoom=0.0)
+    still = dict(STILL_CAMERA, photo_subframes=5, foreground=1)
     sharp, blurry = photo_clip(img, SynthConfig(**still), np.random.default_rng(3), [img])
     assert max(float((a - b).abs().max()) for a, b in zip(sharp, sharp[1:])) == 0
     moved = []
@@ -178,9 +185,7 @@ def test_object_shift_moves_subjects_before_a_still_camera(photo, tmp_path, caps
     assert max(moved) > 0.02
 
     def make(name, *extra):
-        assert main(["synth", str(photo), "-o", str(tmp_path / name), "--clip-frames", "3", "--photo-size", "64x80",
-                     "--photo-clips", "1", "--seed", "4", *extra]) == 0
-        return digest(tmp_path / name)
+        return small_synth_digest(photo, tmp_path / name, *extra)
 
     assert make("plain") == make("zero", "--object-shift", "0") != make("fast", "--object-shift", "12")
     assert make("none", "--foreground", "0") != make("plain2")

@@ -57,13 +57,12 @@ def add_deflicker_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _share(text: str) -> float:
+    from ..restore.deflicker import parse_share
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{text} must be more than 0 and at most 1")
-    return value
+        return parse_share(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text} {e}") from None
 
 
 def quiet_stdout() -> None:

@@ -14,15 +14,32 @@ flicker of fast motion (bikes), where the model's frames are wrong in different 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from ..data.flow import estimate_flow
 from ..ops.warp import flow_warp
 
-__all__ = ["SIGMA", "deflicker"]
+__all__ = ["SIGMA", "deflicker", "parse_share"]
 
 SIGMA = 0.05  # the RGB distance (0-1 units) at which a match counts e^-1 of a full one
+
+
+def parse_share(value: str | float) -> float:
+    """The blend share ``--deflicker`` takes (command line, page, API, Restorer): a number in (0, 1].
+
+    Raises ValueError("must be more than 0 and at most 1"); callers put the value and their own
+    words for the option in front.
+    """
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        share = math.nan
+    if not 0 < share <= 1:
+        raise ValueError("must be more than 0 and at most 1")
+    return share
 
 
 def deflicker(frame: Tensor, previous: Tensor | None, alpha: float, sigma: float = SIGMA) -> Tensor:

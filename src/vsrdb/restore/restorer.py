@@ -33,6 +33,7 @@ from ..devices import available_memory, release_free_memory
 from ..errors import InputError
 from ..models.family import RestorationModel
 from ..precision import Precision, resolve_precision
+from .deflicker import deflicker, parse_share
 
 __all__ = ["Restorer", "TilePlan", "plan_tiles"]
 
@@ -213,8 +214,11 @@ class Restorer:
         if not model.can_restore:
             raise InputError(f"{model.preset} is a partial model (an early training stage's): it trains but "
                              "cannot restore frames")
-        if deflicker is not None and not 0 < deflicker <= 1:
-            raise InputError(f"deflicker: {deflicker} is not a share in (0, 1]")
+        if deflicker is not None:
+            try:
+                parse_share(deflicker)
+            except ValueError as e:
+                raise InputError(f"deflicker {deflicker}: {e}") from None
         if deflicker is not None and model.frames.mode == "recurrent":
             raise InputError(f"{model.preset} is recurrent already (each output takes the previous one); "
                              "deflicker is for window and sequence models")
@@ -461,8 +465,6 @@ class Restorer:
         if self.deflicker is None:
             yield from self._drive(indexed, start, stop, state)
             return
-        from .deflicker import deflicker
-
         previous = None if state is None else state.cpu()
         for out in self._drive(indexed, start, stop, None):
             previous = self.state = deflicker(out, previous, self.deflicker)

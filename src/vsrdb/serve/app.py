@@ -38,6 +38,7 @@ from ..devices import pick_device
 from ..errors import InputError
 from ..files import format_bytes
 from ..precision import PRECISIONS, resolve_precision
+from ..restore.deflicker import parse_share
 from ..video import CODECS, MAX_FPS, MIN_FPS, choose_format, list_frames
 from ..video.colour import ColourSpec
 from .jobs import ACTIVE, JobRecord, JobStore, Runner, safe_display_name
@@ -179,11 +180,9 @@ def check_options(config: ServeConfig, query) -> dict:
     deflicker = query.get("deflicker") or None
     if deflicker is not None:
         try:
-            deflicker = float(deflicker)
-            if not 0 < deflicker <= 1:
-                raise ValueError
-        except ValueError:
-            raise InputError(f"--deflicker {query.get('deflicker')}: must be more than 0 and at most 1") from None
+            deflicker = parse_share(deflicker)
+        except ValueError as e:
+            raise InputError(f"--deflicker {deflicker}: {e}") from None
     if codec is not None and codec not in CODECS:
         raise InputError(f"--codec {codec}: unknown (use one of {', '.join(sorted(CODECS))})")
     if precision not in PRECISIONS:

@@ -222,12 +222,14 @@ def run(data: Path, out: Path, *, minutes: float, device: str, tiny: bool, scale
     clips = {s: 1 if tiny else (8 if s == 4 else 3) for s in scales}
     jobs = {s: 1 if tiny else max(1, round((cores - 2) * clips[s] / sum(clips.values()))) for s in scales}
     plans = {s: _plan(s, tiny) for s in scales}
-    vals = {s: work / f"x{s}" / "val" for s in scales}
+    # Validation on camera footage (the checkpoint choice sees real motion and texture): tree as
+    # eval_builtin_real.sh synthesises it for the held-out table, in the folder where that script
+    # (run in ``work``) finds it made already.
+    vals = {s: work / "data" / ("eval" if s == 4 else f"eval-x{s}") / "tree" for s in scales}
 
     def synth(s: int) -> Path:
-        # camera footage for validation: the checkpoint choice sees real motion and texture
-        _run([*VSRDB, "synth", held / "tree.avi", "-o", vals[s], "--scale", str(s), "--clip-frames",
-              "5" if tiny else "12", "--seed", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _run([*VSRDB, "synth", held / "tree.avi", "-o", vals[s], "--scale", str(s), "--clip-frames", "12",
+              "--seed", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return _synth_parallel(photos, work / f"x{s}", scale=s, clips=clips[s], jobs=jobs[s], tiny=tiny)
 
     with ThreadPoolExecutor(len(scales)) as pool:  # every scale's synth processes at once, sharing the cores
